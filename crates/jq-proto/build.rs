@@ -1,0 +1,20 @@
+//! Generates the jq wire contract from `proto/jq/v1/*.proto`.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [
+        "jq/v1/common.proto",
+        "jq/v1/job_service.proto",
+        "jq/v1/worker_service.proto",
+        "jq/v1/admin_service.proto",
+        "jq/v1/events.proto",
+    ];
+    let paths: Vec<_> = files.iter().map(|f| root.join(f)).collect();
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("jq_descriptor.bin"))
+        .compile_protos(&paths, &[root.clone()])?;
+    for p in &paths {
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
+    Ok(())
+}
