@@ -11,6 +11,7 @@
 //! - [`submit`]: validation of submissions and queue settings (§2, §6).
 //! - [`events`]: topic of each transition (§9).
 //! - [`page`]: list cursors (FR-032).
+//! - [`records`]: plain data of stored jobs, queues, workers, events.
 //! - `testing` (feature): the reference model shared by the model tests.
 
 pub mod backoff;
@@ -19,6 +20,7 @@ pub mod events;
 pub mod lifecycle;
 pub mod ordering;
 pub mod page;
+pub mod records;
 pub mod status;
 pub mod submit;
 #[cfg(feature = "testing")]

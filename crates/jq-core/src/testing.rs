@@ -291,7 +291,8 @@ impl Model {
                     priority,
                     created_at: now,
                     not_before: now + delay,
-                    expires_at: ttl.map(|t| now + t),
+                    // TTL counts from when the job may first run.
+                    expires_at: ttl.map(|t| now + delay + t),
                     worker: None,
                     assigned_at: None,
                     cancel_requested: false,
@@ -408,6 +409,18 @@ impl Model {
                     status: WorkerStatus::Online,
                     last_heartbeat: now,
                 };
+                // A registration is a new incarnation: whatever the id held
+                // before is lost with the old process.
+                let held: Vec<usize> = (0..self.jobs.len())
+                    .filter(|&i| self.jobs[i].status.is_in_flight() && self.jobs[i].worker == Some(w))
+                    .collect();
+                for i in held {
+                    if self.jobs[i].cancel_requested {
+                        self.dead_letter_cancelled(i);
+                    } else {
+                        self.fail(i, true, true);
+                    }
+                }
                 Expect::Ok
             }
             Op::Heartbeat { worker } => {

@@ -110,7 +110,7 @@ impl Harness {
                     state: JobState::new(max_retries),
                     key: DispatchKey { priority, created_at_micros: now as i64, seq },
                     not_before: now + delay,
-                    expires_at: ttl.map(|t| now + t),
+                    expires_at: ttl.map(|t| now + delay + t),
                     assigned_at: None,
                     events: 1,
                 });
@@ -173,6 +173,17 @@ impl Harness {
             Op::Register { worker } => {
                 let w = worker % self.workers.len();
                 self.workers[w] = (WorkerStatus::Online, now);
+                let held: Vec<usize> = (0..self.jobs.len())
+                    .filter(|&i| {
+                        let s = &self.jobs[i].state;
+                        s.status.is_in_flight() && widx(&s.worker_id) == Some(w)
+                    })
+                    .collect();
+                for i in held {
+                    let s = &self.jobs[i].state;
+                    let cmd = Command::WorkerLost { worker_id: wid(w), attempt: s.attempt };
+                    self.run(i, cmd).unwrap();
+                }
                 Expect::Ok
             }
             Op::Heartbeat { worker } => {

@@ -1,0 +1,201 @@
+//! The claim (SPEC §4): hand due PENDING jobs to one worker, in dispatch
+//! order, each exactly once.
+//!
+//! PostgreSQL alone guarantees single assignment (FR-015 jq+): candidates
+//! are locked with `FOR UPDATE SKIP LOCKED`, so concurrent claimers — other
+//! tasks or other server replicas — never see the same row, and the update is
+//! guarded by status and attempt as always. Per-queue caps (JQ-140) are taken
+//! under the queue row's lock so they hold across replicas.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jq_core::records::Assignment;
+use jq_core::{Command, Context, Decision, DispatchKey, JobStatus, transition};
+use uuid::Uuid;
+
+use crate::rows::{JobRow, secs, u32_of};
+use crate::transitions::Planned;
+use crate::{Result, Store};
+
+#[derive(sqlx::FromRow)]
+struct QueueCaps {
+    name: String,
+    concurrency_limit: Option<i32>,
+    rate_limit_per_s: Option<f64>,
+    rate_tokens: f64,
+    elapsed_s: f64,
+    default_timeout_s: Option<i32>,
+}
+
+impl QueueCaps {
+    fn limited(&self) -> bool {
+        self.concurrency_limit.is_some() || self.rate_limit_per_s.is_some()
+    }
+
+    /// Tokens available now: the bucket refills at `rate` per second up to
+    /// one second's worth (at least 1), so bursts stay short.
+    fn tokens_now(&self) -> Option<f64> {
+        self.rate_limit_per_s.map(|rate| {
+            let burst = rate.max(1.0);
+            (self.rate_tokens + self.elapsed_s.max(0.0) * rate).min(burst)
+        })
+    }
+}
+
+const CAPS_COLUMNS: &str = "name, concurrency_limit, rate_limit_per_s, rate_tokens, \
+    extract(epoch FROM now() - rate_refilled_at)::float8 AS elapsed_s, default_timeout_s";
+
+const CANDIDATE_COLUMNS: &str = "j.id, j.queue, j.status::text AS status, j.priority, j.payload, j.result, \
+    j.error, j.attempt, j.retries, j.max_retries, j.worker_id, j.idempotency_key, j.cancel_requested, \
+    j.last_report_attempt, j.last_report_kind, j.created_at, j.not_before, j.expires_at, j.assigned_at, \
+    j.started_at, j.completed_at, j.updated_at, j.seq";
+
+impl Store {
+    /// Claim up to `limit` due jobs from `queues` for `worker_id`, which
+    /// must be ONLINE. Returns the assignments in dispatch order (FR-014).
+    /// Paused queues give nothing (JQ-122); concurrency and rate limits cap
+    /// what each queue gives (JQ-140).
+    pub async fn claim(&self, worker_id: &str, queues: &[String], limit: u32) -> Result<Vec<Assignment>> {
+        if limit == 0 || queues.is_empty() {
+            return Ok(vec![]);
+        }
+        self.run("claim_jobs", async || self.claim_tx(worker_id, queues, limit).await).await
+    }
+
+    async fn claim_tx(&self, worker_id: &str, queues: &[String], limit: u32) -> Result<Vec<Assignment>> {
+        let mut tx = self.pool.begin().await?;
+        // FOR SHARE: the heartbeat reaper's OFFLINE update waits for this
+        // claim, then reclaims what it took — no job is left on a dead worker.
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status::text FROM workers WHERE id = $1 FOR SHARE")
+                .bind(worker_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if status.as_deref() != Some("ONLINE") {
+            return Ok(vec![]);
+        }
+        let mut caps: Vec<QueueCaps> = sqlx::query_as(&format!(
+            "SELECT {CAPS_COLUMNS} FROM queues WHERE name = ANY($1) AND NOT paused ORDER BY name"
+        ))
+        .bind(queues)
+        .fetch_all(&mut *tx)
+        .await?;
+        let limited: Vec<String> = caps.iter().filter(|c| c.limited()).map(|c| c.name.clone()).collect();
+        let mut in_flight: HashMap<String, i64> = HashMap::new();
+        if !limited.is_empty() {
+            // Re-read the limited queues under their row lock (name order:
+            // no deadlocks between claimers).
+            let locked: Vec<QueueCaps> = sqlx::query_as(&format!(
+                "SELECT {CAPS_COLUMNS} FROM queues WHERE name = ANY($1) AND NOT paused ORDER BY name \
+                 FOR NO KEY UPDATE"
+            ))
+            .bind(&limited)
+            .fetch_all(&mut *tx)
+            .await?;
+            caps.retain(|c| !c.limited());
+            caps.extend(locked);
+            let counts: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT queue, count(*) FROM jobs WHERE queue = ANY($1) AND status IN ('ASSIGNED', 'RUNNING') \
+                 GROUP BY queue",
+            )
+            .bind(&limited)
+            .fetch_all(&mut *tx)
+            .await?;
+            in_flight = counts.into_iter().collect();
+        }
+
+        // Candidates per queue: each an index scan in dispatch order that
+        // stops at its limit.
+        let mut candidates: Vec<JobRow> = vec![];
+        for c in &caps {
+            let mut room = i64::from(limit);
+            if let Some(cl) = c.concurrency_limit {
+                room = room.min(i64::from(cl) - in_flight.get(&c.name).copied().unwrap_or(0));
+            }
+            if let Some(tokens) = c.tokens_now() {
+                room = room.min(tokens.floor() as i64);
+            }
+            if room <= 0 {
+                continue;
+            }
+            let rows: Vec<JobRow> = sqlx::query_as(&format!(
+                "SELECT {CANDIDATE_COLUMNS} FROM jobs j \
+                 WHERE j.queue = $1 AND j.status = 'PENDING' AND j.not_before <= now() \
+                   AND (j.expires_at IS NULL OR j.expires_at > now()) \
+                 ORDER BY j.priority DESC, j.created_at, j.seq LIMIT $2 FOR UPDATE SKIP LOCKED"
+            ))
+            .bind(&c.name)
+            .bind(room)
+            .fetch_all(&mut *tx)
+            .await?;
+            candidates.extend(rows);
+        }
+        candidates.sort_by_key(|r| DispatchKey {
+            priority: r.priority.clamp(0, 9) as u8,
+            created_at_micros: r.created_at.timestamp_micros(),
+            seq: r.seq,
+        });
+        candidates.truncate(limit as usize);
+
+        let cmd = Command::Claim {
+            worker_id: worker_id.to_string(),
+        };
+        let ctx = Context::default();
+        let mut planned = Vec::with_capacity(candidates.len());
+        for r in &candidates {
+            if let Decision::Apply(e) = transition(&r.state(), &cmd, &ctx)? {
+                planned.push(Planned::new(r.id, r.state(), e));
+            }
+        }
+        let applied: Vec<Uuid> = Store::apply_planned(&mut *tx, &planned).await?;
+        debug_assert_eq!(applied.len(), planned.len(), "locked rows cannot change under us");
+
+        // Spend the rate tokens of what each rate-limited queue gave.
+        for c in caps.iter().filter(|c| c.rate_limit_per_s.is_some()) {
+            let used = candidates.iter().filter(|r| r.queue == c.name).count() as f64;
+            let left = c.tokens_now().unwrap_or(0.0) - used;
+            sqlx::query("UPDATE queues SET rate_tokens = $2, rate_refilled_at = now() WHERE name = $1")
+                .bind(&c.name)
+                .bind(left.max(0.0))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+
+        let timeouts: HashMap<&str, Option<Duration>> =
+            caps.iter().map(|c| (c.name.as_str(), secs(c.default_timeout_s))).collect();
+        Ok(candidates
+            .into_iter()
+            .zip(planned)
+            .map(|(r, p)| Assignment {
+                timeout: timeouts.get(r.queue.as_str()).copied().flatten(),
+                job_id: r.id,
+                attempt: p.effects.next.attempt,
+                priority: r.priority.clamp(0, 9) as u8,
+                retries: u32_of(r.retries),
+                created_at: r.created_at,
+                payload: r.payload,
+                queue: r.queue,
+            })
+            .inspect(|a| debug_assert!(a.attempt > 0))
+            .collect())
+    }
+
+    /// Number of jobs in a status, for gauges (`jq_job_queue_depth`).
+    pub async fn depth_by_queue(&self) -> Result<Vec<(String, JobStatus, u64)>> {
+        self.run("queue_depth", async || {
+            let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT queue, status::text, count(*) FROM jobs \
+                 WHERE status IN ('PENDING', 'ASSIGNED', 'RUNNING', 'FAILED') GROUP BY queue, status",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(q, s, n)| (q, crate::rows::status(&s), n as u64))
+                .collect())
+        })
+        .await
+    }
+}

@@ -1,0 +1,51 @@
+//! Store errors: typed for what callers act on, opaque for the rest.
+
+use jq_core::{TransitionError, ValidationError};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("job {0} not found")]
+    JobNotFound(Uuid),
+    #[error("queue {0:?} not found")]
+    QueueNotFound(String),
+    #[error("queue {0:?} already exists")]
+    QueueExists(String),
+    #[error("queue {name:?} still has {jobs} job(s); delete them first or use force")]
+    QueueNotEmpty { name: String, jobs: u64 },
+    #[error("worker {0:?} not found")]
+    WorkerNotFound(String),
+    #[error("worker {0:?} is offline")]
+    WorkerOffline(String),
+    #[error("job {0} is not in a terminal state; cancel it first")]
+    JobNotTerminal(Uuid),
+    /// The lifecycle refused the command (wrong state, stale attempt, …).
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// Kept losing races on one job; the caller may try again.
+    #[error("job {0} is changing too fast; try again")]
+    Contention(Uuid),
+    /// Transient database errors persisted through every retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Errors worth retrying: the connection broke or the database asked us to.
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // serialization_failure, deadlock_detected, connection exceptions,
+            // admin/crash shutdown, cannot_connect_now, too_many_connections.
+            matches!(&*code, "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300") || code.starts_with("08")
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,303 @@
+//! Submitting and reading jobs (SPEC §2, §7).
+
+use std::collections::HashMap;
+
+use jq_core::events::{TOPIC_SUBMITTED, submitted_step};
+use jq_core::records::{Job, JobEvent};
+use jq_core::{JobStatus, NewJob, PageToken, Schedule, ValidationError};
+use sqlx::{Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::rows::{EventRow, JOB_COLUMNS, JobRow};
+use crate::{Result, Store, StoreError};
+
+/// The answer to one submitted job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Submitted {
+    pub job_id: Uuid,
+    /// The idempotency key matched an existing job (JQ-101).
+    pub already_existed: bool,
+}
+
+/// Filters of `job list` (FR-032).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    pub queue: Option<String>,
+    pub status: Option<JobStatus>,
+    /// Page size; clamped to 1..=1000, default 20.
+    pub limit: Option<u32>,
+    pub page_token: Option<String>,
+    /// Leave payload and result out (smaller pages).
+    pub omit_payloads: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListPage {
+    pub jobs: Vec<Job>,
+    /// None on the last page.
+    pub next_page_token: Option<String>,
+}
+
+impl Store {
+    /// Submit one job (FR-001..FR-005, JQ-101, JQ-103).
+    pub async fn submit(&self, job: NewJob) -> Result<Submitted> {
+        let mut v = self.submit_many(vec![job]).await?;
+        Ok(v.remove(0))
+    }
+
+    /// Submit jobs in one all-or-nothing transaction (JQ-102): every queue
+    /// must exist; each new job gets its `job_events` and outbox rows.
+    pub async fn submit_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Submitted>> {
+        if jobs.is_empty() {
+            return Ok(vec![]);
+        }
+        // Ids are fixed before the first try, so a retry after an unknown
+        // commit outcome finds its own rows instead of inserting twice.
+        let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::new_v4()).collect();
+        self.run("submit_jobs", async || self.submit_tx(&jobs, &ids).await).await
+    }
+
+    async fn submit_tx(&self, jobs: &[NewJob], ids: &[Uuid]) -> Result<Vec<Submitted>> {
+        let n = jobs.len();
+        let mut queues: Vec<String> = jobs.iter().map(|j| j.queue.clone()).collect();
+        queues.sort();
+        queues.dedup();
+
+        let mut tx = self.pool.begin().await?;
+        // KEY SHARE: concurrent submits don't block each other, a queue
+        // delete waits for us.
+        let found: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM queues WHERE name = ANY($1) FOR KEY SHARE")
+                .bind(&queues)
+                .fetch_all(&mut *tx)
+                .await?;
+        if let Some(missing) = queues.iter().find(|q| !found.contains(q)) {
+            return Err(StoreError::QueueNotFound(missing.clone()));
+        }
+
+        let mut q = Vec::with_capacity(n);
+        let mut prio = Vec::with_capacity(n);
+        let mut payload = Vec::with_capacity(n);
+        let mut max_retries = Vec::with_capacity(n);
+        let mut key = Vec::with_capacity(n);
+        let mut delay_ms = Vec::with_capacity(n);
+        let mut run_at = Vec::with_capacity(n);
+        let mut ttl_ms = Vec::with_capacity(n);
+        let mut ord = Vec::with_capacity(n);
+        for (i, j) in jobs.iter().enumerate() {
+            q.push(j.queue.as_str());
+            prio.push(i16::from(j.priority));
+            payload.push(j.payload.as_slice());
+            max_retries.push(j.max_retries.map(|m| m as i32));
+            key.push(j.idempotency_key.as_deref());
+            let (d, at) = match j.schedule {
+                Schedule::Now => (None, None),
+                Schedule::After(d) => (Some(d.as_millis() as i64), None),
+                Schedule::At(t) => (None, Some(t)),
+            };
+            delay_ms.push(d);
+            run_at.push(at);
+            ttl_ms.push(j.ttl.map(|t| t.as_millis() as i64));
+            ord.push(i as i32);
+        }
+        let step = submitted_step();
+        let inserted: Vec<Uuid> = sqlx::query_scalar(
+            r#"
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::bytea[], $5::int[], $6::text[],
+                         $7::bigint[], $8::timestamptz[], $9::bigint[], $10::int[])
+        AS t(id, queue, priority, payload, max_retries, idempotency_key, delay_ms, run_at, ttl_ms, ord)
+), prepared AS (
+    SELECT i.*, coalesce(i.max_retries, q.max_retries) AS eff_max_retries,
+           CASE WHEN i.run_at IS NOT NULL THEN greatest(i.run_at, now())
+                WHEN i.delay_ms IS NOT NULL THEN now() + i.delay_ms * interval '1 millisecond'
+                ELSE now() END AS nb,
+           coalesce(i.ttl_ms, q.default_ttl_s::bigint * 1000) AS eff_ttl_ms
+    FROM input i JOIN queues q ON q.name = i.queue
+), ins AS (
+    INSERT INTO jobs (id, queue, priority, payload, max_retries, idempotency_key, not_before, expires_at)
+    SELECT id, queue, priority, payload, eff_max_retries, idempotency_key, nb,
+           CASE WHEN eff_ttl_ms IS NULL THEN NULL ELSE nb + eff_ttl_ms * interval '1 millisecond' END
+    FROM prepared ORDER BY ord
+    ON CONFLICT DO NOTHING
+    RETURNING id, queue
+), ev AS (
+    INSERT INTO job_events (event_id, job_id, queue, from_status, to_status, reason, attempt)
+    SELECT gen_random_uuid(), id, queue, NULL, $11::job_status, $12, 0 FROM ins
+    RETURNING event_id, job_id, queue, to_status, reason, occurred_at
+), ob AS (
+    INSERT INTO event_outbox (event_id, topic, partition_key, job_id, queue, to_status, reason, attempt, occurred_at)
+    SELECT event_id, $13, job_id::text, job_id, queue, to_status, reason, 0, occurred_at FROM ev
+)
+SELECT id FROM ins"#,
+        )
+        .bind(ids)
+        .bind(&q)
+        .bind(&prio)
+        .bind(&payload)
+        .bind(&max_retries)
+        .bind(&key)
+        .bind(&delay_ms)
+        .bind(&run_at)
+        .bind(&ttl_ms)
+        .bind(&ord)
+        .bind(step.to.as_str())
+        .bind(step.reason.as_str())
+        .bind(TOPIC_SUBMITTED)
+        .fetch_all(&mut *tx)
+        .await?;
+
+        let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
+        // Rows not inserted: an idempotency key matched (return the first
+        // job), or this very call committed before a retry (our own id).
+        let keyed: Vec<(String, String)> = jobs
+            .iter()
+            .zip(ids)
+            .filter(|(_, id)| !inserted.contains(id))
+            .filter_map(|(j, _)| j.idempotency_key.clone().map(|k| (j.queue.clone(), k)))
+            .collect();
+        let mut existing: HashMap<(String, String), Uuid> = HashMap::new();
+        if !keyed.is_empty() {
+            let (kq, kk): (Vec<String>, Vec<String>) = keyed.into_iter().unzip();
+            let rows: Vec<(Uuid, String, String)> = sqlx::query_as(
+                "SELECT j.id, j.queue, j.idempotency_key FROM jobs j \
+                 JOIN unnest($1::text[], $2::text[]) AS k(queue, key) \
+                   ON j.queue = k.queue AND j.idempotency_key = k.key",
+            )
+            .bind(&kq)
+            .bind(&kk)
+            .fetch_all(&mut *tx)
+            .await?;
+            existing = rows.into_iter().map(|(id, q, k)| ((q, k), id)).collect();
+        }
+        tx.commit().await?;
+
+        Ok(jobs
+            .iter()
+            .zip(ids)
+            .map(|(j, &id)| {
+                if inserted.contains(&id) {
+                    return Submitted {
+                        job_id: id,
+                        already_existed: false,
+                    };
+                }
+                match j.idempotency_key.as_ref().and_then(|k| existing.get(&(j.queue.clone(), k.clone()))) {
+                    Some(&first) if first != id => Submitted {
+                        job_id: first,
+                        already_existed: true,
+                    },
+                    _ => Submitted {
+                        job_id: id,
+                        already_existed: false,
+                    },
+                }
+            })
+            .collect())
+    }
+
+    /// One job (FR-030).
+    pub async fn get_job(&self, id: Uuid) -> Result<Job> {
+        self.run("get_job", async || {
+            let row: Option<JobRow> = sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.map(JobRow::into_job).ok_or(StoreError::JobNotFound(id))
+        })
+        .await
+    }
+
+    /// Jobs newest first, filtered and cursor-paginated (FR-032, FR-035).
+    pub async fn list_jobs(&self, f: &ListFilter) -> Result<ListPage> {
+        let limit = f.limit.unwrap_or(20).clamp(1, 1000) as i64;
+        let after = match f.page_token.as_deref().filter(|t| !t.is_empty()) {
+            Some(t) => Some(
+                PageToken::decode(t)
+                    .map_err(|e| StoreError::Invalid(ValidationError::invalid("page_token", e.to_string())))?,
+            ),
+            None => None,
+        };
+        self.run("list_jobs", async || {
+            let cols = if f.omit_payloads {
+                JOB_COLUMNS.replace("j.payload", "''::bytea AS payload").replace("j.result", "NULL::bytea AS result")
+            } else {
+                JOB_COLUMNS.to_string()
+            };
+            let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {cols} FROM jobs j WHERE true"));
+            if let Some(q) = &f.queue {
+                qb.push(" AND j.queue = ").push_bind(q);
+            }
+            if let Some(s) = f.status {
+                qb.push(" AND j.status = ").push_bind(s.as_str()).push("::job_status");
+            }
+            if let Some(t) = after {
+                let at = chrono::DateTime::from_timestamp_micros(t.created_at_micros).unwrap_or_default();
+                qb.push(" AND (j.created_at, j.id) < (").push_bind(at).push(", ").push_bind(t.id).push(")");
+            }
+            qb.push(" ORDER BY j.created_at DESC, j.id DESC LIMIT ").push_bind(limit + 1);
+            let mut rows: Vec<JobRow> = qb.build_query_as().fetch_all(&self.pool).await?;
+            let more = rows.len() as i64 > limit;
+            rows.truncate(limit as usize);
+            let next_page_token = more.then(|| {
+                let last = rows.last().expect("a full page has a last row");
+                PageToken {
+                    created_at_micros: last.created_at.timestamp_micros(),
+                    id: last.id,
+                }
+                .encode()
+            });
+            Ok(ListPage {
+                jobs: rows.into_iter().map(JobRow::into_job).collect(),
+                next_page_token,
+            })
+        })
+        .await
+    }
+
+    /// A job's transitions in order (FR-031).
+    pub async fn job_events(&self, id: Uuid) -> Result<Vec<JobEvent>> {
+        self.run("job_events", async || {
+            let rows: Vec<EventRow> = sqlx::query_as(
+                "SELECT event_id, job_id, queue, from_status::text AS from_status, to_status::text AS to_status, \
+                 reason, worker_id, attempt, detail, occurred_at FROM job_events WHERE job_id = $1 ORDER BY id",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            if rows.is_empty() {
+                // Every job has its submission event; none means no job.
+                let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1)")
+                    .bind(id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                if !exists {
+                    return Err(StoreError::JobNotFound(id));
+                }
+            }
+            Ok(rows.into_iter().map(JobEvent::from).collect())
+        })
+        .await
+    }
+
+    /// Delete a DONE or DEAD_LETTERED job and its history (FR-035). Its
+    /// outbox events stay until published.
+    pub async fn delete_job(&self, id: Uuid) -> Result<()> {
+        self.run("delete_job", async || {
+            let deleted = sqlx::query("DELETE FROM jobs WHERE id = $1 AND status IN ('DONE', 'DEAD_LETTERED')")
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            if deleted == 1 {
+                return Ok(());
+            }
+            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1)")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
+            Err(if exists { StoreError::JobNotTerminal(id) } else { StoreError::JobNotFound(id) })
+        })
+        .await
+    }
+}

@@ -1,0 +1,200 @@
+//! # jq-store
+//!
+//! The PostgreSQL repository of jq and the only crate with SQL in it.
+//!
+//! Every state change goes through [`jq_core::transition`]; the store carries
+//! out its [`Effects`](jq_core::Effects) in one atomic statement that updates
+//! the job *only if* it is still in the status and attempt the decision was
+//! made on, and writes one `job_events` row and one `event_outbox` row per
+//! step. A lost race therefore changes nothing and is simply decided again.
+//! All times come from the database clock (`now()`).
+//!
+//! # Layout
+//! - [`jobs`]: submit (single/bulk, idempotency, delay, TTL), get, list, events, delete.
+//! - [`transitions`]: the guarded writer plus ack, report, cancel, retry, delivery failure.
+//! - [`claim`]: batch claim with `FOR UPDATE SKIP LOCKED`, pause, JQ-140 limits.
+//! - [`reaper`]: assignment timeouts, dead workers, TTL expiry.
+//! - [`queues`]: queue CRUD, stats, pause/resume.
+//! - [`workers`]: register, heartbeat, drain, shutdown, deregister, list.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::ConnectOptions;
+
+pub mod claim;
+mod error;
+pub mod jobs;
+pub mod queues;
+pub mod reaper;
+mod rows;
+pub mod transitions;
+pub mod workers;
+
+pub use error::{StoreError, is_transient};
+pub use jobs::{ListFilter, ListPage, Submitted};
+pub use reaper::ReapReport;
+pub use transitions::{CancelOutcome, ReportOutcome, ResultReport};
+pub use workers::HeartbeatOutcome;
+
+/// Result of every store call.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Embedded migrations from `migrations/` (NFR-020).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Hears how long each named store operation took, for
+/// `jq_db_query_duration_seconds{query_name}` (FR-040) without this crate
+/// knowing about metrics.
+pub trait QueryObserver: Send + Sync {
+    fn observe(&self, query_name: &'static str, elapsed: Duration, ok: bool);
+}
+
+/// Source of jitter for retry backoff: a number in [0, 1).
+pub type JitterSource = Arc<dyn Fn() -> f64 + Send + Sync>;
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub acquire_timeout: Duration,
+    /// Password from the environment only (FR-045); overrides one in the URL.
+    pub password: Option<String>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 16,
+            min_connections: 0,
+            acquire_timeout: Duration::from_secs(5),
+            password: None,
+        }
+    }
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+    jitter: JitterSource,
+    observer: Option<Arc<dyn QueryObserver>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("pool", &self.pool).finish_non_exhaustive()
+    }
+}
+
+/// Transient errors are retried this many times (4 tries in all).
+const TRANSIENT_RETRIES: u32 = 3;
+
+impl Store {
+    /// Connect lazily: the pool opens connections on demand, so a server can
+    /// start (and report not-ready) while PostgreSQL is still coming up.
+    pub fn connect_lazy(url: &str, opts: &StoreOptions) -> Result<Store> {
+        let mut conn: PgConnectOptions = url.parse().map_err(StoreError::Database)?;
+        if let Some(pw) = &opts.password {
+            conn = conn.password(pw);
+        }
+        conn = conn.log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .min_connections(opts.min_connections)
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_lazy_with(conn);
+        Ok(Store::from_pool(pool))
+    }
+
+    /// Connect and check the database answers.
+    pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Store> {
+        let store = Store::connect_lazy(url, opts)?;
+        store.ping().await?;
+        Ok(store)
+    }
+
+    pub fn from_pool(pool: PgPool) -> Store {
+        Store {
+            pool,
+            jitter: Arc::new(rand::random::<f64>),
+            observer: None,
+        }
+    }
+
+    /// Replace the jitter source (tests use a constant for exact backoff).
+    pub fn with_jitter(mut self, jitter: JitterSource) -> Store {
+        self.jitter = jitter;
+        self
+    }
+
+    pub fn with_observer(mut self, observer: Arc<dyn QueryObserver>) -> Store {
+        self.observer = Some(observer);
+        self
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Apply pending migrations (NFR-020). Safe to run from several servers
+    /// at once: sqlx serialises them with an advisory lock.
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await.map_err(StoreError::Migration)
+    }
+
+    /// True when every embedded migration has been applied (readiness).
+    pub async fn migrations_current(&self) -> Result<bool> {
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Database)?;
+        Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        self.run("ping", async || {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Close the pool (graceful shutdown, NFR-014).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn jitter_unit(&self) -> f64 {
+        (self.jitter)()
+    }
+
+    /// Run `op`, retrying transient database errors (connection loss,
+    /// serialization failure, deadlock) with backoff, and report its time.
+    /// Every operation is written so that a retry after an unknown commit
+    /// outcome is harmless (fixed ids, guarded updates).
+    async fn run<T>(&self, name: &'static str, mut op: impl AsyncFnMut() -> Result<T>) -> Result<T> {
+        let start = Instant::now();
+        let mut tries = 0;
+        let res = loop {
+            match op().await {
+                Err(StoreError::Database(e)) if is_transient(&e) => {
+                    if tries == TRANSIENT_RETRIES {
+                        break Err(StoreError::Unavailable(e));
+                    }
+                    tries += 1;
+                    let wait = Duration::from_millis(25 << tries).mul_f64(1.0 + self.jitter_unit());
+                    tracing::warn!(query_name = name, attempt = tries, error = %e, "transient database error; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                other => break other,
+            }
+        };
+        if let Some(o) = &self.observer {
+            o.observe(name, start.elapsed(), res.is_ok());
+        }
+        res
+    }
+}

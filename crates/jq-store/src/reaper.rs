@@ -1,0 +1,121 @@
+//! Maintenance passes run by every server replica (SPEC FR-004, FR-016,
+//! FR-020, JQ-112). Each selects candidates by database time, decides each
+//! job with `jq_core::transition`, and writes guarded by status and
+//! attempt — so replicas running the same pass at once change each job at
+//! most once.
+
+use std::time::Duration;
+
+use jq_core::{Command, Context, Decision, transition};
+
+use crate::rows::{JOB_COLUMNS, JobRow, backoff};
+use crate::transitions::Planned;
+use crate::{Result, Store};
+
+/// What a reaper pass changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReapReport {
+    /// Workers marked OFFLINE by this pass.
+    pub workers_offline: Vec<String>,
+    /// Jobs this pass moved.
+    pub jobs: Vec<uuid::Uuid>,
+}
+
+use crate::rows::Candidate;
+
+/// Most jobs one pass handles; the next pass takes the rest.
+const REAP_BATCH: i64 = 1000;
+
+impl Store {
+    async fn reap_with(&self, filter: &str, bind: Option<f64>, cmd: impl Fn(&JobRow) -> Command) -> Result<Vec<uuid::Uuid>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS}, q.backoff_base_ms, q.backoff_max_ms FROM jobs j JOIN queues q ON q.name = j.queue \
+             WHERE {filter} LIMIT {REAP_BATCH}"
+        );
+        let mut query = sqlx::query_as::<_, Candidate>(&sql);
+        if let Some(b) = bind {
+            query = query.bind(b);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        let mut planned = Vec::with_capacity(rows.len());
+        for c in rows {
+            let ctx = Context {
+                backoff: backoff(c.backoff_base_ms, c.backoff_max_ms),
+                jitter_unit: self.jitter_unit(),
+            };
+            let state = c.job.state();
+            // A candidate that changed since the select is refused here or
+            // by the guarded write; either way nothing happens to it.
+            if let Ok(Decision::Apply(e)) = transition(&state, &cmd(&c.job), &ctx) {
+                planned.push(Planned::new(c.job.id, state, e));
+            }
+        }
+        Store::apply_planned(&self.pool, &planned).await
+    }
+
+    /// FR-016: ASSIGNED for longer than `timeout` -> FAILED -> retry logic.
+    pub async fn reap_assignment_timeouts(&self, timeout: Duration) -> Result<Vec<uuid::Uuid>> {
+        self.run("reap_assignments", async || {
+            self.reap_with(
+                "j.status = 'ASSIGNED' AND j.assigned_at <= now() - $1 * interval '1 second'",
+                Some(timeout.as_secs_f64()),
+                |j| Command::AssignmentTimeout {
+                    attempt: j.attempt as u32,
+                },
+            )
+            .await
+        })
+        .await
+    }
+
+    /// FR-020: workers silent for `timeout` go OFFLINE; every ASSIGNED or
+    /// RUNNING job of an OFFLINE worker -> FAILED -> retry logic (JQ-112),
+    /// or DEAD_LETTERED when its cancel was pending (JQ-113). Jobs of
+    /// workers that deregistered are reclaimed by the same query (NFR-015).
+    pub async fn reap_dead_workers(&self, timeout: Duration) -> Result<ReapReport> {
+        self.run("reap_workers", async || {
+            let workers_offline: Vec<String> = sqlx::query_scalar(
+                r#"
+WITH dead AS (
+    UPDATE workers SET status = 'OFFLINE'
+    WHERE status <> 'OFFLINE' AND last_heartbeat_at <= now() - $1 * interval '1 second'
+    RETURNING id, status, concurrency
+), ob AS (
+    INSERT INTO event_outbox (event_id, topic, partition_key, worker_id, worker_status, active_jobs, concurrency)
+    SELECT gen_random_uuid(), $2, id, id, status, 0, concurrency FROM dead
+)
+SELECT id FROM dead ORDER BY id"#,
+            )
+            .bind(timeout.as_secs_f64())
+            .bind(jq_core::events::TOPIC_WORKER_HEARTBEAT)
+            .fetch_all(&self.pool)
+            .await?;
+            let jobs = self
+                .reap_with(
+                    "j.status IN ('ASSIGNED', 'RUNNING') AND EXISTS \
+                     (SELECT 1 FROM workers w WHERE w.id = j.worker_id AND w.status = 'OFFLINE')",
+                    None,
+                    |j| Command::WorkerLost {
+                        worker_id: j.worker_id.clone().unwrap_or_default(),
+                        attempt: j.attempt as u32,
+                    },
+                )
+                .await?;
+            Ok(ReapReport { workers_offline, jobs })
+        })
+        .await
+    }
+
+    /// FR-004: PENDING past `expires_at` -> DEAD_LETTERED (TTL_EXPIRED).
+    pub async fn reap_expired(&self) -> Result<Vec<uuid::Uuid>> {
+        self.run("reap_expired", async || {
+            self.reap_with(
+                "j.status = 'PENDING' AND j.expires_at IS NOT NULL AND j.expires_at <= now()",
+                None,
+                |_| Command::TtlExpired,
+            )
+            .await
+        })
+        .await
+    }
+}

@@ -1,0 +1,235 @@
+//! Workers (SPEC §5): register, heartbeat with leases, drain, shutdown,
+//! deregister, list. Each change also queues a `worker.heartbeat` event.
+
+use std::collections::HashSet;
+
+use jq_core::events::TOPIC_WORKER_HEARTBEAT;
+use jq_core::records::{Lease, Worker, WorkerRegistration};
+use jq_core::submit::{validate_queue_name, validate_worker_id};
+use jq_core::{Command, Context, Decision, ValidationError, WorkerStatus, transition};
+use uuid::Uuid;
+
+use crate::rows::{JOB_COLUMNS, WORKER_COLUMNS, WorkerRow, worker_status};
+use crate::transitions::Planned;
+use crate::{Result, Store, StoreError};
+
+/// The server's answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatOutcome {
+    /// False: the worker is unknown or OFFLINE and must register again.
+    pub registered: bool,
+    pub status: Option<WorkerStatus>,
+    /// Leases the worker holds that are no longer its own (reassigned,
+    /// timed out, cancelled): it must stop them.
+    pub stale: Vec<Lease>,
+    /// Leases whose job an operator cancelled (JQ-113): kill and report.
+    pub cancel: Vec<Lease>,
+}
+
+/// Queue a worker.heartbeat event in the same statement as the change.
+const WORKER_EVENT: &str = "INSERT INTO event_outbox (event_id, topic, partition_key, worker_id, worker_status, \
+    active_jobs, concurrency) SELECT gen_random_uuid(), $TOPIC, id, id, status, \
+    (SELECT count(*) FROM jobs j WHERE j.worker_id = ch.id AND j.status IN ('ASSIGNED', 'RUNNING'))::int, \
+    concurrency FROM ch";
+
+fn with_event(change: &str, topic_param: &str) -> String {
+    format!(
+        "WITH ch AS ({change} RETURNING id, status, concurrency), ev AS ({}) SELECT status::text FROM ch",
+        WORKER_EVENT.replace("$TOPIC", topic_param)
+    )
+}
+
+impl Store {
+    /// FR-018: register (or re-register) a worker as ONLINE. A new
+    /// registration is a new incarnation: jobs the id still held from a
+    /// previous one are reclaimed at once (FR-020 without the wait).
+    pub async fn register_worker(&self, reg: &WorkerRegistration) -> Result<Vec<Uuid>> {
+        validate_worker_id(&reg.id)?;
+        if reg.concurrency == 0 {
+            return Err(ValidationError::invalid("concurrency", "must be at least 1").into());
+        }
+        if reg.queues.is_empty() {
+            return Err(ValidationError::invalid("queues", "at least one queue is required").into());
+        }
+        for q in &reg.queues {
+            validate_queue_name(q)?;
+        }
+        self.run("register_worker", async || {
+            sqlx::query_scalar::<_, String>(&with_event(
+                "INSERT INTO workers (id, hostname, concurrency, queues, version, status) \
+                 VALUES ($1, $2, $3, $4, $5, 'ONLINE') ON CONFLICT (id) DO UPDATE SET \
+                 hostname = EXCLUDED.hostname, concurrency = EXCLUDED.concurrency, queues = EXCLUDED.queues, \
+                 version = EXCLUDED.version, status = 'ONLINE', registered_at = now(), last_heartbeat_at = now()",
+                "$6",
+            ))
+            .bind(&reg.id)
+            .bind(&reg.hostname)
+            .bind(reg.concurrency as i32)
+            .bind(&reg.queues)
+            .bind(&reg.version)
+            .bind(TOPIC_WORKER_HEARTBEAT)
+            .fetch_one(&self.pool)
+            .await?;
+            self.reclaim_worker_jobs(&reg.id).await
+        })
+        .await
+    }
+
+    /// Jobs the worker id held before its new registration -> WorkerLost.
+    async fn reclaim_worker_jobs(&self, worker_id: &str) -> Result<Vec<Uuid>> {
+        let rows: Vec<crate::rows::Candidate> = sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS}, q.backoff_base_ms, q.backoff_max_ms FROM jobs j JOIN queues q ON q.name = j.queue \
+             WHERE j.worker_id = $1 AND j.status IN ('ASSIGNED', 'RUNNING')"
+        ))
+        .bind(worker_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut planned = vec![];
+        for c in rows {
+            let ctx = Context {
+                backoff: crate::rows::backoff(c.backoff_base_ms, c.backoff_max_ms),
+                jitter_unit: self.jitter_unit(),
+            };
+            let cmd = Command::WorkerLost {
+                worker_id: worker_id.to_string(),
+                attempt: c.job.attempt as u32,
+            };
+            if let Ok(Decision::Apply(e)) = transition(&c.job.state(), &cmd, &ctx) {
+                planned.push(Planned::new(c.job.id, c.job.state(), e));
+            }
+        }
+        Store::apply_planned(&self.pool, &planned).await
+    }
+
+    /// FR-019: record liveness and check the worker's leases (JQ-110).
+    pub async fn heartbeat(&self, worker_id: &str, leases: &[Lease]) -> Result<HeartbeatOutcome> {
+        self.run("worker_heartbeat", async || {
+            let status: Option<String> = sqlx::query_scalar(&with_event(
+                "UPDATE workers SET last_heartbeat_at = now() WHERE id = $1 AND status <> 'OFFLINE'",
+                "$2",
+            ))
+            .bind(worker_id)
+            .bind(TOPIC_WORKER_HEARTBEAT)
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some(status) = status else {
+                return Ok(HeartbeatOutcome {
+                    registered: false,
+                    status: None,
+                    stale: leases.to_vec(),
+                    cancel: vec![],
+                });
+            };
+            let (ids, attempts): (Vec<Uuid>, Vec<i32>) = leases.iter().map(|l| (l.job_id, l.attempt as i32)).unzip();
+            // Leases still valid, and those among them with a pending cancel.
+            let held: Vec<(Uuid, i32, bool)> = sqlx::query_as(
+                "SELECT j.id, j.attempt, j.cancel_requested FROM jobs j \
+                 JOIN unnest($1::uuid[], $2::int[]) AS l(id, attempt) ON j.id = l.id AND j.attempt = l.attempt \
+                 WHERE j.worker_id = $3 AND j.status IN ('ASSIGNED', 'RUNNING')",
+            )
+            .bind(&ids)
+            .bind(&attempts)
+            .bind(worker_id)
+            .fetch_all(&self.pool)
+            .await?;
+            let valid: HashSet<(Uuid, u32)> = held.iter().map(|(id, a, _)| (*id, *a as u32)).collect();
+            let mut stale: Vec<Lease> = leases.iter().filter(|l| !valid.contains(&(l.job_id, l.attempt))).copied().collect();
+            stale.sort();
+            let mut cancel: Vec<Lease> = held
+                .iter()
+                .filter(|(_, _, c)| *c)
+                .map(|(id, a, _)| Lease {
+                    job_id: *id,
+                    attempt: *a as u32,
+                })
+                .collect();
+            cancel.sort();
+            Ok(HeartbeatOutcome {
+                registered: true,
+                status: Some(worker_status(&status)),
+                stale,
+                cancel,
+            })
+        })
+        .await
+    }
+
+    async fn set_worker_status(&self, query_name: &'static str, worker_id: &str, to: WorkerStatus) -> Result<Worker> {
+        self.run(query_name, async || {
+            let changed: Option<String> = sqlx::query_scalar(&with_event(
+                "UPDATE workers SET status = $2::worker_status WHERE id = $1 AND status <> 'OFFLINE'",
+                "$3",
+            ))
+            .bind(worker_id)
+            .bind(to.as_str())
+            .bind(TOPIC_WORKER_HEARTBEAT)
+            .fetch_optional(&self.pool)
+            .await?;
+            if changed.is_none() {
+                let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM workers WHERE id = $1)")
+                    .bind(worker_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                return Err(if exists {
+                    StoreError::WorkerOffline(worker_id.to_string())
+                } else {
+                    StoreError::WorkerNotFound(worker_id.to_string())
+                });
+            }
+            self.get_worker_inner(worker_id).await
+        })
+        .await
+    }
+
+    /// FR-023: finish running jobs, take no new ones.
+    pub async fn drain_worker(&self, worker_id: &str) -> Result<Worker> {
+        self.set_worker_status("drain_worker", worker_id, WorkerStatus::Draining).await
+    }
+
+    /// FR-024: finish running jobs, then exit.
+    pub async fn shutdown_worker(&self, worker_id: &str) -> Result<Worker> {
+        self.set_worker_status("shutdown_worker", worker_id, WorkerStatus::Stopping).await
+    }
+
+    /// NFR-015: the worker leaves; whatever it still held is reclaimed by
+    /// the next dead-worker pass.
+    pub async fn deregister_worker(&self, worker_id: &str) -> Result<()> {
+        self.run("deregister_worker", async || {
+            let changed: Option<String> = sqlx::query_scalar(&with_event(
+                "UPDATE workers SET status = 'OFFLINE' WHERE id = $1",
+                "$2",
+            ))
+            .bind(worker_id)
+            .bind(TOPIC_WORKER_HEARTBEAT)
+            .fetch_optional(&self.pool)
+            .await?;
+            changed.map(|_| ()).ok_or_else(|| StoreError::WorkerNotFound(worker_id.to_string()))
+        })
+        .await
+    }
+
+    async fn get_worker_inner(&self, worker_id: &str) -> Result<Worker> {
+        let row: Option<WorkerRow> = sqlx::query_as(&format!("SELECT {WORKER_COLUMNS} FROM workers w WHERE w.id = $1"))
+            .bind(worker_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(Worker::from).ok_or_else(|| StoreError::WorkerNotFound(worker_id.to_string()))
+    }
+
+    pub async fn get_worker(&self, worker_id: &str) -> Result<Worker> {
+        self.run("get_worker", async || self.get_worker_inner(worker_id).await).await
+    }
+
+    pub async fn list_workers(&self, include_offline: bool) -> Result<Vec<Worker>> {
+        self.run("list_workers", async || {
+            let rows: Vec<WorkerRow> = sqlx::query_as(&format!(
+                "SELECT {WORKER_COLUMNS} FROM workers w WHERE $1 OR w.status <> 'OFFLINE' ORDER BY w.id"
+            ))
+            .bind(include_offline)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows.into_iter().map(Worker::from).collect())
+        })
+        .await
+    }
+}
