@@ -89,7 +89,7 @@ CREATE INDEX jobs_expiry ON jobs (expires_at) WHERE status = 'PENDING' AND expir
 -- for FR-035 listing and JQ-150 redrive.
 CREATE INDEX jobs_created ON jobs (created_at DESC, id DESC);
 CREATE INDEX jobs_queue_created ON jobs (queue, created_at DESC, id DESC);
-CREATE INDEX jobs_dead_letters ON jobs (queue, created_at, id) WHERE status = 'DEAD_LETTERED';
+CREATE INDEX jobs_dead_letters ON jobs (queue, created_at, seq) WHERE status = 'DEAD_LETTERED';
 
 -- FR-011: one immutable row per transition, written with the state change.
 CREATE TABLE job_events (

@@ -51,7 +51,31 @@ const CANDIDATE_COLUMNS: &str = "j.id, j.queue, j.status::text AS status, j.prio
     j.last_report_attempt, j.last_report_kind, j.created_at, j.not_before, j.expires_at, j.assigned_at, \
     j.started_at, j.completed_at, j.updated_at, j.seq";
 
+/// The per-queue candidate scan: the index `jobs_claim` in order, stopping
+/// at the limit, skipping rows other claimers hold.
+fn candidates_sql() -> String {
+    format!(
+        "SELECT {CANDIDATE_COLUMNS} FROM jobs j \
+         WHERE j.queue = $1 AND j.status = 'PENDING' AND j.not_before <= now() \
+           AND (j.expires_at IS NULL OR j.expires_at > now()) \
+         ORDER BY j.priority DESC, j.created_at, j.seq LIMIT $2 FOR UPDATE SKIP LOCKED"
+    )
+}
+
 impl Store {
+    /// The plan PostgreSQL uses for the claim scan (NFR-012 checks, and
+    /// operators debugging a slow claim).
+    pub async fn explain_claim(&self, queue: &str, limit: u32) -> Result<String> {
+        let mut tx = self.pool.begin().await?;
+        let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {}", candidates_sql()))
+            .bind(queue)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.rollback().await?;
+        Ok(lines.join("\n"))
+    }
+
     /// Claim up to `limit` due jobs from `queues` for `worker_id`, which
     /// must be ONLINE. Returns the assignments in dispatch order (FR-014).
     /// Paused queues give nothing (JQ-122); concurrency and rate limits cap
@@ -60,7 +84,7 @@ impl Store {
         if limit == 0 || queues.is_empty() {
             return Ok(vec![]);
         }
-        self.run("claim_jobs", async || self.claim_tx(worker_id, queues, limit).await).await
+        self.run("claim_jobs", || self.claim_tx(worker_id, queues, limit)).await
     }
 
     async fn claim_tx(&self, worker_id: &str, queues: &[String], limit: u32) -> Result<Vec<Assignment>> {
@@ -119,12 +143,7 @@ impl Store {
             if room <= 0 {
                 continue;
             }
-            let rows: Vec<JobRow> = sqlx::query_as(&format!(
-                "SELECT {CANDIDATE_COLUMNS} FROM jobs j \
-                 WHERE j.queue = $1 AND j.status = 'PENDING' AND j.not_before <= now() \
-                   AND (j.expires_at IS NULL OR j.expires_at > now()) \
-                 ORDER BY j.priority DESC, j.created_at, j.seq LIMIT $2 FOR UPDATE SKIP LOCKED"
-            ))
+            let rows: Vec<JobRow> = sqlx::query_as(&candidates_sql())
             .bind(&c.name)
             .bind(room)
             .fetch_all(&mut *tx)
@@ -184,7 +203,7 @@ impl Store {
 
     /// Number of jobs in a status, for gauges (`jq_job_queue_depth`).
     pub async fn depth_by_queue(&self) -> Result<Vec<(String, JobStatus, u64)>> {
-        self.run("queue_depth", async || {
+        self.run("queue_depth", || async move {
             let rows: Vec<(String, String, i64)> = sqlx::query_as(
                 "SELECT queue, status::text, count(*) FROM jobs \
                  WHERE status IN ('PENDING', 'ASSIGNED', 'RUNNING', 'FAILED') GROUP BY queue, status",

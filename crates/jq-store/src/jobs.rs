@@ -54,7 +54,8 @@ impl Store {
         // Ids are fixed before the first try, so a retry after an unknown
         // commit outcome finds its own rows instead of inserting twice.
         let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::new_v4()).collect();
-        self.run("submit_jobs", async || self.submit_tx(&jobs, &ids).await).await
+        let (jobs, ids) = (&jobs, &ids);
+        self.run("submit_jobs", move || self.submit_tx(jobs, ids)).await
     }
 
     async fn submit_tx(&self, jobs: &[NewJob], ids: &[Uuid]) -> Result<Vec<Submitted>> {
@@ -198,7 +199,7 @@ SELECT id FROM ins"#,
 
     /// One job (FR-030).
     pub async fn get_job(&self, id: Uuid) -> Result<Job> {
-        self.run("get_job", async || {
+        self.run("get_job", || async move {
             let row: Option<JobRow> = sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = $1"))
                 .bind(id)
                 .fetch_optional(&self.pool)
@@ -218,7 +219,7 @@ SELECT id FROM ins"#,
             ),
             None => None,
         };
-        self.run("list_jobs", async || {
+        self.run("list_jobs", || async move {
             let cols = if f.omit_payloads {
                 JOB_COLUMNS.replace("j.payload", "''::bytea AS payload").replace("j.result", "NULL::bytea AS result")
             } else {
@@ -257,7 +258,7 @@ SELECT id FROM ins"#,
 
     /// A job's transitions in order (FR-031).
     pub async fn job_events(&self, id: Uuid) -> Result<Vec<JobEvent>> {
-        self.run("job_events", async || {
+        self.run("job_events", || async move {
             let rows: Vec<EventRow> = sqlx::query_as(
                 "SELECT event_id, job_id, queue, from_status::text AS from_status, to_status::text AS to_status, \
                  reason, worker_id, attempt, detail, occurred_at FROM job_events WHERE job_id = $1 ORDER BY id",
@@ -283,7 +284,7 @@ SELECT id FROM ins"#,
     /// Delete a DONE or DEAD_LETTERED job and its history (FR-035). Its
     /// outbox events stay until published.
     pub async fn delete_job(&self, id: Uuid) -> Result<()> {
-        self.run("delete_job", async || {
+        self.run("delete_job", || async move {
             let deleted = sqlx::query("DELETE FROM jobs WHERE id = $1 AND status IN ('DONE', 'DEAD_LETTERED')")
                 .bind(id)
                 .execute(&self.pool)

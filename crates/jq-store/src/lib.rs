@@ -155,7 +155,7 @@ impl Store {
     }
 
     pub async fn ping(&self) -> Result<()> {
-        self.run("ping", async || {
+        self.run("ping", || async move {
             sqlx::query("SELECT 1").execute(&self.pool).await?;
             Ok(())
         })
@@ -175,7 +175,11 @@ impl Store {
     /// serialization failure, deadlock) with backoff, and report its time.
     /// Every operation is written so that a retry after an unknown commit
     /// outcome is harmless (fixed ids, guarded updates).
-    async fn run<T>(&self, name: &'static str, mut op: impl AsyncFnMut() -> Result<T>) -> Result<T> {
+    async fn run<T, F, Fut>(&self, name: &'static str, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
         let start = Instant::now();
         let mut tries = 0;
         let res = loop {

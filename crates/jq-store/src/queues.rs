@@ -67,7 +67,7 @@ impl Store {
     pub async fn create_queue(&self, name: &str, settings: &QueueSettings) -> Result<Queue> {
         validate_queue_name(name)?;
         settings.validate()?;
-        self.run("create_queue", async || {
+        self.run("create_queue", || async move {
             let row: std::result::Result<QueueRow, sqlx::Error> = sqlx::query_as(&format!(
                 "INSERT INTO queues (name, max_retries, default_ttl_s, default_timeout_s, backoff_base_ms, \
                  backoff_max_ms, concurrency_limit, rate_limit_per_s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -95,7 +95,7 @@ impl Store {
     /// Create `name` with default settings unless it exists (FR-027).
     pub async fn ensure_queue(&self, name: &str) -> Result<()> {
         validate_queue_name(name)?;
-        self.run("ensure_queue", async || {
+        self.run("ensure_queue", || async move {
             sqlx::query("INSERT INTO queues (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
                 .bind(name)
                 .execute(&self.pool)
@@ -106,7 +106,7 @@ impl Store {
     }
 
     pub async fn update_queue(&self, name: &str, patch: &QueuePatch) -> Result<Queue> {
-        self.run("update_queue", async || {
+        self.run("update_queue", || async move {
             let mut tx = self.pool.begin().await?;
             let row: Option<QueueRow> =
                 sqlx::query_as(&format!("SELECT {QUEUE_COLUMNS} FROM queues WHERE name = $1 FOR NO KEY UPDATE"))
@@ -140,7 +140,7 @@ impl Store {
     /// FR-026: only an empty queue unless `force`, which deletes its jobs
     /// (and their history) too. Returns how many jobs went with it.
     pub async fn delete_queue(&self, name: &str, force: bool) -> Result<u64> {
-        self.run("delete_queue", async || {
+        self.run("delete_queue", || async move {
             let mut tx = self.pool.begin().await?;
             // FOR UPDATE waits for in-flight submits (they hold KEY SHARE)
             // and keeps new ones out until we are done.
@@ -169,7 +169,7 @@ impl Store {
     }
 
     pub async fn get_queue(&self, name: &str) -> Result<Queue> {
-        self.run("get_queue", async || {
+        self.run("get_queue", || async move {
             let row: Option<QueueRow> = sqlx::query_as(&format!("SELECT {QUEUE_COLUMNS} FROM queues WHERE name = $1"))
                 .bind(name)
                 .fetch_optional(&self.pool)
@@ -188,7 +188,7 @@ impl Store {
     }
 
     pub async fn list_queues(&self) -> Result<Vec<Queue>> {
-        self.run("list_queues", async || {
+        self.run("list_queues", || async move {
             let rows: Vec<QueueRow> = sqlx::query_as(&format!("SELECT {QUEUE_COLUMNS} FROM queues ORDER BY name"))
                 .fetch_all(&self.pool)
                 .await?;
@@ -199,7 +199,7 @@ impl Store {
 
     /// JQ-122: a paused queue dispatches nothing and loses nothing.
     pub async fn set_paused(&self, name: &str, paused: bool) -> Result<Queue> {
-        self.run("pause_queue", async || {
+        self.run("pause_queue", || async move {
             let row: Option<QueueRow> = sqlx::query_as(&format!(
                 "UPDATE queues SET paused = $2, updated_at = now() WHERE name = $1 RETURNING {QUEUE_COLUMNS}"
             ))
@@ -215,7 +215,7 @@ impl Store {
     /// FR-028: depth by status, total processed, mean processing time,
     /// error rate (failed attempts / finished attempts).
     pub async fn queue_stats(&self, name: &str) -> Result<QueueStats> {
-        self.run("queue_stats", async || {
+        self.run("queue_stats", || async move {
             self.require_queue(name).await?;
             let mut st = QueueStats {
                 queue: name.to_string(),

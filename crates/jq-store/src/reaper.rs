@@ -55,7 +55,7 @@ impl Store {
 
     /// FR-016: ASSIGNED for longer than `timeout` -> FAILED -> retry logic.
     pub async fn reap_assignment_timeouts(&self, timeout: Duration) -> Result<Vec<uuid::Uuid>> {
-        self.run("reap_assignments", async || {
+        self.run("reap_assignments", || async move {
             self.reap_with(
                 "j.status = 'ASSIGNED' AND j.assigned_at <= now() - $1 * interval '1 second'",
                 Some(timeout.as_secs_f64()),
@@ -73,7 +73,7 @@ impl Store {
     /// or DEAD_LETTERED when its cancel was pending (JQ-113). Jobs of
     /// workers that deregistered are reclaimed by the same query (NFR-015).
     pub async fn reap_dead_workers(&self, timeout: Duration) -> Result<ReapReport> {
-        self.run("reap_workers", async || {
+        self.run("reap_workers", || async move {
             let workers_offline: Vec<String> = sqlx::query_scalar(
                 r#"
 WITH dead AS (
@@ -108,7 +108,7 @@ SELECT id FROM dead ORDER BY id"#,
 
     /// FR-004: PENDING past `expires_at` -> DEAD_LETTERED (TTL_EXPIRED).
     pub async fn reap_expired(&self) -> Result<Vec<uuid::Uuid>> {
-        self.run("reap_expired", async || {
+        self.run("reap_expired", || async move {
             self.reap_with(
                 "j.status = 'PENDING' AND j.expires_at IS NOT NULL AND j.expires_at <= now()",
                 None,

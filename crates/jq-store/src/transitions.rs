@@ -281,7 +281,8 @@ SELECT id FROM upd"#,
             worker_id: worker_id.to_string(),
             attempt,
         };
-        self.run("ack_job", async || self.act(job_id, &cmd, |_| {}).await.map(|_| ())).await
+        let cmd = &cmd;
+        self.run("ack_job", move || async move { self.act(job_id, cmd, |_| {}).await.map(|_| ()) }).await
     }
 
     /// Apply a worker's result (FR-029); idempotent per (job, attempt).
@@ -291,9 +292,10 @@ SELECT id FROM upd"#,
             attempt: r.attempt,
             outcome: r.outcome,
         };
-        self.run("report_result", async || {
+        let cmd = &cmd;
+        self.run("report_result", || async move {
             let (before, effects) = self
-                .act(r.job_id, &cmd, |p| {
+                .act(r.job_id, cmd, |p| {
                     p.result = Some(Some(r.result.clone()));
                     p.error = Some(r.error.clone());
                     p.detail = r.error.clone();
@@ -315,7 +317,7 @@ SELECT id FROM upd"#,
 
     /// Operator cancel (FR-012, JQ-113).
     pub async fn cancel(&self, job_id: Uuid) -> Result<CancelOutcome> {
-        self.run("cancel_job", async || {
+        self.run("cancel_job", || async move {
             let (_, effects) = self.act(job_id, &Command::Cancel, |_| {}).await?;
             let e = effects.expect("cancel is never a duplicate");
             Ok(match (e.steps.is_empty(), e.notify_cancel) {
@@ -328,7 +330,7 @@ SELECT id FROM upd"#,
 
     /// Operator retry of one DEAD_LETTERED or FAILED job (FR-013).
     pub async fn retry(&self, job_id: Uuid) -> Result<()> {
-        self.run("retry_job", async || {
+        self.run("retry_job", || async move {
             self.act(job_id, &Command::ManualRetry, |p| p.error = Some(None)).await.map(|_| ())
         })
         .await
@@ -345,11 +347,11 @@ SELECT id FROM upd"#,
             .into());
         }
         let limit = limit.clamp(1, 10_000) as i64;
-        self.run("retry_jobs", async || {
+        self.run("retry_jobs", || async move {
             self.require_queue(queue).await?;
             let rows: Vec<JobRow> = sqlx::query_as(&format!(
                 "SELECT {JOB_COLUMNS} FROM jobs j WHERE j.queue = $1 AND j.status = $2::job_status \
-                 ORDER BY j.created_at, j.id LIMIT $3"
+                 ORDER BY j.created_at, j.seq LIMIT $3"
             ))
             .bind(queue)
             .bind(status.as_str())
@@ -376,7 +378,8 @@ SELECT id FROM upd"#,
             worker_id: worker_id.to_string(),
             attempt,
         };
-        self.run("delivery_failed", async || self.act(job_id, &cmd, |_| {}).await.map(|_| ())).await
+        let cmd = &cmd;
+        self.run("delivery_failed", move || async move { self.act(job_id, cmd, |_| {}).await.map(|_| ()) }).await
     }
 }
 

@@ -54,7 +54,7 @@ impl Store {
         for q in &reg.queues {
             validate_queue_name(q)?;
         }
-        self.run("register_worker", async || {
+        self.run("register_worker", || async move {
             sqlx::query_scalar::<_, String>(&with_event(
                 "INSERT INTO workers (id, hostname, concurrency, queues, version, status) \
                  VALUES ($1, $2, $3, $4, $5, 'ONLINE') ON CONFLICT (id) DO UPDATE SET \
@@ -103,7 +103,7 @@ impl Store {
 
     /// FR-019: record liveness and check the worker's leases (JQ-110).
     pub async fn heartbeat(&self, worker_id: &str, leases: &[Lease]) -> Result<HeartbeatOutcome> {
-        self.run("worker_heartbeat", async || {
+        self.run("worker_heartbeat", || async move {
             let status: Option<String> = sqlx::query_scalar(&with_event(
                 "UPDATE workers SET last_heartbeat_at = now() WHERE id = $1 AND status <> 'OFFLINE'",
                 "$2",
@@ -155,7 +155,7 @@ impl Store {
     }
 
     async fn set_worker_status(&self, query_name: &'static str, worker_id: &str, to: WorkerStatus) -> Result<Worker> {
-        self.run(query_name, async || {
+        self.run(query_name, || async move {
             let changed: Option<String> = sqlx::query_scalar(&with_event(
                 "UPDATE workers SET status = $2::worker_status WHERE id = $1 AND status <> 'OFFLINE'",
                 "$3",
@@ -194,7 +194,7 @@ impl Store {
     /// NFR-015: the worker leaves; whatever it still held is reclaimed by
     /// the next dead-worker pass.
     pub async fn deregister_worker(&self, worker_id: &str) -> Result<()> {
-        self.run("deregister_worker", async || {
+        self.run("deregister_worker", || async move {
             let changed: Option<String> = sqlx::query_scalar(&with_event(
                 "UPDATE workers SET status = 'OFFLINE' WHERE id = $1",
                 "$2",
@@ -217,11 +217,11 @@ impl Store {
     }
 
     pub async fn get_worker(&self, worker_id: &str) -> Result<Worker> {
-        self.run("get_worker", async || self.get_worker_inner(worker_id).await).await
+        self.run("get_worker", || self.get_worker_inner(worker_id)).await
     }
 
     pub async fn list_workers(&self, include_offline: bool) -> Result<Vec<Worker>> {
-        self.run("list_workers", async || {
+        self.run("list_workers", || async move {
             let rows: Vec<WorkerRow> = sqlx::query_as(&format!(
                 "SELECT {WORKER_COLUMNS} FROM workers w WHERE $1 OR w.status <> 'OFFLINE' ORDER BY w.id"
             ))

@@ -216,13 +216,14 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let (admin, name, pool) = (self.admin_url.clone(), self.name.clone(), self.pool.clone());
+        let (admin, name) = (self.admin_url.clone(), self.name.clone());
         // Drop may run inside a runtime; do the async cleanup on a thread of
-        // its own and wait for it, so databases do not pile up.
+        // its own and wait for it, so databases do not pile up. The test's
+        // pool is not touched here (its sockets belong to the blocked
+        // runtime); WITH (FORCE) ends its connections server-side.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             rt.block_on(async {
-                pool.close().await;
                 let mut c = PgConnection::connect(&admin).await.ok()?;
                 sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c).await.ok()?;
                 c.close().await.ok()
