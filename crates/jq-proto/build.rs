@@ -12,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("jq_descriptor.bin"))
-        .compile_protos(&paths, &[root.clone()])?;
+        .compile_protos(&paths, std::slice::from_ref(&root))?;
     for p in &paths {
         println!("cargo:rerun-if-changed={}", p.display());
     }

@@ -31,7 +31,11 @@ impl BackoffPolicy {
     /// `unit` is a random number in [0, 1); values outside are clamped.
     pub fn delay(&self, retry: u32, unit: f64) -> Duration {
         let capped = self.capped(retry);
-        let unit = if unit.is_finite() { unit.clamp(0.0, 1.0) } else { 0.0 };
+        let unit = if unit.is_finite() {
+            unit.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         capped + capped.mul_f64(JITTER_RATIO * unit)
     }
 

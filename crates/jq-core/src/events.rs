@@ -71,7 +71,13 @@ mod tests {
                 }
             }
         }
-        for seed in [TOPIC_SUBMITTED, TOPIC_STARTED, TOPIC_COMPLETED, TOPIC_FAILED, TOPIC_DEAD_LETTERED] {
+        for seed in [
+            TOPIC_SUBMITTED,
+            TOPIC_STARTED,
+            TOPIC_COMPLETED,
+            TOPIC_FAILED,
+            TOPIC_DEAD_LETTERED,
+        ] {
             assert!(used.contains(seed), "{seed} never used");
         }
         assert_eq!(topic_for(&submitted_step()), TOPIC_SUBMITTED);

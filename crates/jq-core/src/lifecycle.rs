@@ -373,7 +373,9 @@ pub fn transition(job: &JobState, cmd: &Command, ctx: &Context) -> Result<Decisi
                 }
                 // A failure after a cancel request is the kill landing.
                 _ if job.cancel_requested => cancelled(next, Running),
-                Outcome::Failed { retryable } => fail(job, next, Running, Reason::Failed, true, *retryable, ctx),
+                Outcome::Failed { retryable } => {
+                    fail(job, next, Running, Reason::Failed, true, *retryable, ctx)
+                }
                 // Cancelled without a request: treat as a retryable failure so
                 // the job is never stranded.
                 Outcome::Cancelled => fail(job, next, Running, Reason::Failed, true, true, ctx),

@@ -46,9 +46,24 @@ mod tests {
 
     #[test]
     fn fr_014_higher_priority_first_then_oldest_first() {
-        let mut v = vec![key(0, 1, 1), key(9, 5, 2), key(5, 3, 3), key(9, 2, 4), key(0, 1, 0)];
+        let mut v = vec![
+            key(0, 1, 1),
+            key(9, 5, 2),
+            key(5, 3, 3),
+            key(9, 2, 4),
+            key(0, 1, 0),
+        ];
         v.sort();
-        assert_eq!(v, vec![key(9, 2, 4), key(9, 5, 2), key(5, 3, 3), key(0, 1, 0), key(0, 1, 1)]);
+        assert_eq!(
+            v,
+            vec![
+                key(9, 2, 4),
+                key(9, 5, 2),
+                key(5, 3, 3),
+                key(0, 1, 0),
+                key(0, 1, 1)
+            ]
+        );
     }
 
     proptest! {

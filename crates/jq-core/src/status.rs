@@ -63,7 +63,13 @@ impl FromStr for JobStatus {
         JobStatus::ALL
             .into_iter()
             .find(|st| st.as_str() == up)
-            .ok_or_else(|| ParseError::new("job status", s, "PENDING, ASSIGNED, RUNNING, DONE, FAILED, DEAD_LETTERED"))
+            .ok_or_else(|| {
+                ParseError::new(
+                    "job status",
+                    s,
+                    "PENDING, ASSIGNED, RUNNING, DONE, FAILED, DEAD_LETTERED",
+                )
+            })
     }
 }
 
@@ -129,7 +135,10 @@ mod tests {
         for st in JobStatus::ALL {
             assert_eq!(st.as_str().parse::<JobStatus>().unwrap(), st);
         }
-        assert_eq!("dead-lettered".parse::<JobStatus>().unwrap(), JobStatus::DeadLettered);
+        assert_eq!(
+            "dead-lettered".parse::<JobStatus>().unwrap(),
+            JobStatus::DeadLettered
+        );
         let err = "SLEEPING".parse::<JobStatus>().unwrap_err().to_string();
         assert!(err.contains("SLEEPING") && err.contains("PENDING"), "{err}");
     }

@@ -27,13 +27,17 @@ pub const MAX_RETRIES_LIMIT: u32 = 10_000;
 pub fn validate_queue_name(name: &str) -> Result<(), ValidationError> {
     let ok_len = (1..=128).contains(&name.len());
     let ok_first = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if ok_len && ok_first && ok_chars {
         Ok(())
     } else {
         Err(ValidationError::invalid(
             "queue",
-            format!("{name:?} is not a valid queue name (1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit)"),
+            format!(
+                "{name:?} is not a valid queue name (1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit)"
+            ),
         ))
     }
 }
@@ -126,12 +130,20 @@ impl JobRequest {
         let priority = validate_priority(self.priority)?;
         let max_retries = validate_max_retries(self.max_retries)?;
         let ttl = match self.ttl_seconds {
-            Some(0) => return Err(ValidationError::invalid("ttl_seconds", "must be at least 1 second when set")),
+            Some(0) => {
+                return Err(ValidationError::invalid(
+                    "ttl_seconds",
+                    "must be at least 1 second when set",
+                ));
+            }
             other => other.map(|s| Duration::from_secs(s.into())),
         };
         let schedule = match (self.run_at, self.delay) {
             (Some(_), Some(_)) => {
-                return Err(ValidationError::invalid("run_at", "give either run_at or delay, not both"));
+                return Err(ValidationError::invalid(
+                    "run_at",
+                    "give either run_at or delay, not both",
+                ));
             }
             (Some(at), None) => Schedule::At(at),
             (None, Some(d)) if d > MAX_DELAY => {
@@ -162,7 +174,10 @@ impl JobRequest {
 }
 
 /// A bulk submit (JQ-102): 1..=10,000 jobs, all valid or none stored.
-pub fn validate_bulk(reqs: Vec<JobRequest>, max_payload_bytes: usize) -> Result<Vec<NewJob>, ValidationError> {
+pub fn validate_bulk(
+    reqs: Vec<JobRequest>,
+    max_payload_bytes: usize,
+) -> Result<Vec<NewJob>, ValidationError> {
     if reqs.is_empty() {
         return Err(ValidationError::invalid("jobs", "at least one job is required"));
     }
@@ -218,21 +233,36 @@ impl QueueSettings {
             ));
         }
         if self.backoff.base.is_zero() {
-            return Err(ValidationError::invalid("backoff_base", "must be greater than zero"));
+            return Err(ValidationError::invalid(
+                "backoff_base",
+                "must be greater than zero",
+            ));
         }
         if self.backoff.base > self.backoff.max {
-            return Err(ValidationError::invalid("backoff_max", "must be at least backoff_base"));
+            return Err(ValidationError::invalid(
+                "backoff_max",
+                "must be at least backoff_base",
+            ));
         }
         if self.default_ttl.is_some_and(|d| d.is_zero()) {
-            return Err(ValidationError::invalid("default_ttl", "must be at least 1 second"));
+            return Err(ValidationError::invalid(
+                "default_ttl",
+                "must be at least 1 second",
+            ));
         }
         if self.concurrency_limit == Some(0) {
-            return Err(ValidationError::invalid("concurrency_limit", "must be at least 1 when set"));
+            return Err(ValidationError::invalid(
+                "concurrency_limit",
+                "must be at least 1 when set",
+            ));
         }
         if let Some(r) = self.rate_limit_per_second
             && !(r.is_finite() && r > 0.0)
         {
-            return Err(ValidationError::invalid("rate_limit_per_second", "must be a positive number when set"));
+            return Err(ValidationError::invalid(
+                "rate_limit_per_second",
+                "must be a positive number when set",
+            ));
         }
         Ok(())
     }
@@ -254,38 +284,68 @@ mod tests {
     fn fr_002_priority_defaults_to_zero_and_rejects_out_of_range() {
         assert_eq!(req("q").validate(100).unwrap().priority, 0);
         for p in 0..=9 {
-            let r = JobRequest { priority: Some(p), ..req("q") };
+            let r = JobRequest {
+                priority: Some(p),
+                ..req("q")
+            };
             assert_eq!(r.validate(100).unwrap().priority, p as u8);
         }
         for p in [-1, 10, i32::MAX, i32::MIN] {
-            let r = JobRequest { priority: Some(p), ..req("q") };
+            let r = JobRequest {
+                priority: Some(p),
+                ..req("q")
+            };
             let e = r.validate(100).unwrap_err();
-            assert!(matches!(e, ValidationError::Invalid { field: "priority", .. }), "{e}");
+            assert!(
+                matches!(
+                    e,
+                    ValidationError::Invalid {
+                        field: "priority",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
             assert!(e.to_string().contains("between 0 and 9"));
         }
     }
 
     #[test]
     fn fr_003_max_retries_must_not_be_negative() {
-        let r = JobRequest { max_retries: Some(-1), ..req("q") };
+        let r = JobRequest {
+            max_retries: Some(-1),
+            ..req("q")
+        };
         assert!(r.validate(100).is_err());
-        let r = JobRequest { max_retries: Some(0), ..req("q") };
+        let r = JobRequest {
+            max_retries: Some(0),
+            ..req("q")
+        };
         assert_eq!(r.validate(100).unwrap().max_retries, Some(0));
         assert_eq!(req("q").validate(100).unwrap().max_retries, None);
     }
 
     #[test]
     fn fr_004_ttl_zero_is_rejected_and_positive_kept() {
-        let r = JobRequest { ttl_seconds: Some(0), ..req("q") };
+        let r = JobRequest {
+            ttl_seconds: Some(0),
+            ..req("q")
+        };
         assert!(r.validate(100).is_err());
-        let r = JobRequest { ttl_seconds: Some(30), ..req("q") };
+        let r = JobRequest {
+            ttl_seconds: Some(30),
+            ..req("q")
+        };
         assert_eq!(r.validate(100).unwrap().ttl, Some(Duration::from_secs(30)));
     }
 
     #[test]
     fn fr_007_payload_is_kept_verbatim_even_when_not_json() {
         let bytes = vec![0xff, 0x00, b'{', 0x80];
-        let r = JobRequest { payload: bytes.clone(), ..req("q") };
+        let r = JobRequest {
+            payload: bytes.clone(),
+            ..req("q")
+        };
         assert_eq!(r.validate(100).unwrap().payload, bytes);
     }
 
@@ -295,9 +355,15 @@ mod tests {
             delay: Some(Duration::from_secs(5)),
             ..req("q")
         };
-        assert_eq!(r.validate(100).unwrap().schedule, Schedule::After(Duration::from_secs(5)));
+        assert_eq!(
+            r.validate(100).unwrap().schedule,
+            Schedule::After(Duration::from_secs(5))
+        );
         let at = Utc::now();
-        let r = JobRequest { run_at: Some(at), ..req("q") };
+        let r = JobRequest {
+            run_at: Some(at),
+            ..req("q")
+        };
         assert_eq!(r.validate(100).unwrap().schedule, Schedule::At(at));
         let r = JobRequest {
             run_at: Some(at),
@@ -346,7 +412,10 @@ mod tests {
             idempotency_key: Some("order-42".into()),
             ..req("q")
         };
-        assert_eq!(r.validate(100).unwrap().idempotency_key.as_deref(), Some("order-42"));
+        assert_eq!(
+            r.validate(100).unwrap().idempotency_key.as_deref(),
+            Some("order-42")
+        );
     }
 
     #[test]
@@ -354,7 +423,13 @@ mod tests {
         assert!(validate_bulk(vec![], 100).is_err());
         assert!(validate_bulk(vec![req("q"); MAX_BULK_SUBMIT + 1], 100).is_err());
         assert_eq!(validate_bulk(vec![req("q"); 3], 100).unwrap().len(), 3);
-        let bad = vec![req("q"), JobRequest { priority: Some(12), ..req("q") }];
+        let bad = vec![
+            req("q"),
+            JobRequest {
+                priority: Some(12),
+                ..req("q")
+            },
+        ];
         let e = validate_bulk(bad, 100).unwrap_err().to_string();
         assert!(e.contains("job #1"), "{e}");
     }

@@ -198,7 +198,10 @@ impl Model {
 
     fn backoff(&self, retries: u32) -> u64 {
         let exp = 1u64.checked_shl(retries.min(40)).unwrap_or(u64::MAX);
-        self.cfg.backoff_base.saturating_mul(exp).min(self.cfg.backoff_max)
+        self.cfg
+            .backoff_base
+            .saturating_mul(exp)
+            .min(self.cfg.backoff_max)
     }
 
     /// A counted (or not) failure of job `j` from its current state:
@@ -352,7 +355,11 @@ impl Model {
                 None => Expect::NoJob,
                 Some(j) => self.report(j, stale, ReportKind::Succeeded, true),
             },
-            Op::Fail { job, stale, retryable } => match self.job_index(job) {
+            Op::Fail {
+                job,
+                stale,
+                retryable,
+            } => match self.job_index(job) {
                 None => Expect::NoJob,
                 Some(j) => self.report(j, stale, ReportKind::Failed, retryable),
             },

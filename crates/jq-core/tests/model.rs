@@ -92,9 +92,18 @@ impl Harness {
     }
 
     fn report(&mut self, job: usize, stale: bool, outcome: Outcome) -> Expect {
-        let Some(j) = self.pick(job) else { return Expect::NoJob };
+        let Some(j) = self.pick(job) else {
+            return Expect::NoJob;
+        };
         let (worker_id, attempt) = self.creds(j, stale);
-        match self.run(j, Command::Report { worker_id, attempt, outcome }) {
+        match self.run(
+            j,
+            Command::Report {
+                worker_id,
+                attempt,
+                outcome,
+            },
+        ) {
             Ok(Decision::Apply(_)) => Expect::Ok,
             Ok(Decision::AlreadyApplied) => Expect::Duplicate,
             Err(e) => Expect::Refused(refusal(&e)),
@@ -104,11 +113,20 @@ impl Harness {
     fn apply(&mut self, op: &Op) -> Expect {
         let now = self.now;
         match *op {
-            Op::Submit { priority, max_retries, delay, ttl } => {
+            Op::Submit {
+                priority,
+                max_retries,
+                delay,
+                ttl,
+            } => {
                 let seq = self.jobs.len() as i64;
                 self.jobs.push(HJob {
                     state: JobState::new(max_retries),
-                    key: DispatchKey { priority, created_at_micros: now as i64, seq },
+                    key: DispatchKey {
+                        priority,
+                        created_at_micros: now as i64,
+                        seq,
+                    },
                     not_before: now + delay,
                     expires_at: ttl.map(|t| now + delay + t),
                     assigned_at: None,
@@ -132,12 +150,15 @@ impl Harness {
                 due.sort_by_key(|&i| self.jobs[i].key);
                 due.truncate(limit);
                 for &i in &due {
-                    self.run(i, Command::Claim { worker_id: wid(w) }).expect("due job is claimable");
+                    self.run(i, Command::Claim { worker_id: wid(w) })
+                        .expect("due job is claimable");
                 }
                 Expect::Claimed(due)
             }
             Op::Ack { job, stale } => {
-                let Some(j) = self.pick(job) else { return Expect::NoJob };
+                let Some(j) = self.pick(job) else {
+                    return Expect::NoJob;
+                };
                 let (worker_id, attempt) = self.creds(j, stale);
                 match self.run(j, Command::Ack { worker_id, attempt }) {
                     Ok(_) => Expect::Ok,
@@ -145,10 +166,16 @@ impl Harness {
                 }
             }
             Op::Complete { job, stale } => self.report(job, stale, Outcome::Succeeded),
-            Op::Fail { job, stale, retryable } => self.report(job, stale, Outcome::Failed { retryable }),
+            Op::Fail {
+                job,
+                stale,
+                retryable,
+            } => self.report(job, stale, Outcome::Failed { retryable }),
             Op::ReportCancelled { job } => self.report(job, false, Outcome::Cancelled),
             Op::DeliveryFailed { job } => {
-                let Some(j) = self.pick(job) else { return Expect::NoJob };
+                let Some(j) = self.pick(job) else {
+                    return Expect::NoJob;
+                };
                 let (worker_id, attempt) = self.creds(j, false);
                 match self.run(j, Command::DeliveryFailed { worker_id, attempt }) {
                     Ok(_) => Expect::Ok,
@@ -156,7 +183,9 @@ impl Harness {
                 }
             }
             Op::Cancel { job } => {
-                let Some(j) = self.pick(job) else { return Expect::NoJob };
+                let Some(j) = self.pick(job) else {
+                    return Expect::NoJob;
+                };
                 match self.run(j, Command::Cancel) {
                     Ok(Decision::Apply(e)) if e.steps.is_empty() => Expect::CancelRequested,
                     Ok(_) => Expect::Ok,
@@ -164,7 +193,9 @@ impl Harness {
                 }
             }
             Op::Retry { job } => {
-                let Some(j) = self.pick(job) else { return Expect::NoJob };
+                let Some(j) = self.pick(job) else {
+                    return Expect::NoJob;
+                };
                 match self.run(j, Command::ManualRetry) {
                     Ok(_) => Expect::Ok,
                     Err(e) => Expect::Refused(refusal(&e)),
@@ -181,7 +212,10 @@ impl Harness {
                     .collect();
                 for i in held {
                     let s = &self.jobs[i].state;
-                    let cmd = Command::WorkerLost { worker_id: wid(w), attempt: s.attempt };
+                    let cmd = Command::WorkerLost {
+                        worker_id: wid(w),
+                        attempt: s.attempt,
+                    };
                     self.run(i, cmd).unwrap();
                 }
                 Expect::Ok
@@ -237,7 +271,10 @@ impl Harness {
                     .collect();
                 for &i in &hit {
                     let s = &self.jobs[i].state;
-                    let cmd = Command::WorkerLost { worker_id: s.worker_id.clone().unwrap(), attempt: s.attempt };
+                    let cmd = Command::WorkerLost {
+                        worker_id: s.worker_id.clone().unwrap(),
+                        attempt: s.attempt,
+                    };
                     self.run(i, cmd).unwrap();
                 }
                 Expect::Reaped(hit)
@@ -331,7 +368,10 @@ prop_state_machine! {
 /// both sides could agree on a wrong answer.
 #[test]
 fn fr_010_reference_model_keeps_spec_invariants() {
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 256, ..Default::default() });
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 256,
+        ..Default::default()
+    });
     let strat = ModelMachine::sequential_strategy(1..80);
     runner
         .run(&strat, |(mut model, ops, _)| {
@@ -342,7 +382,10 @@ fn fr_010_reference_model_keeps_spec_invariants() {
                     prop_assert!(a.attempt >= b.attempt);
                     prop_assert!(a.events >= b.events);
                     if b.status.is_terminal() && a.status != b.status {
-                        prop_assert!(matches!(op, Op::Retry { .. }), "only a retry leaves a terminal state: {op:?}");
+                        prop_assert!(
+                            matches!(op, Op::Retry { .. }),
+                            "only a retry leaves a terminal state: {op:?}"
+                        );
                     }
                 }
             }

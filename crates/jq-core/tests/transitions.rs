@@ -93,7 +93,11 @@ fn fr_010_allowed_transitions_are_exactly_the_spec_list() {
     let mut n = 0;
     for from in froms {
         for to in JobStatus::ALL {
-            assert_eq!(is_allowed(from, to), spec.contains(&(from, to)), "{from:?} -> {to:?}");
+            assert_eq!(
+                is_allowed(from, to),
+                spec.contains(&(from, to)),
+                "{from:?} -> {to:?}"
+            );
             n += usize::from(is_allowed(from, to));
         }
     }
@@ -163,7 +167,10 @@ fn fr_010_rejects_done_to_running() {
 #[test]
 fn fr_010_claim_only_from_pending() {
     for s in [Assigned, Running, Done, Failed, DeadLettered] {
-        assert!(apply(&job(s, 1), Command::Claim { worker_id: W.into() }).is_err(), "{s}");
+        assert!(
+            apply(&job(s, 1), Command::Claim { worker_id: W.into() }).is_err(),
+            "{s}"
+        );
     }
 }
 
@@ -174,7 +181,11 @@ fn fr_012_cancel_pending_and_assigned_dead_letters() {
     assert_eq!(e.notify_cancel, None);
     let e = apply(&job(Assigned, 2), Command::Cancel).unwrap();
     assert_eq!(path(&e), vec![(Some(Assigned), DeadLettered, Reason::Cancelled)]);
-    assert_eq!(e.notify_cancel, Some((W.to_string(), 2)), "the worker may have it already");
+    assert_eq!(
+        e.notify_cancel,
+        Some((W.to_string(), 2)),
+        "the worker may have it already"
+    );
 }
 
 #[test]
@@ -217,7 +228,10 @@ fn jq_113_cancel_running_asks_the_worker_then_dead_letters() {
     // The job finished before the kill landed: it is DONE.
     let c = apply(&e.next, report(4, Outcome::Succeeded)).unwrap();
     assert_eq!(c.next.status, Done);
-    assert!(!c.next.cancel_requested, "a finished job has nothing left to cancel");
+    assert!(
+        !c.next.cancel_requested,
+        "a finished job has nothing left to cancel"
+    );
 }
 
 #[test]
@@ -329,7 +343,8 @@ fn fr_033_failure_with_retries_left_goes_back_to_pending_with_backoff() {
         backoff: policy,
         jitter_unit: 0.5,
     };
-    let Decision::Apply(e) = transition(&j, &report(3, Outcome::Failed { retryable: true }), &c).unwrap() else {
+    let Decision::Apply(e) = transition(&j, &report(3, Outcome::Failed { retryable: true }), &c).unwrap()
+    else {
         panic!()
     };
     assert_eq!(

@@ -92,18 +92,27 @@ mod tests {
         assert_eq!(job_status_from_proto(0), None);
         assert_eq!(job_status_from_proto(99), None);
         for s in WorkerStatus::ALL {
-            assert_eq!(worker_status_from_proto(worker_status_to_proto(s) as i32), Some(s));
+            assert_eq!(
+                worker_status_from_proto(worker_status_to_proto(s) as i32),
+                Some(s)
+            );
         }
     }
 
     #[test]
     fn fr_029_outcomes_map_and_unspecified_is_rejected() {
-        assert_eq!(outcome_from_proto(v1::Outcome::Succeeded as i32, false), Some(Outcome::Succeeded));
+        assert_eq!(
+            outcome_from_proto(v1::Outcome::Succeeded as i32, false),
+            Some(Outcome::Succeeded)
+        );
         assert_eq!(
             outcome_from_proto(v1::Outcome::Failed as i32, false),
             Some(Outcome::Failed { retryable: false })
         );
-        assert_eq!(outcome_from_proto(v1::Outcome::Cancelled as i32, true), Some(Outcome::Cancelled));
+        assert_eq!(
+            outcome_from_proto(v1::Outcome::Cancelled as i32, true),
+            Some(Outcome::Cancelled)
+        );
         assert_eq!(outcome_from_proto(0, true), None);
     }
 
@@ -141,7 +150,11 @@ mod tests {
     #[test]
     fn descriptor_set_names_every_service() {
         let fds = prost_types::FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET).unwrap();
-        let services: Vec<_> = fds.file.iter().flat_map(|f| f.service.iter().map(|s| s.name().to_string())).collect();
+        let services: Vec<_> = fds
+            .file
+            .iter()
+            .flat_map(|f| f.service.iter().map(|s| s.name().to_string()))
+            .collect();
         for s in ["JobService", "WorkerService", "AdminService"] {
             assert!(services.iter().any(|x| x == s), "{s} missing");
         }

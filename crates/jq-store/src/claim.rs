@@ -84,7 +84,8 @@ impl Store {
         if limit == 0 || queues.is_empty() {
             return Ok(vec![]);
         }
-        self.run("claim_jobs", || self.claim_tx(worker_id, queues, limit)).await
+        self.run("claim_jobs", || self.claim_tx(worker_id, queues, limit))
+            .await
     }
 
     async fn claim_tx(&self, worker_id: &str, queues: &[String], limit: u32) -> Result<Vec<Assignment>> {
@@ -105,7 +106,11 @@ impl Store {
         .bind(queues)
         .fetch_all(&mut *tx)
         .await?;
-        let limited: Vec<String> = caps.iter().filter(|c| c.limited()).map(|c| c.name.clone()).collect();
+        let limited: Vec<String> = caps
+            .iter()
+            .filter(|c| c.limited())
+            .map(|c| c.name.clone())
+            .collect();
         let mut in_flight: HashMap<String, i64> = HashMap::new();
         if !limited.is_empty() {
             // Re-read the limited queues under their row lock (name order:
@@ -144,10 +149,10 @@ impl Store {
                 continue;
             }
             let rows: Vec<JobRow> = sqlx::query_as(&candidates_sql())
-            .bind(&c.name)
-            .bind(room)
-            .fetch_all(&mut *tx)
-            .await?;
+                .bind(&c.name)
+                .bind(room)
+                .fetch_all(&mut *tx)
+                .await?;
             candidates.extend(rows);
         }
         candidates.sort_by_key(|r| DispatchKey {
@@ -182,8 +187,10 @@ impl Store {
         }
         tx.commit().await?;
 
-        let timeouts: HashMap<&str, Option<Duration>> =
-            caps.iter().map(|c| (c.name.as_str(), secs(c.default_timeout_s))).collect();
+        let timeouts: HashMap<&str, Option<Duration>> = caps
+            .iter()
+            .map(|c| (c.name.as_str(), secs(c.default_timeout_s)))
+            .collect();
         Ok(candidates
             .into_iter()
             .zip(planned)

@@ -44,7 +44,8 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
             let code = db.code().unwrap_or_default();
             // serialization_failure, deadlock_detected, connection exceptions,
             // admin/crash shutdown, cannot_connect_now, too_many_connections.
-            matches!(&*code, "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300") || code.starts_with("08")
+            matches!(&*code, "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300")
+                || code.starts_with("08")
         }
         _ => false,
     }

@@ -183,7 +183,11 @@ SELECT id FROM ins"#,
                         already_existed: false,
                     };
                 }
-                match j.idempotency_key.as_ref().and_then(|k| existing.get(&(j.queue.clone(), k.clone()))) {
+                match j
+                    .idempotency_key
+                    .as_ref()
+                    .and_then(|k| existing.get(&(j.queue.clone(), k.clone())))
+                {
                     Some(&first) if first != id => Submitted {
                         job_id: first,
                         already_existed: true,
@@ -200,10 +204,11 @@ SELECT id FROM ins"#,
     /// One job (FR-030).
     pub async fn get_job(&self, id: Uuid) -> Result<Job> {
         self.run("get_job", || async move {
-            let row: Option<JobRow> = sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = $1"))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+            let row: Option<JobRow> =
+                sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
             row.map(JobRow::into_job).ok_or(StoreError::JobNotFound(id))
         })
         .await
@@ -212,31 +217,41 @@ SELECT id FROM ins"#,
     /// Jobs newest first, filtered and cursor-paginated (FR-032, FR-035).
     pub async fn list_jobs(&self, f: &ListFilter) -> Result<ListPage> {
         let limit = f.limit.unwrap_or(20).clamp(1, 1000) as i64;
-        let after = match f.page_token.as_deref().filter(|t| !t.is_empty()) {
-            Some(t) => Some(
-                PageToken::decode(t)
-                    .map_err(|e| StoreError::Invalid(ValidationError::invalid("page_token", e.to_string())))?,
-            ),
-            None => None,
-        };
+        let after =
+            match f.page_token.as_deref().filter(|t| !t.is_empty()) {
+                Some(t) => Some(PageToken::decode(t).map_err(|e| {
+                    StoreError::Invalid(ValidationError::invalid("page_token", e.to_string()))
+                })?),
+                None => None,
+            };
         self.run("list_jobs", || async move {
             let cols = if f.omit_payloads {
-                JOB_COLUMNS.replace("j.payload", "''::bytea AS payload").replace("j.result", "NULL::bytea AS result")
+                JOB_COLUMNS
+                    .replace("j.payload", "''::bytea AS payload")
+                    .replace("j.result", "NULL::bytea AS result")
             } else {
                 JOB_COLUMNS.to_string()
             };
-            let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {cols} FROM jobs j WHERE true"));
+            let mut qb: QueryBuilder<Postgres> =
+                QueryBuilder::new(format!("SELECT {cols} FROM jobs j WHERE true"));
             if let Some(q) = &f.queue {
                 qb.push(" AND j.queue = ").push_bind(q);
             }
             if let Some(s) = f.status {
-                qb.push(" AND j.status = ").push_bind(s.as_str()).push("::job_status");
+                qb.push(" AND j.status = ")
+                    .push_bind(s.as_str())
+                    .push("::job_status");
             }
             if let Some(t) = after {
                 let at = chrono::DateTime::from_timestamp_micros(t.created_at_micros).unwrap_or_default();
-                qb.push(" AND (j.created_at, j.id) < (").push_bind(at).push(", ").push_bind(t.id).push(")");
+                qb.push(" AND (j.created_at, j.id) < (")
+                    .push_bind(at)
+                    .push(", ")
+                    .push_bind(t.id)
+                    .push(")");
             }
-            qb.push(" ORDER BY j.created_at DESC, j.id DESC LIMIT ").push_bind(limit + 1);
+            qb.push(" ORDER BY j.created_at DESC, j.id DESC LIMIT ")
+                .push_bind(limit + 1);
             let mut rows: Vec<JobRow> = qb.build_query_as().fetch_all(&self.pool).await?;
             let more = rows.len() as i64 > limit;
             rows.truncate(limit as usize);
@@ -285,11 +300,12 @@ SELECT id FROM ins"#,
     /// outbox events stay until published.
     pub async fn delete_job(&self, id: Uuid) -> Result<()> {
         self.run("delete_job", || async move {
-            let deleted = sqlx::query("DELETE FROM jobs WHERE id = $1 AND status IN ('DONE', 'DEAD_LETTERED')")
-                .bind(id)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
+            let deleted =
+                sqlx::query("DELETE FROM jobs WHERE id = $1 AND status IN ('DONE', 'DEAD_LETTERED')")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
             if deleted == 1 {
                 return Ok(());
             }
@@ -297,7 +313,11 @@ SELECT id FROM ins"#,
                 .bind(id)
                 .fetch_one(&self.pool)
                 .await?;
-            Err(if exists { StoreError::JobNotTerminal(id) } else { StoreError::JobNotFound(id) })
+            Err(if exists {
+                StoreError::JobNotTerminal(id)
+            } else {
+                StoreError::JobNotFound(id)
+            })
         })
         .await
     }

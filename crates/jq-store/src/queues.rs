@@ -108,12 +108,15 @@ impl Store {
     pub async fn update_queue(&self, name: &str, patch: &QueuePatch) -> Result<Queue> {
         self.run("update_queue", || async move {
             let mut tx = self.pool.begin().await?;
-            let row: Option<QueueRow> =
-                sqlx::query_as(&format!("SELECT {QUEUE_COLUMNS} FROM queues WHERE name = $1 FOR NO KEY UPDATE"))
-                    .bind(name)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let current: Queue = row.ok_or_else(|| StoreError::QueueNotFound(name.to_string()))?.into();
+            let row: Option<QueueRow> = sqlx::query_as(&format!(
+                "SELECT {QUEUE_COLUMNS} FROM queues WHERE name = $1 FOR NO KEY UPDATE"
+            ))
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let current: Queue = row
+                .ok_or_else(|| StoreError::QueueNotFound(name.to_string()))?
+                .into();
             let s = patch.apply(&current.settings);
             s.validate()?;
             let row: QueueRow = sqlx::query_as(&format!(
@@ -144,10 +147,11 @@ impl Store {
             let mut tx = self.pool.begin().await?;
             // FOR UPDATE waits for in-flight submits (they hold KEY SHARE)
             // and keeps new ones out until we are done.
-            let found: Option<String> = sqlx::query_scalar("SELECT name FROM queues WHERE name = $1 FOR UPDATE")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let found: Option<String> =
+                sqlx::query_scalar("SELECT name FROM queues WHERE name = $1 FOR UPDATE")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if found.is_none() {
                 return Err(StoreError::QueueNotFound(name.to_string()));
             }
@@ -161,7 +165,10 @@ impl Store {
                     jobs: jobs as u64,
                 });
             }
-            sqlx::query("DELETE FROM queues WHERE name = $1").bind(name).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM queues WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(jobs as u64)
         })
@@ -170,11 +177,13 @@ impl Store {
 
     pub async fn get_queue(&self, name: &str) -> Result<Queue> {
         self.run("get_queue", || async move {
-            let row: Option<QueueRow> = sqlx::query_as(&format!("SELECT {QUEUE_COLUMNS} FROM queues WHERE name = $1"))
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?;
-            row.map(Queue::from).ok_or_else(|| StoreError::QueueNotFound(name.to_string()))
+            let row: Option<QueueRow> =
+                sqlx::query_as(&format!("SELECT {QUEUE_COLUMNS} FROM queues WHERE name = $1"))
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            row.map(Queue::from)
+                .ok_or_else(|| StoreError::QueueNotFound(name.to_string()))
         })
         .await
     }
@@ -184,14 +193,19 @@ impl Store {
             .bind(name)
             .fetch_one(&self.pool)
             .await?;
-        if exists { Ok(()) } else { Err(StoreError::QueueNotFound(name.to_string())) }
+        if exists {
+            Ok(())
+        } else {
+            Err(StoreError::QueueNotFound(name.to_string()))
+        }
     }
 
     pub async fn list_queues(&self) -> Result<Vec<Queue>> {
         self.run("list_queues", || async move {
-            let rows: Vec<QueueRow> = sqlx::query_as(&format!("SELECT {QUEUE_COLUMNS} FROM queues ORDER BY name"))
-                .fetch_all(&self.pool)
-                .await?;
+            let rows: Vec<QueueRow> =
+                sqlx::query_as(&format!("SELECT {QUEUE_COLUMNS} FROM queues ORDER BY name"))
+                    .fetch_all(&self.pool)
+                    .await?;
             Ok(rows.into_iter().map(Queue::from).collect())
         })
         .await
@@ -207,7 +221,8 @@ impl Store {
             .bind(paused)
             .fetch_optional(&self.pool)
             .await?;
-            row.map(Queue::from).ok_or_else(|| StoreError::QueueNotFound(name.to_string()))
+            row.map(Queue::from)
+                .ok_or_else(|| StoreError::QueueNotFound(name.to_string()))
         })
         .await
     }

@@ -27,7 +27,12 @@ use crate::rows::Candidate;
 const REAP_BATCH: i64 = 1000;
 
 impl Store {
-    async fn reap_with(&self, filter: &str, bind: Option<f64>, cmd: impl Fn(&JobRow) -> Command) -> Result<Vec<uuid::Uuid>> {
+    async fn reap_with(
+        &self,
+        filter: &str,
+        bind: Option<f64>,
+        cmd: impl Fn(&JobRow) -> Command,
+    ) -> Result<Vec<uuid::Uuid>> {
         let sql = format!(
             "SELECT {JOB_COLUMNS}, q.backoff_base_ms, q.backoff_max_ms FROM jobs j JOIN queues q ON q.name = j.queue \
              WHERE {filter} LIMIT {REAP_BATCH}"

@@ -42,11 +42,13 @@ pub(crate) struct JobRow {
 
 pub(crate) fn status(s: &str) -> JobStatus {
     // The column is a PostgreSQL enum with exactly these labels.
-    s.parse().unwrap_or_else(|_| panic!("unknown job_status {s:?} in database"))
+    s.parse()
+        .unwrap_or_else(|_| panic!("unknown job_status {s:?} in database"))
 }
 
 pub(crate) fn worker_status(s: &str) -> WorkerStatus {
-    s.parse().unwrap_or_else(|_| panic!("unknown worker_status {s:?} in database"))
+    s.parse()
+        .unwrap_or_else(|_| panic!("unknown worker_status {s:?} in database"))
 }
 
 pub(crate) fn u32_of(v: i32) -> u32 {
@@ -62,7 +64,10 @@ impl JobRow {
             max_retries: u32_of(self.max_retries),
             worker_id: self.worker_id.clone(),
             cancel_requested: self.cancel_requested,
-            last_report: match (self.last_report_attempt, self.last_report_kind.as_deref().and_then(ReportKind::parse)) {
+            last_report: match (
+                self.last_report_attempt,
+                self.last_report_kind.as_deref().and_then(ReportKind::parse),
+            ) {
                 (Some(a), Some(kind)) => Some(LastReport {
                     attempt: u32_of(a),
                     kind,

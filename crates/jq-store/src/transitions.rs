@@ -83,7 +83,10 @@ pub enum CancelOutcome {
 
 impl Store {
     /// Write decided transitions; returns the ids actually changed.
-    pub(crate) async fn apply_planned<'e>(exec: impl PgExecutor<'e>, planned: &[Planned]) -> Result<Vec<Uuid>> {
+    pub(crate) async fn apply_planned<'e>(
+        exec: impl PgExecutor<'e>,
+        planned: &[Planned],
+    ) -> Result<Vec<Uuid>> {
         if planned.is_empty() {
             return Ok(vec![]);
         }
@@ -128,8 +131,16 @@ impl Store {
             delay_ms.push(p.effects.not_before.map(|d| d.as_millis() as i64));
             clear_expiry.push(p.effects.clear_expiry);
             let changed_report = next.last_report != p.before.last_report;
-            report_attempt.push(next.last_report.filter(|_| changed_report).map(|r| r.attempt as i32));
-            report_kind.push(next.last_report.filter(|_| changed_report).map(|r| r.kind.as_str()));
+            report_attempt.push(
+                next.last_report
+                    .filter(|_| changed_report)
+                    .map(|r| r.attempt as i32),
+            );
+            report_kind.push(
+                next.last_report
+                    .filter(|_| changed_report)
+                    .map(|r| r.kind.as_str()),
+            );
             set_result.push(p.result.is_some());
             result.push(p.result.clone().flatten());
             set_error.push(p.error.is_some());
@@ -265,7 +276,11 @@ SELECT id FROM upd"#,
                 Decision::Apply(effects) => {
                     let mut p = Planned::new(id, before.clone(), effects);
                     shape(&mut p);
-                    if Store::apply_planned(&self.pool, std::slice::from_ref(&p)).await?.len() == 1 {
+                    if Store::apply_planned(&self.pool, std::slice::from_ref(&p))
+                        .await?
+                        .len()
+                        == 1
+                    {
                         return Ok((before, Some(p.effects)));
                     }
                     tracing::debug!(job_id = %id, command = cmd.name(), "lost a race; deciding again");
@@ -282,7 +297,10 @@ SELECT id FROM upd"#,
             attempt,
         };
         let cmd = &cmd;
-        self.run("ack_job", move || async move { self.act(job_id, cmd, |_| {}).await.map(|_| ()) }).await
+        self.run("ack_job", move || async move {
+            self.act(job_id, cmd, |_| {}).await.map(|_| ())
+        })
+        .await
     }
 
     /// Apply a worker's result (FR-029); idempotent per (job, attempt).
@@ -331,7 +349,9 @@ SELECT id FROM upd"#,
     /// Operator retry of one DEAD_LETTERED or FAILED job (FR-013).
     pub async fn retry(&self, job_id: Uuid) -> Result<()> {
         self.run("retry_job", || async move {
-            self.act(job_id, &Command::ManualRetry, |p| p.error = Some(None)).await.map(|_| ())
+            self.act(job_id, &Command::ManualRetry, |p| p.error = Some(None))
+                .await
+                .map(|_| ())
         })
         .await
     }
@@ -379,7 +399,10 @@ SELECT id FROM upd"#,
             attempt,
         };
         let cmd = &cmd;
-        self.run("delivery_failed", move || async move { self.act(job_id, cmd, |_| {}).await.map(|_| ()) }).await
+        self.run("delivery_failed", move || async move {
+            self.act(job_id, cmd, |_| {}).await.map(|_| ())
+        })
+        .await
     }
 }
 

@@ -154,7 +154,12 @@ impl Store {
         .await
     }
 
-    async fn set_worker_status(&self, query_name: &'static str, worker_id: &str, to: WorkerStatus) -> Result<Worker> {
+    async fn set_worker_status(
+        &self,
+        query_name: &'static str,
+        worker_id: &str,
+        to: WorkerStatus,
+    ) -> Result<Worker> {
         self.run(query_name, || async move {
             let changed: Option<String> = sqlx::query_scalar(&with_event(
                 "UPDATE workers SET status = $2::worker_status WHERE id = $1 AND status <> 'OFFLINE'",
@@ -183,12 +188,14 @@ impl Store {
 
     /// FR-023: finish running jobs, take no new ones.
     pub async fn drain_worker(&self, worker_id: &str) -> Result<Worker> {
-        self.set_worker_status("drain_worker", worker_id, WorkerStatus::Draining).await
+        self.set_worker_status("drain_worker", worker_id, WorkerStatus::Draining)
+            .await
     }
 
     /// FR-024: finish running jobs, then exit.
     pub async fn shutdown_worker(&self, worker_id: &str) -> Result<Worker> {
-        self.set_worker_status("shutdown_worker", worker_id, WorkerStatus::Stopping).await
+        self.set_worker_status("shutdown_worker", worker_id, WorkerStatus::Stopping)
+            .await
     }
 
     /// NFR-015: the worker leaves; whatever it still held is reclaimed by
@@ -203,17 +210,21 @@ impl Store {
             .bind(TOPIC_WORKER_HEARTBEAT)
             .fetch_optional(&self.pool)
             .await?;
-            changed.map(|_| ()).ok_or_else(|| StoreError::WorkerNotFound(worker_id.to_string()))
+            changed
+                .map(|_| ())
+                .ok_or_else(|| StoreError::WorkerNotFound(worker_id.to_string()))
         })
         .await
     }
 
     async fn get_worker_inner(&self, worker_id: &str) -> Result<Worker> {
-        let row: Option<WorkerRow> = sqlx::query_as(&format!("SELECT {WORKER_COLUMNS} FROM workers w WHERE w.id = $1"))
-            .bind(worker_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(Worker::from).ok_or_else(|| StoreError::WorkerNotFound(worker_id.to_string()))
+        let row: Option<WorkerRow> =
+            sqlx::query_as(&format!("SELECT {WORKER_COLUMNS} FROM workers w WHERE w.id = $1"))
+                .bind(worker_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(Worker::from)
+            .ok_or_else(|| StoreError::WorkerNotFound(worker_id.to_string()))
     }
 
     pub async fn get_worker(&self, worker_id: &str) -> Result<Worker> {

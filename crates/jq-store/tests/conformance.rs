@@ -32,7 +32,11 @@ struct Shared {
 fn shared() -> &'static Shared {
     static S: OnceLock<Shared> = OnceLock::new();
     S.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let db = rt.block_on(TestDb::new());
         Shared { rt, db }
     })
@@ -52,8 +56,12 @@ fn refusal(e: StoreError) -> Expect {
     match e {
         StoreError::Transition(TransitionError::StaleAttempt { .. }) => Expect::Refused(Refusal::Stale),
         StoreError::Transition(TransitionError::NotOwner { .. }) => Expect::Refused(Refusal::NotOwner),
-        StoreError::Transition(TransitionError::InvalidState { .. }) => Expect::Refused(Refusal::InvalidState),
-        StoreError::Transition(TransitionError::ConflictingReport { .. }) => Expect::Refused(Refusal::Conflict),
+        StoreError::Transition(TransitionError::InvalidState { .. }) => {
+            Expect::Refused(Refusal::InvalidState)
+        }
+        StoreError::Transition(TransitionError::ConflictingReport { .. }) => {
+            Expect::Refused(Refusal::Conflict)
+        }
         StoreError::WorkerOffline(_) => Expect::Refused(Refusal::InvalidState),
         other => panic!("unexpected store error: {other}"),
     }
@@ -83,13 +91,18 @@ impl Sut {
     }
 
     fn indices(&self, ids: Vec<Uuid>) -> Vec<usize> {
-        let mut v: Vec<usize> = ids.iter().map(|id| self.ids.iter().position(|x| x == id).unwrap()).collect();
+        let mut v: Vec<usize> = ids
+            .iter()
+            .map(|id| self.ids.iter().position(|x| x == id).unwrap())
+            .collect();
         v.sort();
         v
     }
 
     fn report(&self, job: usize, stale: bool, outcome: Outcome) -> Expect {
-        let Some((_, id)) = self.pick(job) else { return Expect::NoJob };
+        let Some((_, id)) = self.pick(job) else {
+            return Expect::NoJob;
+        };
         let (worker_id, attempt) = self.creds(id, stale);
         let r = ResultReport {
             worker_id,
@@ -109,14 +122,23 @@ impl Sut {
     fn apply(&mut self, op: &Op) -> Expect {
         let s = self.store.clone();
         match *op {
-            Op::Submit { priority, max_retries, delay, ttl } => {
+            Op::Submit {
+                priority,
+                max_retries,
+                delay,
+                ttl,
+            } => {
                 let job = NewJob {
                     queue: QUEUE.into(),
                     payload: format!("{{\"n\":{}}}", self.ids.len()).into_bytes(),
                     priority,
                     max_retries: Some(max_retries),
                     ttl: ttl.map(|t| Duration::from_secs(t * MIN)),
-                    schedule: if delay == 0 { Schedule::Now } else { Schedule::After(Duration::from_secs(delay * MIN)) },
+                    schedule: if delay == 0 {
+                        Schedule::Now
+                    } else {
+                        Schedule::After(Duration::from_secs(delay * MIN))
+                    },
                     idempotency_key: None,
                 };
                 let sub = self.block(s.submit(job)).unwrap();
@@ -125,12 +147,24 @@ impl Sut {
                 Expect::Ok
             }
             Op::Claim { worker, limit } => {
-                let got = self.block(s.claim(&wid(worker % self.cfg.workers), &[QUEUE.to_string()], limit as u32)).unwrap();
+                let got = self
+                    .block(s.claim(
+                        &wid(worker % self.cfg.workers),
+                        &[QUEUE.to_string()],
+                        limit as u32,
+                    ))
+                    .unwrap();
                 // Dispatch order is part of the contract: keep it.
-                Expect::Claimed(got.iter().map(|a| self.ids.iter().position(|x| *x == a.job_id).unwrap()).collect())
+                Expect::Claimed(
+                    got.iter()
+                        .map(|a| self.ids.iter().position(|x| *x == a.job_id).unwrap())
+                        .collect(),
+                )
             }
             Op::Ack { job, stale } => {
-                let Some((_, id)) = self.pick(job) else { return Expect::NoJob };
+                let Some((_, id)) = self.pick(job) else {
+                    return Expect::NoJob;
+                };
                 let (w, a) = self.creds(id, stale);
                 match self.block(s.ack(&w, id, a)) {
                     Ok(()) => Expect::Ok,
@@ -138,10 +172,16 @@ impl Sut {
                 }
             }
             Op::Complete { job, stale } => self.report(job, stale, Outcome::Succeeded),
-            Op::Fail { job, stale, retryable } => self.report(job, stale, Outcome::Failed { retryable }),
+            Op::Fail {
+                job,
+                stale,
+                retryable,
+            } => self.report(job, stale, Outcome::Failed { retryable }),
             Op::ReportCancelled { job } => self.report(job, false, Outcome::Cancelled),
             Op::DeliveryFailed { job } => {
-                let Some((_, id)) = self.pick(job) else { return Expect::NoJob };
+                let Some((_, id)) = self.pick(job) else {
+                    return Expect::NoJob;
+                };
                 let (w, a) = self.creds(id, false);
                 match self.block(s.delivery_failed(&w, id, a)) {
                     Ok(()) => Expect::Ok,
@@ -149,7 +189,9 @@ impl Sut {
                 }
             }
             Op::Cancel { job } => {
-                let Some((_, id)) = self.pick(job) else { return Expect::NoJob };
+                let Some((_, id)) = self.pick(job) else {
+                    return Expect::NoJob;
+                };
                 match self.block(s.cancel(id)) {
                     Ok(CancelOutcome::Cancelled { .. }) => Expect::Ok,
                     Ok(CancelOutcome::KillRequested { .. }) => Expect::CancelRequested,
@@ -157,19 +199,26 @@ impl Sut {
                 }
             }
             Op::Retry { job } => {
-                let Some((_, id)) = self.pick(job) else { return Expect::NoJob };
+                let Some((_, id)) = self.pick(job) else {
+                    return Expect::NoJob;
+                };
                 match self.block(s.retry(id)) {
                     Ok(()) => Expect::Ok,
                     Err(e) => refusal(e),
                 }
             }
             Op::Register { worker } => {
-                self.block(s.register_worker(&registration(worker % self.cfg.workers))).unwrap();
+                self.block(s.register_worker(&registration(worker % self.cfg.workers)))
+                    .unwrap();
                 Expect::Ok
             }
             Op::Heartbeat { worker } => {
-                let hb = self.block(s.heartbeat(&wid(worker % self.cfg.workers), &[])).unwrap();
-                Expect::Heartbeat { registered: hb.registered }
+                let hb = self
+                    .block(s.heartbeat(&wid(worker % self.cfg.workers), &[]))
+                    .unwrap();
+                Expect::Heartbeat {
+                    registered: hb.registered,
+                }
             }
             Op::Drain { worker } => match self.block(s.drain_worker(&wid(worker % self.cfg.workers))) {
                 Ok(_) => Expect::Ok,
@@ -180,11 +229,15 @@ impl Sut {
                 Expect::Ok
             }
             Op::ReapAssignments => {
-                let ids = self.block(s.reap_assignment_timeouts(Duration::from_secs(self.cfg.assignment_timeout * MIN))).unwrap();
+                let ids = self
+                    .block(s.reap_assignment_timeouts(Duration::from_secs(self.cfg.assignment_timeout * MIN)))
+                    .unwrap();
                 Expect::Reaped(self.indices(ids))
             }
             Op::ReapWorkers => {
-                let r = self.block(s.reap_dead_workers(Duration::from_secs(self.cfg.heartbeat_timeout * MIN))).unwrap();
+                let r = self
+                    .block(s.reap_dead_workers(Duration::from_secs(self.cfg.heartbeat_timeout * MIN)))
+                    .unwrap();
                 Expect::Reaped(self.indices(r.jobs))
             }
             Op::ReapTtl => {
@@ -254,8 +307,15 @@ impl StateMachineTest for StoreConformance {
         let sh = shared();
         let store = sh.db.store();
         sh.rt.block_on(async {
-            sqlx::query("TRUNCATE jobs, job_events, event_outbox, workers").execute(store.pool()).await.unwrap();
-            sqlx::query("DELETE FROM queues WHERE name = $1").bind(QUEUE).execute(store.pool()).await.unwrap();
+            sqlx::query("TRUNCATE jobs, job_events, event_outbox, workers")
+                .execute(store.pool())
+                .await
+                .unwrap();
+            sqlx::query("DELETE FROM queues WHERE name = $1")
+                .bind(QUEUE)
+                .execute(store.pool())
+                .await
+                .unwrap();
             let settings = QueueSettings {
                 backoff: BackoffPolicy {
                     base: Duration::from_secs(model.cfg.backoff_base * MIN),
@@ -268,7 +328,11 @@ impl StateMachineTest for StoreConformance {
                 store.register_worker(&registration(w)).await.unwrap();
             }
         });
-        Sut { store, ids: vec![], cfg: model.cfg }
+        Sut {
+            store,
+            ids: vec![],
+            cfg: model.cfg,
+        }
     }
 
     fn apply(mut sut: Sut, model: &Model, op: Op) -> Sut {
@@ -278,18 +342,19 @@ impl StateMachineTest for StoreConformance {
     }
 
     fn check_invariants(sut: &Sut, model: &Model) {
-        let rows: Vec<DbJob> = sut.block(
-            sqlx::query_as(
-                "SELECT id, status::text AS status, attempt, retries, worker_id, cancel_requested, \
+        let rows: Vec<DbJob> = sut
+            .block(
+                sqlx::query_as(
+                    "SELECT id, status::text AS status, attempt, retries, worker_id, cancel_requested, \
                  floor(extract(epoch FROM now() - not_before) / 60)::float8 AS since_not_before, \
                  floor(extract(epoch FROM now() - expires_at) / 60)::float8 AS since_expiry, \
                  (SELECT count(*) FROM job_events e WHERE e.job_id = j.id) AS events, \
                  (SELECT count(*) FROM event_outbox o WHERE o.job_id = j.id) AS outbox, \
                  last_report_attempt, last_report_kind FROM jobs j",
+                )
+                .fetch_all(sut.store.pool()),
             )
-            .fetch_all(sut.store.pool()),
-        )
-        .unwrap();
+            .unwrap();
         assert_eq!(rows.len(), model.jobs.len());
         for r in rows {
             let i = sut.ids.iter().position(|x| *x == r.id).unwrap();
@@ -300,14 +365,34 @@ impl StateMachineTest for StoreConformance {
             assert_eq!(r.retries as u32, m.retries, "{ctx}");
             assert_eq!(r.worker_id, m.worker.map(wid), "{ctx}");
             assert_eq!(r.cancel_requested, m.cancel_requested, "{ctx}");
-            assert_eq!(r.events, i64::from(m.events), "{ctx}: one job_events row per transition");
+            assert_eq!(
+                r.events,
+                i64::from(m.events),
+                "{ctx}: one job_events row per transition"
+            );
             assert_eq!(r.outbox, r.events, "{ctx}: one outbox event per transition");
-            assert_eq!(r.last_report_attempt.map(|a| a as u32), m.last_report.map(|l| l.0), "{ctx}");
-            assert_eq!(r.last_report_kind.as_deref(), m.last_report.map(|l| l.1.as_str()), "{ctx}");
+            assert_eq!(
+                r.last_report_attempt.map(|a| a as u32),
+                m.last_report.map(|l| l.0),
+                "{ctx}"
+            );
+            assert_eq!(
+                r.last_report_kind.as_deref(),
+                m.last_report.map(|l| l.1.as_str()),
+                "{ctx}"
+            );
             if m.status == JobStatus::Pending {
-                assert_eq!(r.since_not_before as i64, model.now as i64 - m.not_before as i64, "{ctx}");
+                assert_eq!(
+                    r.since_not_before as i64,
+                    model.now as i64 - m.not_before as i64,
+                    "{ctx}"
+                );
             }
-            assert_eq!(r.since_expiry.map(|v| v as i64), m.expires_at.map(|e| model.now as i64 - e as i64), "{ctx}");
+            assert_eq!(
+                r.since_expiry.map(|v| v as i64),
+                m.expires_at.map(|e| model.now as i64 - e as i64),
+                "{ctx}"
+            );
         }
         let workers: Vec<(String, String, f64)> = sut.block(
             sqlx::query_as(

@@ -31,7 +31,10 @@ fn job(queue: &str) -> NewJob {
 }
 
 fn prio(p: u8) -> NewJob {
-    NewJob { priority: p, ..job("default") }
+    NewJob {
+        priority: p,
+        ..job("default")
+    }
 }
 
 async fn worker(store: &Store, id: &str, queues: &[&str]) {
@@ -90,7 +93,13 @@ async fn start(store: &Store, w: &str) -> (Uuid, u32) {
 async fn fr_001_fr_005_fr_007_submit_stores_opaque_payload_and_returns_uuid_v4() {
     let (_db, s) = setup().await;
     let payload = vec![0u8, 159, 146, 150, b'{'];
-    let sub = s.submit(NewJob { payload: payload.clone(), ..job("default") }).await.unwrap();
+    let sub = s
+        .submit(NewJob {
+            payload: payload.clone(),
+            ..job("default")
+        })
+        .await
+        .unwrap();
     assert_eq!(sub.job_id.get_version_num(), 4);
     assert!(!sub.already_existed);
     let j = s.get_job(sub.job_id).await.unwrap();
@@ -102,8 +111,14 @@ async fn fr_001_fr_005_fr_007_submit_stores_opaque_payload_and_returns_uuid_v4()
 #[tokio::test]
 async fn fr_006_unknown_queue_is_not_found_and_nothing_is_stored() {
     let (_db, s) = setup().await;
-    let err = s.submit_many(vec![job("default"), job("nope")]).await.unwrap_err();
-    assert!(matches!(&err, StoreError::QueueNotFound(q) if q == "nope"), "{err}");
+    let err = s
+        .submit_many(vec![job("default"), job("nope")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::QueueNotFound(q) if q == "nope"),
+        "{err}"
+    );
     assert_eq!(count(&s, "SELECT count(*) FROM jobs").await, 0);
     assert_eq!(count(&s, "SELECT count(*) FROM job_events").await, 0);
     assert_eq!(count(&s, "SELECT count(*) FROM event_outbox").await, 0);
@@ -112,9 +127,23 @@ async fn fr_006_unknown_queue_is_not_found_and_nothing_is_stored() {
 #[tokio::test]
 async fn fr_003_max_retries_defaults_to_the_queue_and_can_be_overridden() {
     let (_db, s) = setup().await;
-    s.create_queue("q7", &QueueSettings { max_retries: 7, ..Default::default() }).await.unwrap();
+    s.create_queue(
+        "q7",
+        &QueueSettings {
+            max_retries: 7,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let a = s.submit(job("q7")).await.unwrap();
-    let b = s.submit(NewJob { max_retries: Some(0), ..job("q7") }).await.unwrap();
+    let b = s
+        .submit(NewJob {
+            max_retries: Some(0),
+            ..job("q7")
+        })
+        .await
+        .unwrap();
     assert_eq!(s.get_job(a.job_id).await.unwrap().max_retries, 7);
     assert_eq!(s.get_job(b.job_id).await.unwrap().max_retries, 0);
 }
@@ -122,14 +151,24 @@ async fn fr_003_max_retries_defaults_to_the_queue_and_can_be_overridden() {
 #[tokio::test]
 async fn jq_101_idempotent_submit_returns_the_first_job() {
     let (_db, s) = setup().await;
-    let keyed = || NewJob { idempotency_key: Some("order-42".into()), ..job("default") };
+    let keyed = || NewJob {
+        idempotency_key: Some("order-42".into()),
+        ..job("default")
+    };
     let first = s.submit(keyed()).await.unwrap();
     let again = s.submit(keyed()).await.unwrap();
     assert_eq!(again.job_id, first.job_id);
     assert!(again.already_existed && !first.already_existed);
     // Within one bulk call too, and other keys still insert.
     let bulk = s
-        .submit_many(vec![keyed(), NewJob { idempotency_key: Some("x".into()), ..job("default") }, keyed()])
+        .submit_many(vec![
+            keyed(),
+            NewJob {
+                idempotency_key: Some("x".into()),
+                ..job("default")
+            },
+            keyed(),
+        ])
         .await
         .unwrap();
     assert_eq!(bulk[0].job_id, first.job_id);
@@ -137,10 +176,20 @@ async fn jq_101_idempotent_submit_returns_the_first_job() {
     assert!(!bulk[1].already_existed);
     // Keys are per queue.
     s.create_queue("other", &QueueSettings::default()).await.unwrap();
-    let other = s.submit(NewJob { queue: "other".into(), ..keyed() }).await.unwrap();
+    let other = s
+        .submit(NewJob {
+            queue: "other".into(),
+            ..keyed()
+        })
+        .await
+        .unwrap();
     assert_ne!(other.job_id, first.job_id);
     assert_eq!(count(&s, "SELECT count(*) FROM jobs").await, 3);
-    assert_eq!(count(&s, "SELECT count(*) FROM job_events").await, 3, "no event for a duplicate");
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM job_events").await,
+        3,
+        "no event for a duplicate"
+    );
 }
 
 #[tokio::test]
@@ -150,7 +199,12 @@ async fn jq_101_concurrent_submits_with_one_key_create_one_job() {
     for _ in 0..8 {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
-            s.submit(NewJob { idempotency_key: Some("same".into()), ..job("default") }).await.unwrap()
+            s.submit(NewJob {
+                idempotency_key: Some("same".into()),
+                ..job("default")
+            })
+            .await
+            .unwrap()
         }));
     }
     let mut ids = HashSet::new();
@@ -164,12 +218,24 @@ async fn jq_101_concurrent_submits_with_one_key_create_one_job() {
 #[tokio::test]
 async fn jq_102_bulk_submit_of_ten_thousand_is_one_transaction() {
     let (_db, s) = setup().await;
-    let jobs: Vec<NewJob> = (0..10_000).map(|i| NewJob { payload: format!("{i}").into_bytes(), ..job("default") }).collect();
+    let jobs: Vec<NewJob> = (0..10_000)
+        .map(|i| NewJob {
+            payload: format!("{i}").into_bytes(),
+            ..job("default")
+        })
+        .collect();
     let res = s.submit_many(jobs).await.unwrap();
     assert_eq!(res.len(), 10_000);
     assert_eq!(res.iter().map(|r| r.job_id).collect::<HashSet<_>>().len(), 10_000);
     assert_eq!(count(&s, "SELECT count(*) FROM jobs").await, 10_000);
-    assert_eq!(count(&s, "SELECT count(*) FROM event_outbox WHERE topic = 'job.submitted'").await, 10_000);
+    assert_eq!(
+        count(
+            &s,
+            "SELECT count(*) FROM event_outbox WHERE topic = 'job.submitted'"
+        )
+        .await,
+        10_000
+    );
     // All-or-nothing: one bad queue at the end rejects all.
     let mut bad: Vec<NewJob> = (0..500).map(|_| job("default")).collect();
     bad.push(job("missing"));
@@ -181,15 +247,30 @@ async fn jq_102_bulk_submit_of_ten_thousand_is_one_transaction() {
 async fn jq_103_delayed_job_is_not_claimed_until_due() {
     let (_db, s) = setup().await;
     worker(&s, "w", &["default"]).await;
-    let later = s.submit(NewJob { schedule: Schedule::After(Duration::from_secs(3600)), ..job("default") }).await.unwrap();
+    let later = s
+        .submit(NewJob {
+            schedule: Schedule::After(Duration::from_secs(3600)),
+            ..job("default")
+        })
+        .await
+        .unwrap();
     let at = chrono::Utc::now() + chrono::Duration::hours(2);
-    let at_job = s.submit(NewJob { schedule: Schedule::At(at), ..job("default") }).await.unwrap();
+    let at_job = s
+        .submit(NewJob {
+            schedule: Schedule::At(at),
+            ..job("default")
+        })
+        .await
+        .unwrap();
     assert!(s.claim("w", &q(&["default"]), 10).await.unwrap().is_empty());
     let stats = s.queue_stats("default").await.unwrap();
     assert_eq!((stats.pending, stats.scheduled), (2, 2));
     shift(&s, 3601).await;
     let got = s.claim("w", &q(&["default"]), 10).await.unwrap();
-    assert_eq!(got.iter().map(|a| a.job_id).collect::<Vec<_>>(), vec![later.job_id]);
+    assert_eq!(
+        got.iter().map(|a| a.job_id).collect::<Vec<_>>(),
+        vec![later.job_id]
+    );
     shift(&s, 3600).await;
     let got = s.claim("w", &q(&["default"]), 10).await.unwrap();
     assert_eq!(got[0].job_id, at_job.job_id);
@@ -200,9 +281,22 @@ async fn fr_004_ttl_expiry_dead_letters_unstarted_jobs_only() {
     let (_db, s) = setup().await;
     worker(&s, "w", &["default"]).await;
     let ttl = Some(Duration::from_secs(30));
-    let waiting = s.submit(NewJob { ttl, ..job("default") }).await.unwrap();
+    let waiting = s
+        .submit(NewJob {
+            ttl,
+            ..job("default")
+        })
+        .await
+        .unwrap();
     let (started, _) = {
-        let sub = s.submit(NewJob { ttl, priority: 9, ..job("default") }).await.unwrap();
+        let sub = s
+            .submit(NewJob {
+                ttl,
+                priority: 9,
+                ..job("default")
+            })
+            .await
+            .unwrap();
         let a = s.claim("w", &q(&["default"]), 1).await.unwrap().remove(0);
         assert_eq!(a.job_id, sub.job_id);
         s.ack("w", a.job_id, a.attempt).await.unwrap();
@@ -217,9 +311,21 @@ async fn fr_004_ttl_expiry_dead_letters_unstarted_jobs_only() {
     assert_eq!(j.status, JobStatus::DeadLettered);
     let ev = s.job_events(waiting.job_id).await.unwrap();
     assert_eq!(ev.last().unwrap().reason(), Some(Reason::TtlExpired));
-    assert_eq!(s.get_job(started).await.unwrap().status, JobStatus::Running, "a started job has no TTL");
+    assert_eq!(
+        s.get_job(started).await.unwrap().status,
+        JobStatus::Running,
+        "a started job has no TTL"
+    );
     // A queue default TTL applies to jobs submitted without one.
-    s.create_queue("ttlq", &QueueSettings { default_ttl: Some(Duration::from_secs(60)), ..Default::default() }).await.unwrap();
+    s.create_queue(
+        "ttlq",
+        &QueueSettings {
+            default_ttl: Some(Duration::from_secs(60)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let d = s.submit(job("ttlq")).await.unwrap();
     let j = s.get_job(d.job_id).await.unwrap();
     assert_eq!((j.expires_at.unwrap() - j.not_before).num_seconds(), 60);
@@ -235,15 +341,33 @@ async fn fr_014_claim_order_is_priority_desc_then_fifo() {
     }
     // And a bulk batch: one transaction, same created_at, still FIFO.
     let bulk = s.submit_many(vec![prio(7), prio(7), prio(7)]).await.unwrap();
-    let got: Vec<Uuid> = s.claim("w", &q(&["default"]), 100).await.unwrap().iter().map(|a| a.job_id).collect();
-    let want = vec![ids[2], ids[5], bulk[0].job_id, bulk[1].job_id, bulk[2].job_id, ids[1], ids[3], ids[0], ids[4]];
+    let got: Vec<Uuid> = s
+        .claim("w", &q(&["default"]), 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.job_id)
+        .collect();
+    let want = vec![
+        ids[2],
+        ids[5],
+        bulk[0].job_id,
+        bulk[1].job_id,
+        bulk[2].job_id,
+        ids[1],
+        ids[3],
+        ids[0],
+        ids[4],
+    ];
     assert_eq!(got, want);
 }
 
 #[tokio::test]
 async fn fr_015_nfr_008_concurrent_claimers_never_assign_a_job_twice() {
     let (_db, s) = setup().await;
-    s.submit_many((0..600).map(|i| prio((i % 10) as u8)).collect()).await.unwrap();
+    s.submit_many((0..600).map(|i| prio((i % 10) as u8)).collect())
+        .await
+        .unwrap();
     for w in 0..8 {
         worker(&s, &format!("w{w}"), &["default"]).await;
     }
@@ -270,8 +394,14 @@ async fn fr_015_nfr_008_concurrent_claimers_never_assign_a_job_twice() {
     assert_eq!(all.len(), 600, "every job claimed exactly once");
     assert_eq!(unique.len(), 600);
     assert!(all.iter().all(|(_, a)| *a == 1));
-    assert_eq!(count(&s, "SELECT count(*) FROM job_events WHERE reason = 'CLAIMED'").await, 600);
-    assert_eq!(count(&s, "SELECT count(*) FROM jobs WHERE status = 'ASSIGNED'").await, 600);
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM job_events WHERE reason = 'CLAIMED'").await,
+        600
+    );
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM jobs WHERE status = 'ASSIGNED'").await,
+        600
+    );
 }
 
 #[tokio::test]
@@ -304,12 +434,20 @@ async fn fr_010_fr_011_jq_160_full_life_writes_one_event_and_one_outbox_row_per_
         topics.iter().map(|t| t.1.as_str()).collect::<Vec<_>>(),
         vec!["job.submitted", "job.assigned", "job.started", "job.completed"]
     );
-    assert_eq!(topics.iter().map(|t| t.0).collect::<Vec<_>>(), ev.iter().map(|e| e.event_id).collect::<Vec<_>>());
+    assert_eq!(
+        topics.iter().map(|t| t.0).collect::<Vec<_>>(),
+        ev.iter().map(|e| e.event_id).collect::<Vec<_>>()
+    );
     let j = s.get_job(id).await.unwrap();
     assert_eq!(j.result.as_deref(), Some(&b"ok"[..]));
     assert!(j.started_at.is_some() && j.completed_at.is_some() && j.assigned_at.is_some());
     // job_events rows are immutable.
-    assert!(sqlx::query("UPDATE job_events SET reason = 'X'").execute(s.pool()).await.is_err());
+    assert!(
+        sqlx::query("UPDATE job_events SET reason = 'X'")
+            .execute(s.pool())
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -321,16 +459,29 @@ async fn jq_110_stale_attempt_cannot_ack_complete_or_fail_and_changes_nothing() 
     // The old worker is declared dead; the job is retried on another.
     shift(&s, 31).await;
     s.reap_dead_workers(Duration::from_secs(30)).await.unwrap();
-    sqlx::query("UPDATE jobs SET not_before = now()").execute(s.pool()).await.unwrap();
+    sqlx::query("UPDATE jobs SET not_before = now()")
+        .execute(s.pool())
+        .await
+        .unwrap();
     worker(&s, "new", &["default"]).await;
     let (_, a2) = start(&s, "new").await;
     assert_eq!(a2, a1 + 1);
     let before = count(&s, "SELECT count(*) FROM job_events").await;
-    for outcome in [Outcome::Succeeded, Outcome::Failed { retryable: true }, Outcome::Cancelled] {
+    for outcome in [
+        Outcome::Succeeded,
+        Outcome::Failed { retryable: true },
+        Outcome::Cancelled,
+    ] {
         let err = s.report(&report("old", id, a1, outcome)).await.unwrap_err();
-        assert!(matches!(err, StoreError::Transition(TransitionError::StaleAttempt { presented, current }) if presented == a1 && current == a2), "{err}");
+        assert!(
+            matches!(err, StoreError::Transition(TransitionError::StaleAttempt { presented, current }) if presented == a1 && current == a2),
+            "{err}"
+        );
     }
-    assert!(matches!(s.ack("old", id, a1).await, Err(StoreError::Transition(TransitionError::StaleAttempt { .. }))));
+    assert!(matches!(
+        s.ack("old", id, a1).await,
+        Err(StoreError::Transition(TransitionError::StaleAttempt { .. }))
+    ));
     // The attempt number alone is not enough: it must be the holder.
     assert!(matches!(
         s.report(&report("old", id, a2, Outcome::Succeeded)).await,
@@ -338,12 +489,21 @@ async fn jq_110_stale_attempt_cannot_ack_complete_or_fail_and_changes_nothing() 
     ));
     assert_eq!(count(&s, "SELECT count(*) FROM job_events").await, before);
     let j = s.get_job(id).await.unwrap();
-    assert_eq!((j.status, j.attempt, j.worker_id.as_deref()), (JobStatus::Running, a2, Some("new")));
+    assert_eq!(
+        (j.status, j.attempt, j.worker_id.as_deref()),
+        (JobStatus::Running, a2, Some("new"))
+    );
     // The newer attempt's result stands.
-    s.report(&report("new", id, a2, Outcome::Succeeded)).await.unwrap();
+    s.report(&report("new", id, a2, Outcome::Succeeded))
+        .await
+        .unwrap();
     assert_eq!(s.get_job(id).await.unwrap().status, JobStatus::Done);
     // A zombie can never overwrite a terminal state.
-    assert!(s.report(&report("old", id, a1, Outcome::Failed { retryable: true })).await.is_err());
+    assert!(
+        s.report(&report("old", id, a1, Outcome::Failed { retryable: true }))
+            .await
+            .is_err()
+    );
     assert_eq!(s.get_job(id).await.unwrap().status, JobStatus::Done);
 }
 
@@ -359,20 +519,44 @@ async fn jq_110_result_reporting_is_idempotent_per_attempt() {
     assert!(!first.duplicate && second.duplicate);
     assert_eq!(second.status, JobStatus::Done);
     assert_eq!(count(&s, "SELECT count(*) FROM job_events").await, 4);
-    let conflict = s.report(&report("w", id, a, Outcome::Failed { retryable: true })).await.unwrap_err();
-    assert!(matches!(conflict, StoreError::Transition(TransitionError::ConflictingReport { .. })));
+    let conflict = s
+        .report(&report("w", id, a, Outcome::Failed { retryable: true }))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        conflict,
+        StoreError::Transition(TransitionError::ConflictingReport { .. })
+    ));
 }
 
 #[tokio::test]
 async fn fr_033_fr_034_failures_retry_with_backoff_then_dead_letter() {
     let (_db, s) = setup().await;
-    s.update_queue("default", &QueuePatch { backoff_base: Some(Duration::from_secs(5)), ..Default::default() }).await.unwrap();
+    s.update_queue(
+        "default",
+        &QueuePatch {
+            backoff_base: Some(Duration::from_secs(5)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     worker(&s, "w", &["default"]).await;
-    let id = s.submit(NewJob { max_retries: Some(2), ..job("default") }).await.unwrap().job_id;
+    let id = s
+        .submit(NewJob {
+            max_retries: Some(2),
+            ..job("default")
+        })
+        .await
+        .unwrap()
+        .job_id;
     let mut delays = vec![];
     for round in 0..3 {
         let (_, a) = start(&s, "w").await;
-        let out = s.report(&report("w", id, a, Outcome::Failed { retryable: true })).await.unwrap();
+        let out = s
+            .report(&report("w", id, a, Outcome::Failed { retryable: true }))
+            .await
+            .unwrap();
         let j = s.get_job(id).await.unwrap();
         if round < 2 {
             assert_eq!(out.status, JobStatus::Pending);
@@ -388,8 +572,18 @@ async fn fr_033_fr_034_failures_retry_with_backoff_then_dead_letter() {
     assert_eq!(delays, vec![5, 10], "base 5 s doubling, zero jitter in tests");
     let ev = s.job_events(id).await.unwrap();
     assert_eq!(ev.last().unwrap().reason(), Some(Reason::RetriesExhausted));
-    assert_eq!(count(&s, "SELECT count(*) FROM event_outbox WHERE topic = 'job.dead-lettered'").await, 1);
-    assert_eq!(count(&s, "SELECT count(*) FROM event_outbox WHERE topic = 'job.failed'").await, 3);
+    assert_eq!(
+        count(
+            &s,
+            "SELECT count(*) FROM event_outbox WHERE topic = 'job.dead-lettered'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM event_outbox WHERE topic = 'job.failed'").await,
+        3
+    );
 }
 
 #[tokio::test]
@@ -397,22 +591,39 @@ async fn fr_012_cancel_pending_and_assigned_and_refuse_terminal() {
     let (_db, s) = setup().await;
     worker(&s, "w", &["default"]).await;
     let pending = s.submit(job("default")).await.unwrap().job_id;
-    assert_eq!(s.cancel(pending).await.unwrap(), CancelOutcome::Cancelled { notify: None });
+    assert_eq!(
+        s.cancel(pending).await.unwrap(),
+        CancelOutcome::Cancelled { notify: None }
+    );
     let assigned = s.submit(job("default")).await.unwrap().job_id;
     let a = s.claim("w", &q(&["default"]), 1).await.unwrap().remove(0);
     assert_eq!(a.job_id, assigned);
     assert_eq!(
         s.cancel(assigned).await.unwrap(),
-        CancelOutcome::Cancelled { notify: Some(("w".into(), a.attempt)) }
+        CancelOutcome::Cancelled {
+            notify: Some(("w".into(), a.attempt))
+        }
     );
     for id in [pending, assigned] {
         let j = s.get_job(id).await.unwrap();
         assert_eq!(j.status, JobStatus::DeadLettered);
-        assert_eq!(s.job_events(id).await.unwrap().last().unwrap().reason(), Some(Reason::Cancelled));
+        assert_eq!(
+            s.job_events(id).await.unwrap().last().unwrap().reason(),
+            Some(Reason::Cancelled)
+        );
     }
     let err = s.cancel(pending).await.unwrap_err();
-    assert!(matches!(err, StoreError::Transition(TransitionError::InvalidState { status: JobStatus::DeadLettered, .. })));
-    assert!(matches!(s.cancel(Uuid::new_v4()).await, Err(StoreError::JobNotFound(_))));
+    assert!(matches!(
+        err,
+        StoreError::Transition(TransitionError::InvalidState {
+            status: JobStatus::DeadLettered,
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.cancel(Uuid::new_v4()).await,
+        Err(StoreError::JobNotFound(_))
+    ));
     // The late ack of the cancelled assignment is refused.
     assert!(s.ack("w", assigned, a.attempt).await.is_err());
 }
@@ -423,25 +634,61 @@ async fn jq_113_cancel_running_job_goes_through_the_worker() {
     worker(&s, "w", &["default"]).await;
     let id = s.submit(job("default")).await.unwrap().job_id;
     let (_, a) = start(&s, "w").await;
-    assert_eq!(s.cancel(id).await.unwrap(), CancelOutcome::KillRequested { worker_id: "w".into(), attempt: a });
+    assert_eq!(
+        s.cancel(id).await.unwrap(),
+        CancelOutcome::KillRequested {
+            worker_id: "w".into(),
+            attempt: a
+        }
+    );
     assert_eq!(s.get_job(id).await.unwrap().status, JobStatus::Running);
     // The heartbeat repeats the request until the worker confirms.
-    let hb = s.heartbeat("w", &[Lease { job_id: id, attempt: a }]).await.unwrap();
-    assert_eq!(hb.cancel, vec![Lease { job_id: id, attempt: a }]);
+    let hb = s
+        .heartbeat(
+            "w",
+            &[Lease {
+                job_id: id,
+                attempt: a,
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        hb.cancel,
+        vec![Lease {
+            job_id: id,
+            attempt: a
+        }]
+    );
     assert!(hb.stale.is_empty());
     s.report(&report("w", id, a, Outcome::Cancelled)).await.unwrap();
     let j = s.get_job(id).await.unwrap();
     assert_eq!(j.status, JobStatus::DeadLettered);
     assert!(!j.cancel_requested);
     let last = s.job_events(id).await.unwrap().pop().unwrap();
-    assert_eq!((last.from, last.to, last.reason()), (Some(JobStatus::Running), JobStatus::DeadLettered, Some(Reason::Cancelled)));
+    assert_eq!(
+        (last.from, last.to, last.reason()),
+        (
+            Some(JobStatus::Running),
+            JobStatus::DeadLettered,
+            Some(Reason::Cancelled)
+        )
+    );
 }
 
 #[tokio::test]
 async fn fr_013_jq_150_manual_and_bulk_retry_reset_retries() {
     let (_db, s) = setup().await;
     worker(&s, "w", &["default"]).await;
-    let ids: Vec<Uuid> = s.submit_many((0..5).map(|_| NewJob { max_retries: Some(0), ..job("default") }).collect())
+    let ids: Vec<Uuid> = s
+        .submit_many(
+            (0..5)
+                .map(|_| NewJob {
+                    max_retries: Some(0),
+                    ..job("default")
+                })
+                .collect(),
+        )
         .await
         .unwrap()
         .iter()
@@ -449,21 +696,41 @@ async fn fr_013_jq_150_manual_and_bulk_retry_reset_retries() {
         .collect();
     for _ in 0..5 {
         let (id, a) = start(&s, "w").await;
-        s.report(&report("w", id, a, Outcome::Failed { retryable: true })).await.unwrap();
+        s.report(&report("w", id, a, Outcome::Failed { retryable: true }))
+            .await
+            .unwrap();
     }
-    let dead = s.list_jobs(&ListFilter { status: Some(JobStatus::DeadLettered), ..Default::default() }).await.unwrap();
+    let dead = s
+        .list_jobs(&ListFilter {
+            status: Some(JobStatus::DeadLettered),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(dead.jobs.len(), 5, "FR-035: dead letters stay and are listable");
     s.retry(ids[0]).await.unwrap();
     let j = s.get_job(ids[0]).await.unwrap();
     assert_eq!((j.status, j.retries, j.error), (JobStatus::Pending, 0, None));
-    assert!(matches!(s.retry(ids[0]).await, Err(StoreError::Transition(TransitionError::InvalidState { .. }))));
+    assert!(matches!(
+        s.retry(ids[0]).await,
+        Err(StoreError::Transition(TransitionError::InvalidState { .. }))
+    ));
     let moved = s.retry_many("default", JobStatus::DeadLettered, 3).await.unwrap();
     assert_eq!(moved, ids[1..4].to_vec(), "oldest first, at most the limit");
-    let rest = s.retry_many("default", JobStatus::DeadLettered, 100).await.unwrap();
+    let rest = s
+        .retry_many("default", JobStatus::DeadLettered, 100)
+        .await
+        .unwrap();
     assert_eq!(rest, vec![ids[4]]);
-    assert!(matches!(s.retry_many("nope", JobStatus::DeadLettered, 1).await, Err(StoreError::QueueNotFound(_))));
+    assert!(matches!(
+        s.retry_many("nope", JobStatus::DeadLettered, 1).await,
+        Err(StoreError::QueueNotFound(_))
+    ));
     assert!(s.retry_many("default", JobStatus::Running, 1).await.is_err());
-    assert_eq!(count(&s, "SELECT count(*) FROM jobs WHERE status = 'PENDING'").await, 5);
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM jobs WHERE status = 'PENDING'").await,
+        5
+    );
 }
 
 #[tokio::test]
@@ -472,23 +739,50 @@ async fn fr_016_assignment_timeout_returns_the_job_for_retry() {
     worker(&s, "w", &["default"]).await;
     let id = s.submit(job("default")).await.unwrap().job_id;
     s.claim("w", &q(&["default"]), 1).await.unwrap();
-    assert!(s.reap_assignment_timeouts(Duration::from_secs(60)).await.unwrap().is_empty());
+    assert!(
+        s.reap_assignment_timeouts(Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     shift(&s, 61).await;
-    assert_eq!(s.reap_assignment_timeouts(Duration::from_secs(60)).await.unwrap(), vec![id]);
+    assert_eq!(
+        s.reap_assignment_timeouts(Duration::from_secs(60)).await.unwrap(),
+        vec![id]
+    );
     let j = s.get_job(id).await.unwrap();
     assert_eq!((j.status, j.retries, j.worker_id), (JobStatus::Pending, 1, None));
-    let reasons: Vec<_> = s.job_events(id).await.unwrap().iter().map(|e| e.reason.clone()).collect();
-    assert_eq!(reasons[2..], ["ASSIGNMENT_TIMEOUT".to_string(), "RETRY_SCHEDULED".to_string()]);
+    let reasons: Vec<_> = s
+        .job_events(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.reason.clone())
+        .collect();
+    assert_eq!(
+        reasons[2..],
+        ["ASSIGNMENT_TIMEOUT".to_string(), "RETRY_SCHEDULED".to_string()]
+    );
 }
 
 #[tokio::test]
 async fn fr_020_jq_112_dead_worker_goes_offline_and_its_jobs_are_retried_then_dead_lettered() {
     let (_db, s) = setup().await;
-    let id = s.submit(NewJob { max_retries: Some(1), ..job("default") }).await.unwrap().job_id;
+    let id = s
+        .submit(NewJob {
+            max_retries: Some(1),
+            ..job("default")
+        })
+        .await
+        .unwrap()
+        .job_id;
     for round in 0..2 {
         let w = format!("w{round}");
         worker(&s, &w, &["default"]).await;
-        sqlx::query("UPDATE jobs SET not_before = now()").execute(s.pool()).await.unwrap();
+        sqlx::query("UPDATE jobs SET not_before = now()")
+            .execute(s.pool())
+            .await
+            .unwrap();
         start(&s, &w).await;
         shift(&s, 31).await;
         let r = s.reap_dead_workers(Duration::from_secs(30)).await.unwrap();
@@ -496,7 +790,11 @@ async fn fr_020_jq_112_dead_worker_goes_offline_and_its_jobs_are_retried_then_de
         assert_eq!(r.jobs, vec![id]);
     }
     let j = s.get_job(id).await.unwrap();
-    assert_eq!(j.status, JobStatus::DeadLettered, "worker deaths count against max_retries");
+    assert_eq!(
+        j.status,
+        JobStatus::DeadLettered,
+        "worker deaths count against max_retries"
+    );
     assert_eq!(s.get_worker("w0").await.unwrap().status, WorkerStatus::Offline);
     let hb = s.heartbeat("w0", &[]).await.unwrap();
     assert!(!hb.registered, "an OFFLINE worker must register again");
@@ -506,7 +804,14 @@ async fn fr_020_jq_112_dead_worker_goes_offline_and_its_jobs_are_retried_then_de
 async fn jq_111_undelivered_assignment_goes_straight_back_to_pending() {
     let (_db, s) = setup().await;
     worker(&s, "w", &["default"]).await;
-    let id = s.submit(NewJob { max_retries: Some(0), ..job("default") }).await.unwrap().job_id;
+    let id = s
+        .submit(NewJob {
+            max_retries: Some(0),
+            ..job("default")
+        })
+        .await
+        .unwrap()
+        .job_id;
     let a = s.claim("w", &q(&["default"]), 1).await.unwrap().remove(0);
     s.delivery_failed("w", id, a.attempt).await.unwrap();
     let j = s.get_job(id).await.unwrap();
@@ -520,21 +825,36 @@ async fn jq_111_undelivered_assignment_goes_straight_back_to_pending() {
 async fn jq_122_paused_queue_dispatches_nothing_and_loses_nothing() {
     let (_db, s) = setup().await;
     worker(&s, "w", &["default"]).await;
-    s.submit_many((0..3).map(|_| job("default")).collect()).await.unwrap();
+    s.submit_many((0..3).map(|_| job("default")).collect())
+        .await
+        .unwrap();
     assert!(s.set_paused("default", true).await.unwrap().paused);
     assert!(s.claim("w", &q(&["default"]), 10).await.unwrap().is_empty());
     // Submitting into a paused queue still works.
     s.submit(job("default")).await.unwrap();
     assert!(!s.set_paused("default", false).await.unwrap().paused);
     assert_eq!(s.claim("w", &q(&["default"]), 10).await.unwrap().len(), 4);
-    assert!(matches!(s.set_paused("nope", true).await, Err(StoreError::QueueNotFound(_))));
+    assert!(matches!(
+        s.set_paused("nope", true).await,
+        Err(StoreError::QueueNotFound(_))
+    ));
 }
 
 #[tokio::test]
 async fn jq_140_queue_concurrency_limit_holds_across_workers() {
     let (_db, s) = setup().await;
-    s.create_queue("lim", &QueueSettings { concurrency_limit: Some(3), ..Default::default() }).await.unwrap();
-    s.submit_many((0..10).map(|_| job("lim")).collect()).await.unwrap();
+    s.create_queue(
+        "lim",
+        &QueueSettings {
+            concurrency_limit: Some(3),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.submit_many((0..10).map(|_| job("lim")).collect())
+        .await
+        .unwrap();
     worker(&s, "a", &["lim"]).await;
     worker(&s, "b", &["lim"]).await;
     let a = s.claim("a", &q(&["lim"]), 10).await.unwrap();
@@ -543,15 +863,27 @@ async fn jq_140_queue_concurrency_limit_holds_across_workers() {
     assert!(b.is_empty());
     // Finishing one frees one slot.
     s.ack("a", a[0].job_id, a[0].attempt).await.unwrap();
-    s.report(&report("a", a[0].job_id, a[0].attempt, Outcome::Succeeded)).await.unwrap();
+    s.report(&report("a", a[0].job_id, a[0].attempt, Outcome::Succeeded))
+        .await
+        .unwrap();
     assert_eq!(s.claim("b", &q(&["lim"]), 10).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn jq_140_queue_rate_limit_spends_tokens() {
     let (_db, s) = setup().await;
-    s.create_queue("rate", &QueueSettings { rate_limit_per_second: Some(5.0), ..Default::default() }).await.unwrap();
-    s.submit_many((0..50).map(|_| job("rate")).collect()).await.unwrap();
+    s.create_queue(
+        "rate",
+        &QueueSettings {
+            rate_limit_per_second: Some(5.0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.submit_many((0..50).map(|_| job("rate")).collect())
+        .await
+        .unwrap();
     worker(&s, "w", &["rate"]).await;
     // The bucket fills at 5/s up to one second's worth.
     shift(&s, 10).await;
@@ -560,7 +892,15 @@ async fn jq_140_queue_rate_limit_spends_tokens() {
     shift(&s, 1).await;
     assert_eq!(s.claim("w", &q(&["rate"]), 50).await.unwrap().len(), 5);
     // Limits can be cleared again.
-    s.update_queue("rate", &QueuePatch { rate_limit_per_second: Some(None), ..Default::default() }).await.unwrap();
+    s.update_queue(
+        "rate",
+        &QueuePatch {
+            rate_limit_per_second: Some(None),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(s.claim("w", &q(&["rate"]), 100).await.unwrap().len(), 40);
 }
 
@@ -568,11 +908,18 @@ async fn jq_140_queue_rate_limit_spends_tokens() {
 async fn fr_022_claim_takes_only_the_requested_queues() {
     let (_db, s) = setup().await;
     s.create_queue("emails", &QueueSettings::default()).await.unwrap();
-    s.create_queue("reports", &QueueSettings::default()).await.unwrap();
-    s.submit_many(vec![job("emails"), job("reports"), job("default")]).await.unwrap();
+    s.create_queue("reports", &QueueSettings::default())
+        .await
+        .unwrap();
+    s.submit_many(vec![job("emails"), job("reports"), job("default")])
+        .await
+        .unwrap();
     worker(&s, "w", &["emails"]).await;
     let got = s.claim("w", &q(&["emails"]), 10).await.unwrap();
-    assert_eq!(got.iter().map(|a| a.queue.as_str()).collect::<Vec<_>>(), vec!["emails"]);
+    assert_eq!(
+        got.iter().map(|a| a.queue.as_str()).collect::<Vec<_>>(),
+        vec!["emails"]
+    );
 }
 
 #[tokio::test]
@@ -582,14 +929,23 @@ async fn fr_023_fr_024_drained_or_stopping_workers_get_no_jobs() {
     worker(&s, "d", &["default"]).await;
     worker(&s, "x", &["default"]).await;
     assert_eq!(s.drain_worker("d").await.unwrap().status, WorkerStatus::Draining);
-    assert_eq!(s.shutdown_worker("x").await.unwrap().status, WorkerStatus::Stopping);
+    assert_eq!(
+        s.shutdown_worker("x").await.unwrap().status,
+        WorkerStatus::Stopping
+    );
     assert!(s.claim("d", &q(&["default"]), 1).await.unwrap().is_empty());
     assert!(s.claim("x", &q(&["default"]), 1).await.unwrap().is_empty());
     let hb = s.heartbeat("d", &[]).await.unwrap();
     assert_eq!(hb.status, Some(WorkerStatus::Draining));
-    assert!(matches!(s.drain_worker("ghost").await, Err(StoreError::WorkerNotFound(_))));
+    assert!(matches!(
+        s.drain_worker("ghost").await,
+        Err(StoreError::WorkerNotFound(_))
+    ));
     s.deregister_worker("x").await.unwrap();
-    assert!(matches!(s.drain_worker("x").await, Err(StoreError::WorkerOffline(_))));
+    assert!(matches!(
+        s.drain_worker("x").await,
+        Err(StoreError::WorkerOffline(_))
+    ));
 }
 
 #[tokio::test]
@@ -597,25 +953,75 @@ async fn fr_018_fr_019_register_heartbeat_and_stale_leases() {
     let (_db, s) = setup().await;
     worker(&s, "w", &["default"]).await;
     let w = s.get_worker("w").await.unwrap();
-    assert_eq!((w.status, w.concurrency, w.queues.clone()), (WorkerStatus::Online, 4, q(&["default"])));
+    assert_eq!(
+        (w.status, w.concurrency, w.queues.clone()),
+        (WorkerStatus::Online, 4, q(&["default"]))
+    );
     let id = s.submit(job("default")).await.unwrap().job_id;
     let a = s.claim("w", &q(&["default"]), 1).await.unwrap().remove(0);
-    let ghost = Lease { job_id: Uuid::new_v4(), attempt: 1 };
-    let old = Lease { job_id: id, attempt: a.attempt + 5 };
-    let hb = s.heartbeat("w", &[Lease { job_id: id, attempt: a.attempt }, ghost, old]).await.unwrap();
+    let ghost = Lease {
+        job_id: Uuid::new_v4(),
+        attempt: 1,
+    };
+    let old = Lease {
+        job_id: id,
+        attempt: a.attempt + 5,
+    };
+    let hb = s
+        .heartbeat(
+            "w",
+            &[
+                Lease {
+                    job_id: id,
+                    attempt: a.attempt,
+                },
+                ghost,
+                old,
+            ],
+        )
+        .await
+        .unwrap();
     assert!(hb.registered);
     let mut want = vec![ghost, old];
     want.sort();
     assert_eq!(hb.stale, want);
     assert_eq!(s.get_worker("w").await.unwrap().active_jobs, 1);
-    assert_eq!(count(&s, "SELECT count(*) FROM event_outbox WHERE topic = 'worker.heartbeat'").await, 2);
+    assert_eq!(
+        count(
+            &s,
+            "SELECT count(*) FROM event_outbox WHERE topic = 'worker.heartbeat'"
+        )
+        .await,
+        2
+    );
     // Bad registrations are refused and change nothing.
     for bad in [
-        WorkerRegistration { id: "".into(), hostname: "h".into(), concurrency: 1, queues: q(&["default"]), version: "".into() },
-        WorkerRegistration { id: "v".into(), hostname: "h".into(), concurrency: 0, queues: q(&["default"]), version: "".into() },
-        WorkerRegistration { id: "v".into(), hostname: "h".into(), concurrency: 1, queues: vec![], version: "".into() },
+        WorkerRegistration {
+            id: "".into(),
+            hostname: "h".into(),
+            concurrency: 1,
+            queues: q(&["default"]),
+            version: "".into(),
+        },
+        WorkerRegistration {
+            id: "v".into(),
+            hostname: "h".into(),
+            concurrency: 0,
+            queues: q(&["default"]),
+            version: "".into(),
+        },
+        WorkerRegistration {
+            id: "v".into(),
+            hostname: "h".into(),
+            concurrency: 1,
+            queues: vec![],
+            version: "".into(),
+        },
     ] {
-        assert!(matches!(s.register_worker(&bad).await, Err(StoreError::Invalid(_))));
+        assert!(matches!(
+            s.register_worker(&bad).await,
+            Err(StoreError::Invalid(_))
+        ));
     }
     assert_eq!(s.list_workers(true).await.unwrap().len(), 1);
 }
@@ -628,13 +1034,22 @@ async fn nfr_015_re_registration_and_deregistration_reclaim_leftover_jobs() {
     start(&s, "w").await;
     // Same id registers again (a restarted process): the old attempt is lost.
     let reclaimed = s
-        .register_worker(&WorkerRegistration { id: "w".into(), hostname: "h".into(), concurrency: 2, queues: q(&["default"]), version: "".into() })
+        .register_worker(&WorkerRegistration {
+            id: "w".into(),
+            hostname: "h".into(),
+            concurrency: 2,
+            queues: q(&["default"]),
+            version: "".into(),
+        })
         .await
         .unwrap();
     assert_eq!(reclaimed, vec![id]);
     assert_eq!(s.get_job(id).await.unwrap().status, JobStatus::Pending);
     // A deregistered worker's leftovers go back on the next pass.
-    sqlx::query("UPDATE jobs SET not_before = now()").execute(s.pool()).await.unwrap();
+    sqlx::query("UPDATE jobs SET not_before = now()")
+        .execute(s.pool())
+        .await
+        .unwrap();
     start(&s, "w").await;
     s.deregister_worker("w").await.unwrap();
     let r = s.reap_dead_workers(Duration::from_secs(30)).await.unwrap();
@@ -646,22 +1061,45 @@ async fn nfr_015_re_registration_and_deregistration_reclaim_leftover_jobs() {
 async fn fr_025_fr_026_fr_027_queue_lifecycle() {
     let (_db, s) = setup().await;
     assert!(s.list_queues().await.unwrap().iter().any(|q| q.name == "default"));
-    let settings = QueueSettings { max_retries: 5, default_ttl: Some(Duration::from_secs(600)), ..Default::default() };
+    let settings = QueueSettings {
+        max_retries: 5,
+        default_ttl: Some(Duration::from_secs(600)),
+        ..Default::default()
+    };
     let created = s.create_queue("emails", &settings).await.unwrap();
     assert_eq!(created.settings, settings);
-    assert!(matches!(s.create_queue("emails", &settings).await, Err(StoreError::QueueExists(_))));
-    assert!(matches!(s.create_queue("bad name", &settings).await, Err(StoreError::Invalid(_))));
     assert!(matches!(
-        s.create_queue("x", &QueueSettings { concurrency_limit: Some(0), ..Default::default() }).await,
+        s.create_queue("emails", &settings).await,
+        Err(StoreError::QueueExists(_))
+    ));
+    assert!(matches!(
+        s.create_queue("bad name", &settings).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.create_queue(
+            "x",
+            &QueueSettings {
+                concurrency_limit: Some(0),
+                ..Default::default()
+            }
+        )
+        .await,
         Err(StoreError::Invalid(_))
     ));
     s.submit(job("emails")).await.unwrap();
     let err = s.delete_queue("emails", false).await.unwrap_err();
     assert!(matches!(err, StoreError::QueueNotEmpty { jobs: 1, .. }), "{err}");
     assert_eq!(s.delete_queue("emails", true).await.unwrap(), 1);
-    assert!(matches!(s.get_queue("emails").await, Err(StoreError::QueueNotFound(_))));
+    assert!(matches!(
+        s.get_queue("emails").await,
+        Err(StoreError::QueueNotFound(_))
+    ));
     assert_eq!(count(&s, "SELECT count(*) FROM jobs").await, 0);
-    assert!(matches!(s.delete_queue("emails", true).await, Err(StoreError::QueueNotFound(_))));
+    assert!(matches!(
+        s.delete_queue("emails", true).await,
+        Err(StoreError::QueueNotFound(_))
+    ));
     s.ensure_queue("default").await.unwrap();
     s.create_queue("empty", &QueueSettings::default()).await.unwrap();
     assert_eq!(s.delete_queue("empty", false).await.unwrap(), 0);
@@ -671,7 +1109,16 @@ async fn fr_025_fr_026_fr_027_queue_lifecycle() {
 async fn fr_028_queue_stats_match_what_happened() {
     let (_db, s) = setup().await;
     worker(&s, "w", &["default"]).await;
-    s.submit_many((0..6).map(|_| NewJob { max_retries: Some(0), ..job("default") }).collect()).await.unwrap();
+    s.submit_many(
+        (0..6)
+            .map(|_| NewJob {
+                max_retries: Some(0),
+                ..job("default")
+            })
+            .collect(),
+    )
+    .await
+    .unwrap();
     // 3 succeed, 1 fails for good, 1 is running, 1 waits.
     for i in 0..5 {
         let (id, a) = start(&s, "w").await;
@@ -680,7 +1127,9 @@ async fn fr_028_queue_stats_match_what_happened() {
                 s.report(&report("w", id, a, Outcome::Succeeded)).await.unwrap();
             }
             3 => {
-                s.report(&report("w", id, a, Outcome::Failed { retryable: true })).await.unwrap();
+                s.report(&report("w", id, a, Outcome::Failed { retryable: true }))
+                    .await
+                    .unwrap();
             }
             _ => {}
         }
@@ -692,20 +1141,44 @@ async fn fr_028_queue_stats_match_what_happened() {
     let st = s.queue_stats("default").await.unwrap();
     assert_eq!((st.pending, st.running, st.done, st.dead_lettered), (1, 1, 3, 1));
     assert_eq!(st.total_processed, 4);
-    assert!((st.avg_processing_seconds - 2.0).abs() < 0.01, "{}", st.avg_processing_seconds);
-    assert!((st.error_rate - 0.25).abs() < 1e-9, "1 failed of 4 finished attempts: {}", st.error_rate);
-    assert!(matches!(s.queue_stats("nope").await, Err(StoreError::QueueNotFound(_))));
+    assert!(
+        (st.avg_processing_seconds - 2.0).abs() < 0.01,
+        "{}",
+        st.avg_processing_seconds
+    );
+    assert!(
+        (st.error_rate - 0.25).abs() < 1e-9,
+        "1 failed of 4 finished attempts: {}",
+        st.error_rate
+    );
+    assert!(matches!(
+        s.queue_stats("nope").await,
+        Err(StoreError::QueueNotFound(_))
+    ));
 }
 
 #[tokio::test]
 async fn fr_032_list_is_cursor_paginated_newest_first() {
     let (_db, s) = setup().await;
-    let ids: Vec<Uuid> = s.submit_many((0..45).map(|_| job("default")).collect()).await.unwrap().iter().map(|r| r.job_id).collect();
+    let ids: Vec<Uuid> = s
+        .submit_many((0..45).map(|_| job("default")).collect())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.job_id)
+        .collect();
     let mut seen = vec![];
     let mut token = None;
     let mut pages = vec![];
     loop {
-        let page = s.list_jobs(&ListFilter { limit: Some(20), page_token: token.clone(), ..Default::default() }).await.unwrap();
+        let page = s
+            .list_jobs(&ListFilter {
+                limit: Some(20),
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         pages.push(page.jobs.len());
         seen.extend(page.jobs.iter().map(|j| j.id));
         // New jobs arriving mid-way do not shift later pages.
@@ -717,21 +1190,46 @@ async fn fr_032_list_is_cursor_paginated_newest_first() {
     }
     assert_eq!(pages, vec![20, 20, 5]);
     assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 45);
-    assert_eq!(seen.iter().collect::<HashSet<_>>(), ids.iter().collect::<HashSet<_>>());
-    let f = ListFilter { queue: Some("default".into()), status: Some(JobStatus::Done), ..Default::default() };
+    assert_eq!(
+        seen.iter().collect::<HashSet<_>>(),
+        ids.iter().collect::<HashSet<_>>()
+    );
+    let f = ListFilter {
+        queue: Some("default".into()),
+        status: Some(JobStatus::Done),
+        ..Default::default()
+    };
     assert!(s.list_jobs(&f).await.unwrap().jobs.is_empty());
-    let light = s.list_jobs(&ListFilter { omit_payloads: true, limit: Some(1), ..Default::default() }).await.unwrap();
+    let light = s
+        .list_jobs(&ListFilter {
+            omit_payloads: true,
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert!(light.jobs[0].payload.is_empty());
-    let bad = s.list_jobs(&ListFilter { page_token: Some("garbage".into()), ..Default::default() }).await;
+    let bad = s
+        .list_jobs(&ListFilter {
+            page_token: Some("garbage".into()),
+            ..Default::default()
+        })
+        .await;
     assert!(matches!(bad, Err(StoreError::Invalid(_))));
 }
 
 #[tokio::test]
 async fn fr_031_fr_035_events_of_unknown_job_and_deleting_dead_letters() {
     let (_db, s) = setup().await;
-    assert!(matches!(s.job_events(Uuid::new_v4()).await, Err(StoreError::JobNotFound(_))));
+    assert!(matches!(
+        s.job_events(Uuid::new_v4()).await,
+        Err(StoreError::JobNotFound(_))
+    ));
     let id = s.submit(job("default")).await.unwrap().job_id;
-    assert!(matches!(s.delete_job(id).await, Err(StoreError::JobNotTerminal(_))));
+    assert!(matches!(
+        s.delete_job(id).await,
+        Err(StoreError::JobNotTerminal(_))
+    ));
     s.cancel(id).await.unwrap();
     s.delete_job(id).await.unwrap();
     assert!(matches!(s.get_job(id).await, Err(StoreError::JobNotFound(_))));
@@ -750,7 +1248,9 @@ async fn nfr_012_claim_scans_the_pending_index_not_the_table() {
     .execute(s.pool())
     .await
     .unwrap();
-    s.submit_many((0..200).map(|_| job("default")).collect()).await.unwrap();
+    s.submit_many((0..200).map(|_| job("default")).collect())
+        .await
+        .unwrap();
     sqlx::query("ANALYZE jobs").execute(s.pool()).await.unwrap();
     let plan = s.explain_claim("default", 100).await.unwrap();
     assert!(plan.contains("jobs_claim"), "{plan}");
@@ -759,7 +1259,10 @@ async fn nfr_012_claim_scans_the_pending_index_not_the_table() {
 
 #[tokio::test]
 async fn nfr_005_unreachable_database_is_an_error_after_retries() {
-    let opts = StoreOptions { acquire_timeout: Duration::from_millis(200), ..Default::default() };
+    let opts = StoreOptions {
+        acquire_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
     let s = Store::connect_lazy("postgres://postgres@127.0.0.1:1/nothing", &opts).unwrap();
     let err = s.submit(job("default")).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
@@ -771,7 +1274,9 @@ async fn nfr_009_store_survives_killed_connections() {
     let id = s.submit(job("default")).await.unwrap().job_id;
     // Kill every backend of this database behind the pool's back.
     let admin = jq_testkit::postgres::server().await.admin_url.clone();
-    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.unwrap();
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap();
     sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
         .bind(&db.name)
         .execute(&mut c)

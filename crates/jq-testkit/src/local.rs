@@ -24,7 +24,16 @@ pub(crate) fn find_binary(name: &str) -> Option<PathBuf> {
         versions.reverse();
         dirs.extend(versions);
     }
-    dirs.extend(["/usr/local/bin", "/usr/bin", "/usr/sbin", "/opt/homebrew/bin", "/usr/local/pgsql/bin"].map(PathBuf::from));
+    dirs.extend(
+        [
+            "/usr/local/bin",
+            "/usr/bin",
+            "/usr/sbin",
+            "/opt/homebrew/bin",
+            "/usr/local/pgsql/bin",
+        ]
+        .map(PathBuf::from),
+    );
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
@@ -41,7 +50,13 @@ fn is_root() -> bool {
 fn unprivileged_user() -> Option<String> {
     ["postgres", "nobody"]
         .into_iter()
-        .find(|u| Command::new("id").arg("-u").arg(u).output().is_ok_and(|o| o.status.success()))
+        .find(|u| {
+            Command::new("id")
+                .arg("-u")
+                .arg(u)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
         .map(str::to_string)
 }
 
@@ -73,7 +88,11 @@ fn chown(path: &Path, user: &str) -> Result<(), String> {
         .arg(path)
         .status()
         .map_err(|e| format!("chown: {e}"))?;
-    if st.success() { Ok(()) } else { Err(format!("chown {} failed", path.display())) }
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("chown {} failed", path.display()))
+    }
 }
 
 /// Hold an exclusive lock on `dir/.lock` while starting a service.
@@ -97,7 +116,10 @@ fn wait_for_port(port: u16, what: &str, log: &Path) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let tail = fs::read_to_string(log).unwrap_or_default();
-    Err(format!("{what} did not start on port {port}: {}", tail.lines().rev().take(5).collect::<Vec<_>>().join(" | ")))
+    Err(format!(
+        "{what} did not start on port {port}: {}",
+        tail.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+    ))
 }
 
 /// A shared local PostgreSQL; returns its port. `Ok(None)` when the
@@ -109,16 +131,21 @@ pub(crate) fn postgres() -> Result<Option<u16>, String> {
     let dir = base_dir().join("postgres");
     let _guard = lock(&dir)?;
     let port_file = dir.join("port");
-    if let Some(port) = fs::read_to_string(&port_file).ok().and_then(|p| p.trim().parse().ok())
+    if let Some(port) = fs::read_to_string(&port_file)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
         && tcp_answers(port)
     {
         return Ok(Some(port));
     }
-    let user = if is_root() {
-        Some(unprivileged_user().ok_or("running as root and no unprivileged user (postgres or nobody) to run PostgreSQL as")?)
-    } else {
-        None
-    };
+    let user =
+        if is_root() {
+            Some(unprivileged_user().ok_or(
+                "running as root and no unprivileged user (postgres or nobody) to run PostgreSQL as",
+            )?)
+        } else {
+            None
+        };
     let data = dir.join("data");
     let log = dir.join("postgres.log");
     if !data.join("PG_VERSION").exists() {
@@ -134,7 +161,10 @@ pub(crate) fn postgres() -> Result<Option<u16>, String> {
             .output()
             .map_err(|e| format!("initdb: {e}"))?;
         if !out.status.success() {
-            return Err(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
     }
     if let Some(u) = &user {
@@ -157,7 +187,10 @@ pub(crate) fn postgres() -> Result<Option<u16>, String> {
         .output()
         .map_err(|e| format!("pg_ctl: {e}"))?;
     if !st.status.success() {
-        return Err(format!("pg_ctl start failed: {}", String::from_utf8_lossy(&st.stderr).trim()));
+        return Err(format!(
+            "pg_ctl start failed: {}",
+            String::from_utf8_lossy(&st.stderr).trim()
+        ));
     }
     wait_for_port(port, "PostgreSQL", &log)?;
     fs::write(&port_file, port.to_string()).map_err(|e| e.to_string())?;
@@ -172,7 +205,9 @@ pub(crate) fn redis() -> Result<Option<u16>, String> {
     let dir = base_dir().join("redis");
     let _guard = lock(&dir)?;
     let port_file = dir.join("port");
-    if let Some(port) = fs::read_to_string(&port_file).ok().and_then(|p| p.trim().parse().ok())
+    if let Some(port) = fs::read_to_string(&port_file)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
         && tcp_answers(port)
     {
         return Ok(Some(port));
@@ -180,7 +215,16 @@ pub(crate) fn redis() -> Result<Option<u16>, String> {
     let port = crate::free_port();
     let log = dir.join("redis.log");
     let st = Command::new(bin)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .args(["--daemonize", "yes", "--dir"])
         .arg(&dir)
         .arg("--logfile")

@@ -30,7 +30,11 @@ pub async fn server() -> &'static PgServer {
     SERVER
         .get_or_init(|| async {
             let s = resolve().await.unwrap_or_else(|e| panic!("jq-testkit: {e}"));
-            eprintln!("jq-testkit: PostgreSQL from {} ({})", s.source, redact(&s.admin_url));
+            eprintln!(
+                "jq-testkit: PostgreSQL from {} ({})",
+                s.source,
+                redact(&s.admin_url)
+            );
             s
         })
         .await
@@ -120,7 +124,11 @@ async fn ensure_template(server: &PgServer) -> Result<String, String> {
         .map_err(|e| format!("connect: {e}"))?;
     // One process builds it; the others wait for the lock, then find it.
     let key: i64 = 0x6a71_7465_6d70; // "jqtemp"
-    sqlx::query("SELECT pg_advisory_lock($1)").bind(key).execute(&mut admin).await.map_err(|e| e.to_string())?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(key)
+        .execute(&mut admin)
+        .await
+        .map_err(|e| e.to_string())?;
     let result = async {
         let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(&name)
@@ -135,14 +143,20 @@ async fn ensure_template(server: &PgServer) -> Result<String, String> {
             .execute(&mut admin)
             .await
             .map_err(|e| e.to_string())?;
-        sqlx::query(&format!("CREATE DATABASE {building}")).execute(&mut admin).await.map_err(|e| e.to_string())?;
+        sqlx::query(&format!("CREATE DATABASE {building}"))
+            .execute(&mut admin)
+            .await
+            .map_err(|e| e.to_string())?;
         {
             let pool = PgPoolOptions::new()
                 .max_connections(1)
                 .connect_with(with_database(&server.admin_url, &building)?)
                 .await
                 .map_err(|e| e.to_string())?;
-            MIGRATOR.run(&pool).await.map_err(|e| format!("migrate template: {e}"))?;
+            MIGRATOR
+                .run(&pool)
+                .await
+                .map_err(|e| format!("migrate template: {e}"))?;
             pool.close().await;
         }
         // Renamed only once complete: a crash mid-way leaves no half template.
@@ -153,7 +167,10 @@ async fn ensure_template(server: &PgServer) -> Result<String, String> {
         Ok::<(), String>(())
     }
     .await;
-    let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(key).execute(&mut admin).await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(key)
+        .execute(&mut admin)
+        .await;
     let _ = admin.close().await;
     result.map(|_| name)
 }
@@ -170,14 +187,19 @@ impl TestDb {
     /// Create the test's database from the migrated template.
     pub async fn new() -> TestDb {
         let server = server().await;
-        let template = ensure_template(server).await.unwrap_or_else(|e| panic!("jq-testkit: template: {e}"));
+        let template = ensure_template(server)
+            .await
+            .unwrap_or_else(|e| panic!("jq-testkit: template: {e}"));
         let name = format!("jq_test_{}", crate::unique());
         let mut admin = PgConnection::connect(&server.admin_url)
             .await
             .unwrap_or_else(|e| panic!("jq-testkit: connect: {e}"));
         let mut tries = 0;
         loop {
-            match sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {template}")).execute(&mut admin).await {
+            match sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+                .execute(&mut admin)
+                .await
+            {
                 Ok(_) => break,
                 // 55006: the template is briefly in use by another clone.
                 Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55006") && tries < 50 => {
@@ -222,10 +244,16 @@ impl Drop for TestDb {
         // pool is not touched here (its sockets belong to the blocked
         // runtime); WITH (FORCE) ends its connections server-side.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async {
                 let mut c = PgConnection::connect(&admin).await.ok()?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut c)
+                    .await
+                    .ok()?;
                 c.close().await.ok()
             })
         })

@@ -33,7 +33,10 @@ async fn resolve() -> Result<RedisServer, String> {
     if let Ok(url) = std::env::var("JQ_TEST_REDIS_URL")
         && !url.trim().is_empty()
     {
-        return Ok(RedisServer { url, source: Source::Env });
+        return Ok(RedisServer {
+            url,
+            source: Source::Env,
+        });
     }
     if crate::docker::daemon_answers() {
         let c = CONTAINER
@@ -45,7 +48,10 @@ async fn resolve() -> Result<RedisServer, String> {
             source: Source::Container,
         });
     }
-    match tokio::task::spawn_blocking(crate::local::redis).await.map_err(|e| e.to_string())?? {
+    match tokio::task::spawn_blocking(crate::local::redis)
+        .await
+        .map_err(|e| e.to_string())??
+    {
         Some(port) => Ok(RedisServer {
             url: format!("redis://127.0.0.1:{port}"),
             source: Source::LocalBinary,
@@ -74,7 +80,11 @@ impl TestRedis {
     /// host:port of the server.
     pub fn addr(&self) -> String {
         let rest = self.url.split("://").nth(1).unwrap_or(&self.url);
-        rest.rsplit('@').next().unwrap_or(rest).trim_end_matches('/').to_string()
+        rest.rsplit('@')
+            .next()
+            .unwrap_or(rest)
+            .trim_end_matches('/')
+            .to_string()
     }
 
     /// True when the server answers PING (plain TCP, no client needed).

@@ -22,7 +22,10 @@ async fn nfr_022_each_test_gets_its_own_migrated_database() {
         assert_eq!(n, 1);
     }
     // Isolated: a row in one is not in the other.
-    sqlx::query("INSERT INTO queues (name) VALUES ('only-in-a')").execute(a.pool()).await.unwrap();
+    sqlx::query("INSERT INTO queues (name) VALUES ('only-in-a')")
+        .execute(a.pool())
+        .await
+        .unwrap();
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM queues WHERE name = 'only-in-a'")
         .fetch_one(b.pool())
         .await
@@ -37,7 +40,9 @@ async fn nfr_022_dropped_test_database_is_removed() {
     let name = db.name.clone();
     let admin = jq_testkit::postgres::server().await.admin_url.clone();
     drop(db);
-    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.unwrap();
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap();
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
         .bind(&name)
         .fetch_one(&mut c)
@@ -65,7 +70,10 @@ async fn nfr_022_kafka_broker_round_trips_a_message() {
         .create()
         .unwrap();
     producer
-        .send(FutureRecord::to(&topic).key("job-1").payload("hello"), Duration::from_secs(10))
+        .send(
+            FutureRecord::to(&topic).key("job-1").payload("hello"),
+            Duration::from_secs(10),
+        )
         .await
         .map_err(|(e, _)| e)
         .unwrap();
@@ -76,7 +84,10 @@ async fn nfr_022_kafka_broker_round_trips_a_message() {
         .create()
         .unwrap();
     consumer.subscribe(&[&topic]).unwrap();
-    let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.unwrap().unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(msg.key(), Some(&b"job-1"[..]));
     assert_eq!(msg.payload(), Some(&b"hello"[..]));
 }

@@ -1,0 +1,335 @@
+//! `jq-server` configuration. Defaults are the SPEC's; every key is
+//! overridable by `JQ_<SECTION>_<KEY>` (see crate docs).
+
+use serde::{Deserialize, Serialize};
+
+use crate::Config;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub server: Listen,
+    pub db: Db,
+    pub redis: Redis,
+    pub kafka: Kafka,
+    pub scheduler: Scheduler,
+    pub retry: Retry,
+    pub tls: Tls,
+    pub auth: Auth,
+    pub log: Log,
+}
+
+/// Listeners and request limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// Address the listeners bind to.
+    pub bind: String,
+    pub grpc_port: u16,
+    /// `/healthz` and `/readyz` (NFR-013).
+    pub health_port: u16,
+    /// `/metrics` (FR-039).
+    pub metrics_port: u16,
+    /// Largest gRPC message accepted or sent (JQ-104).
+    pub max_message_bytes: u64,
+    /// Largest job payload accepted (JQ-104).
+    pub max_payload_bytes: u64,
+    /// Longest graceful shutdown before exiting anyway (NFR-014).
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            bind: "0.0.0.0".into(),
+            grpc_port: 50051,
+            health_port: 8080,
+            metrics_port: 9090,
+            max_message_bytes: 16 * 1024 * 1024,
+            max_payload_bytes: 1024 * 1024,
+            shutdown_grace_s: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Db {
+    /// PostgreSQL URL, without the password.
+    pub url: String,
+    /// Secret: `JQ_DB_PASSWORD` only.
+    pub password: String,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for Db {
+    fn default() -> Self {
+        Db {
+            url: "postgres://postgres@127.0.0.1:5432/jq".into(),
+            password: String::new(),
+            max_connections: 16,
+            acquire_timeout_ms: 5000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Redis {
+    /// Empty: no Redis (single-instance mode; PostgreSQL still guarantees
+    /// single assignment).
+    pub url: String,
+    /// Secret: `JQ_REDIS_PASSWORD` only.
+    pub password: String,
+    /// Prefix of every key jq writes.
+    pub key_prefix: String,
+}
+
+impl Default for Redis {
+    fn default() -> Self {
+        Redis {
+            url: "redis://127.0.0.1:6379".into(),
+            password: String::new(),
+            key_prefix: "jq:".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Kafka {
+    /// Comma-separated bootstrap servers; empty: events stay in the outbox.
+    pub brokers: String,
+    /// Prepended to every topic name.
+    pub topic_prefix: String,
+    /// Create missing topics at start.
+    pub create_topics: bool,
+    pub partitions: u32,
+    pub replication_factor: u32,
+    /// plaintext, ssl, sasl_plaintext or sasl_ssl.
+    pub security_protocol: String,
+    pub sasl_mechanism: String,
+    pub sasl_username: String,
+    /// Secret: `JQ_KAFKA_SASL_PASSWORD` only.
+    pub sasl_password: String,
+    /// Sent outbox rows are pruned after this long.
+    pub outbox_retention_s: u64,
+}
+
+impl Default for Kafka {
+    fn default() -> Self {
+        Kafka {
+            brokers: String::new(),
+            topic_prefix: String::new(),
+            create_topics: true,
+            partitions: 3,
+            replication_factor: 1,
+            security_protocol: "plaintext".into(),
+            sasl_mechanism: "PLAIN".into(),
+            sasl_username: String::new(),
+            sasl_password: String::new(),
+            outbox_retention_s: 24 * 3600,
+        }
+    }
+}
+
+/// Dispatch and failure detection (FR-016, FR-017, FR-019, FR-020).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scheduler {
+    pub batch_size: u32,
+    pub interval_ms: u64,
+    pub assignment_timeout_s: u64,
+    pub heartbeat_interval_s: u64,
+    pub worker_heartbeat_timeout_s: u64,
+    pub reaper_interval_ms: u64,
+}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Scheduler {
+            batch_size: 100,
+            interval_ms: 500,
+            assignment_timeout_s: 60,
+            heartbeat_interval_s: 5,
+            worker_heartbeat_timeout_s: 30,
+            reaper_interval_ms: 1000,
+        }
+    }
+}
+
+/// Defaults for queues created without settings (FR-033).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retry {
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub default_max_retries: u32,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            backoff_base_ms: 5000,
+            backoff_max_ms: 300_000,
+            default_max_retries: 3,
+        }
+    }
+}
+
+/// mTLS for gRPC (FR-047). Off for local development.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    pub enabled: bool,
+    /// PEM certificate chain and key of the server.
+    pub cert: String,
+    pub key: String,
+    /// PEM CA; when set, clients must present a certificate it signed.
+    pub ca: String,
+}
+
+/// Bearer tokens with roles (JQ-170).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    pub enabled: bool,
+    /// Secret: `JQ_AUTH_TOKENS` only, as `role:token,role:token` with roles
+    /// submitter, worker, admin.
+    pub tokens: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// trace, debug, info, warn or error (or a tracing filter directive).
+    pub level: String,
+    /// json (FR-041) or text.
+    pub format: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+            format: "json".into(),
+        }
+    }
+}
+
+/// Parse `role:token,…`; errors name the bad entry, never the token.
+pub fn parse_tokens(s: &str) -> Result<Vec<(String, String)>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .enumerate()
+        .map(|(i, e)| match e.split_once(':') {
+            Some((role, token)) if ["submitter", "worker", "admin"].contains(&role) && !token.is_empty() => {
+                Ok((role.to_string(), token.to_string()))
+            }
+            Some((role, _)) if !["submitter", "worker", "admin"].contains(&role) => Err(format!(
+                "auth.tokens entry #{}: unknown role {role:?} (submitter, worker, admin)",
+                i + 1
+            )),
+            _ => Err(format!("auth.tokens entry #{}: expected role:token", i + 1)),
+        })
+        .collect()
+}
+
+impl Config for ServerConfig {
+    const SECRETS: &'static [&'static str] = &[
+        "db.password",
+        "redis.password",
+        "kafka.sasl_password",
+        "auth.tokens",
+    ];
+
+    fn problems(&self) -> Vec<String> {
+        let mut p = vec![];
+        let mut check = |ok: bool, msg: &str| {
+            if !ok {
+                p.push(msg.to_string());
+            }
+        };
+        let s = &self.scheduler;
+        check(
+            self.db.url.starts_with("postgres://") || self.db.url.starts_with("postgresql://"),
+            "db.url must be a postgres:// URL",
+        );
+        check(
+            self.db.max_connections >= 2,
+            "db.max_connections must be at least 2",
+        );
+        check(
+            self.redis.url.is_empty()
+                || self.redis.url.starts_with("redis://")
+                || self.redis.url.starts_with("rediss://"),
+            "redis.url must be empty (no Redis) or a redis:// URL",
+        );
+        check(
+            (1..=10_000).contains(&s.batch_size),
+            "scheduler.batch_size must be between 1 and 10000",
+        );
+        check(s.interval_ms >= 10, "scheduler.interval_ms must be at least 10");
+        check(
+            s.assignment_timeout_s >= 1,
+            "scheduler.assignment_timeout_s must be at least 1",
+        );
+        check(
+            s.heartbeat_interval_s >= 1,
+            "scheduler.heartbeat_interval_s must be at least 1",
+        );
+        check(
+            s.worker_heartbeat_timeout_s > s.heartbeat_interval_s,
+            "scheduler.worker_heartbeat_timeout_s must be longer than scheduler.heartbeat_interval_s",
+        );
+        check(
+            s.reaper_interval_ms >= 10,
+            "scheduler.reaper_interval_ms must be at least 10",
+        );
+        check(
+            self.retry.backoff_base_ms >= 1,
+            "retry.backoff_base_ms must be at least 1",
+        );
+        check(
+            self.retry.backoff_max_ms >= self.retry.backoff_base_ms,
+            "retry.backoff_max_ms must be at least retry.backoff_base_ms",
+        );
+        check(
+            self.server.max_payload_bytes >= 1,
+            "server.max_payload_bytes must be at least 1",
+        );
+        check(
+            self.server.max_message_bytes > self.server.max_payload_bytes,
+            "server.max_message_bytes must be larger than server.max_payload_bytes",
+        );
+        check(self.kafka.partitions >= 1, "kafka.partitions must be at least 1");
+        check(
+            self.kafka.replication_factor >= 1,
+            "kafka.replication_factor must be at least 1",
+        );
+        check(
+            ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"]
+                .contains(&self.kafka.security_protocol.as_str()),
+            "kafka.security_protocol must be plaintext, ssl, sasl_plaintext or sasl_ssl",
+        );
+        check(
+            !self.tls.enabled || (!self.tls.cert.is_empty() && !self.tls.key.is_empty()),
+            "tls.enabled needs tls.cert and tls.key",
+        );
+        check(
+            ["json", "text"].contains(&self.log.format.as_str()),
+            "log.format must be json or text",
+        );
+        check(!self.log.level.trim().is_empty(), "log.level must not be empty");
+        if self.auth.enabled {
+            match parse_tokens(&self.auth.tokens) {
+                Ok(t) if t.is_empty() => p.push("auth.enabled needs JQ_AUTH_TOKENS (role:token,…)".into()),
+                Ok(_) => {}
+                Err(e) => p.push(e),
+            }
+        }
+        p
+    }
+}
