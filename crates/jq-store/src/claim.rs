@@ -225,3 +225,35 @@ impl Store {
         .await
     }
 }
+
+impl Store {
+    /// Outbox events not yet published (FR-038 backlog).
+    pub async fn outbox_backlog(&self) -> Result<u64> {
+        self.run("outbox_backlog", || async move {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM event_outbox WHERE sent_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    /// Tell every server listening (LISTEN jq_wake) that jobs may be ready
+    /// (JQ-120: a submit on one replica wakes the others).
+    pub async fn notify_wake(&self) -> Result<()> {
+        self.run("notify_wake", || async move {
+            sqlx::query("SELECT pg_notify('jq_wake', '')")
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A listener on the wake channel.
+    pub async fn listen_wake(&self) -> Result<sqlx::postgres::PgListener> {
+        let mut l = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        l.listen("jq_wake").await?;
+        Ok(l)
+    }
+}

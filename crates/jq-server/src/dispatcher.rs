@@ -1,0 +1,78 @@
+//! The push dispatcher (SPEC §4). Each cycle it asks the registry which
+//! connected workers have room, claims at most that many jobs per worker
+//! from PostgreSQL (priority, then FIFO), and pushes them down the worker's
+//! stream. A cycle runs when woken — by a submit (JQ-120), a result freeing
+//! capacity, a worker connecting — and at least every `interval` as the
+//! safety net (FR-017).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jq_proto::v1;
+use tokio::sync::watch;
+
+use crate::Shared;
+use crate::convert;
+
+pub struct Dispatcher {
+    pub shared: Arc<Shared>,
+    pub batch_size: u32,
+    pub interval: Duration,
+}
+
+impl Dispatcher {
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = self.shared.registry.woken() => {}
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = stop.changed() => break,
+            }
+            if *stop.borrow() {
+                break;
+            }
+            // Keep cycling while cycles fill workers; stop when idle.
+            while self.cycle().await > 0 && !*stop.borrow() {}
+        }
+        tracing::info!("dispatcher stopped");
+    }
+
+    /// One cycle; returns how many jobs it assigned.
+    pub async fn cycle(&self) -> usize {
+        let s = &self.shared;
+        let start = Instant::now();
+        let mut assigned = 0;
+        for f in s.registry.free() {
+            let n = f.free.min(self.batch_size);
+            let got = match s.store.claim(&f.worker_id, &f.queues, n).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(worker_id = %f.worker_id, error = %e, "claim failed");
+                    continue;
+                }
+            };
+            for a in got {
+                let msg = v1::ServerMessage {
+                    kind: Some(v1::server_message::Kind::Assignment(convert::assignment(&a))),
+                };
+                s.metrics.scheduler_assigned.with_label_values(&[&a.queue]).inc();
+                s.metrics
+                    .job_total
+                    .with_label_values(&[&a.queue, "ASSIGNED"])
+                    .inc();
+                if s.registry.deliver(&f, a.job_id, a.attempt, a.created_at, msg) {
+                    assigned += 1;
+                    tracing::debug!(job_id = %a.job_id, worker_id = %f.worker_id, queue = %a.queue, attempt = a.attempt, "assigned");
+                } else {
+                    // JQ-111: not written to the stream, so straight back.
+                    tracing::info!(job_id = %a.job_id, worker_id = %f.worker_id, "stream gone; returning the job");
+                    if let Err(e) = s.store.delivery_failed(&f.worker_id, a.job_id, a.attempt).await {
+                        tracing::warn!(job_id = %a.job_id, error = %e, "could not return undelivered job; the assignment timeout will");
+                    }
+                }
+            }
+        }
+        s.metrics.scheduler_cycle.observe(start.elapsed().as_secs_f64());
+        assigned
+    }
+}

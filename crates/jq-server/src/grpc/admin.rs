@@ -1,0 +1,253 @@
+//! AdminService (SPEC §6, FR-023/024, FR-042).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jq_core::{BackoffPolicy, QueueSettings};
+use jq_proto::v1::admin_service_server::AdminService;
+use jq_proto::v1::{self, *};
+use jq_store::queues::QueuePatch;
+use tonic::{Request, Response, Status};
+
+use crate::grpc::control;
+use crate::status::from_store;
+use crate::{Shared, VERSION, convert};
+
+pub struct Admin(pub Arc<Shared>);
+
+fn opt_secs(v: u32) -> Option<Duration> {
+    (v > 0).then(|| Duration::from_secs(u64::from(v)))
+}
+
+fn patch(s: Option<v1::QueueSettings>) -> QueuePatch {
+    let s = s.unwrap_or_default();
+    QueuePatch {
+        max_retries: s.max_retries,
+        default_ttl: s.default_ttl_seconds.map(opt_secs),
+        default_timeout: s.default_timeout_seconds.map(opt_secs),
+        backoff_base: s.backoff_base_ms.map(|v| Duration::from_millis(u64::from(v))),
+        backoff_max: s.backoff_max_ms.map(|v| Duration::from_millis(u64::from(v))),
+        concurrency_limit: s.concurrency_limit.map(|v| (v > 0).then_some(v)),
+        rate_limit_per_second: s.rate_limit_per_second.map(|v| (v != 0.0).then_some(v)),
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for Admin {
+    async fn create_queue(
+        &self,
+        req: Request<CreateQueueRequest>,
+    ) -> Result<Response<CreateQueueResponse>, Status> {
+        let s = &self.0;
+        let r = req.into_inner();
+        let rc = &s.cfg.retry;
+        let defaults = QueueSettings {
+            max_retries: rc.default_max_retries,
+            backoff: BackoffPolicy {
+                base: Duration::from_millis(rc.backoff_base_ms),
+                max: Duration::from_millis(rc.backoff_max_ms),
+            },
+            ..QueueSettings::default()
+        };
+        let settings = patch(r.settings).apply(&defaults);
+        let q = s
+            .store
+            .create_queue(&r.name, &settings)
+            .await
+            .map_err(from_store)?;
+        tracing::info!(queue = %q.name, "queue created");
+        Ok(Response::new(CreateQueueResponse {
+            queue: Some(convert::queue(q)),
+        }))
+    }
+
+    async fn update_queue(
+        &self,
+        req: Request<UpdateQueueRequest>,
+    ) -> Result<Response<UpdateQueueResponse>, Status> {
+        let r = req.into_inner();
+        let q = self
+            .0
+            .store
+            .update_queue(&r.name, &patch(r.settings))
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(UpdateQueueResponse {
+            queue: Some(convert::queue(q)),
+        }))
+    }
+
+    async fn delete_queue(
+        &self,
+        req: Request<DeleteQueueRequest>,
+    ) -> Result<Response<DeleteQueueResponse>, Status> {
+        let r = req.into_inner();
+        let n = self
+            .0
+            .store
+            .delete_queue(&r.name, r.force)
+            .await
+            .map_err(from_store)?;
+        tracing::info!(queue = %r.name, deleted_jobs = n, "queue deleted");
+        Ok(Response::new(DeleteQueueResponse { deleted_jobs: n }))
+    }
+
+    async fn get_queue(&self, req: Request<GetQueueRequest>) -> Result<Response<GetQueueResponse>, Status> {
+        let q = self
+            .0
+            .store
+            .get_queue(&req.into_inner().name)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(GetQueueResponse {
+            queue: Some(convert::queue(q)),
+        }))
+    }
+
+    async fn list_queues(
+        &self,
+        _req: Request<ListQueuesRequest>,
+    ) -> Result<Response<ListQueuesResponse>, Status> {
+        let qs = self.0.store.list_queues().await.map_err(from_store)?;
+        Ok(Response::new(ListQueuesResponse {
+            queues: qs.into_iter().map(convert::queue).collect(),
+        }))
+    }
+
+    async fn get_queue_stats(
+        &self,
+        req: Request<GetQueueStatsRequest>,
+    ) -> Result<Response<GetQueueStatsResponse>, Status> {
+        let st = self
+            .0
+            .store
+            .queue_stats(&req.into_inner().name)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(GetQueueStatsResponse {
+            stats: Some(convert::stats(st)),
+        }))
+    }
+
+    async fn pause_queue(
+        &self,
+        req: Request<PauseQueueRequest>,
+    ) -> Result<Response<PauseQueueResponse>, Status> {
+        let q = self
+            .0
+            .store
+            .set_paused(&req.into_inner().name, true)
+            .await
+            .map_err(from_store)?;
+        tracing::info!(queue = %q.name, "queue paused");
+        Ok(Response::new(PauseQueueResponse {
+            queue: Some(convert::queue(q)),
+        }))
+    }
+
+    async fn resume_queue(
+        &self,
+        req: Request<ResumeQueueRequest>,
+    ) -> Result<Response<ResumeQueueResponse>, Status> {
+        let s = &self.0;
+        let q = s
+            .store
+            .set_paused(&req.into_inner().name, false)
+            .await
+            .map_err(from_store)?;
+        s.submitted();
+        tracing::info!(queue = %q.name, "queue resumed");
+        Ok(Response::new(ResumeQueueResponse {
+            queue: Some(convert::queue(q)),
+        }))
+    }
+
+    async fn list_workers(
+        &self,
+        req: Request<ListWorkersRequest>,
+    ) -> Result<Response<ListWorkersResponse>, Status> {
+        let ws = self
+            .0
+            .store
+            .list_workers(req.into_inner().include_offline)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(ListWorkersResponse {
+            workers: ws.into_iter().map(convert::worker).collect(),
+        }))
+    }
+
+    async fn drain_worker(
+        &self,
+        req: Request<DrainWorkerRequest>,
+    ) -> Result<Response<DrainWorkerResponse>, Status> {
+        let s = &self.0;
+        let id = req.into_inner().worker_id;
+        let w = s.store.drain_worker(&id).await.map_err(from_store)?;
+        // Also told in its next heartbeat answer (status DRAINING).
+        s.registry
+            .send(&id, control(v1::server_message::Kind::Drain(v1::Drain {})));
+        tracing::info!(worker_id = %id, "worker draining");
+        Ok(Response::new(DrainWorkerResponse {
+            worker: Some(convert::worker(w)),
+        }))
+    }
+
+    async fn shutdown_worker(
+        &self,
+        req: Request<ShutdownWorkerRequest>,
+    ) -> Result<Response<ShutdownWorkerResponse>, Status> {
+        let s = &self.0;
+        let id = req.into_inner().worker_id;
+        let w = s.store.shutdown_worker(&id).await.map_err(from_store)?;
+        s.registry
+            .send(&id, control(v1::server_message::Kind::Shutdown(v1::Shutdown {})));
+        tracing::info!(worker_id = %id, "worker asked to shut down");
+        Ok(Response::new(ShutdownWorkerResponse {
+            worker: Some(convert::worker(w)),
+        }))
+    }
+
+    async fn get_system_status(
+        &self,
+        _req: Request<GetSystemStatusRequest>,
+    ) -> Result<Response<GetSystemStatusResponse>, Status> {
+        let s = &self.0;
+        let mut components = vec![];
+        let db_ok = s.store.ping().await;
+        components.push(ComponentHealth {
+            name: "database".into(),
+            state: if db_ok.is_ok() { "ok" } else { "down" }.into(),
+            detail: db_ok.err().map(|e| e.to_string()).unwrap_or_default(),
+        });
+        components.push(s.redis_health().await);
+        components.push(ComponentHealth {
+            name: "kafka".into(),
+            state: if s.cfg.kafka.brokers.is_empty() {
+                "disabled"
+            } else {
+                "unknown"
+            }
+            .into(),
+            detail: if s.cfg.kafka.brokers.is_empty() {
+                "no brokers configured; events stay in the outbox".into()
+            } else {
+                format!("brokers {}", s.cfg.kafka.brokers)
+            },
+        });
+        let workers = s.store.list_workers(false).await.map_err(from_store)?;
+        let mut queues = vec![];
+        for q in s.store.list_queues().await.map_err(from_store)? {
+            queues.push(convert::stats(
+                s.store.queue_stats(&q.name).await.map_err(from_store)?,
+            ));
+        }
+        Ok(Response::new(GetSystemStatusResponse {
+            server_version: VERSION.to_string(),
+            components,
+            active_workers: workers.len() as u32,
+            queues,
+            outbox_backlog: s.store.outbox_backlog().await.map_err(from_store)?,
+        }))
+    }
+}

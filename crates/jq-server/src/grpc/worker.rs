@@ -1,0 +1,218 @@
+//! WorkerService (SPEC §5, JQ-110, JQ-111, JQ-113).
+
+use std::sync::Arc;
+
+use jq_core::records::{Lease, WorkerRegistration};
+use jq_core::{JobStatus, WorkerStatus};
+use jq_proto::v1::worker_service_server::WorkerService;
+use jq_proto::v1::{self, *};
+use jq_proto::{job_status_to_proto, outcome_from_proto, worker_status_to_proto};
+use jq_store::ResultReport;
+use tonic::{Request, Response, Status};
+
+use crate::grpc::control;
+use crate::registry::AssignmentStream;
+use crate::status::{from_store, job_id};
+use crate::{Shared, VERSION};
+
+pub struct Workers(pub Arc<Shared>);
+
+fn leases(v: Vec<v1::Lease>) -> Result<Vec<Lease>, Status> {
+    v.into_iter()
+        .map(|l| {
+            Ok(Lease {
+                job_id: job_id(&l.job_id)?,
+                attempt: l.attempt,
+            })
+        })
+        .collect()
+}
+
+fn wire(l: &[Lease]) -> Vec<v1::Lease> {
+    l.iter()
+        .map(|l| v1::Lease {
+            job_id: l.job_id.to_string(),
+            attempt: l.attempt,
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl WorkerService for Workers {
+    async fn register(&self, req: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+        let s = &self.0;
+        let r = req.into_inner();
+        let reg = WorkerRegistration {
+            id: r.worker_id,
+            hostname: r.hostname,
+            concurrency: r.concurrency,
+            queues: r.queues,
+            version: r.version,
+        };
+        let reclaimed = s.store.register_worker(&reg).await.map_err(from_store)?;
+        tracing::info!(worker_id = %reg.id, queues = ?reg.queues, concurrency = reg.concurrency, "worker registered");
+        if !reclaimed.is_empty() {
+            tracing::warn!(worker_id = %reg.id, jobs = reclaimed.len(), "jobs of the previous incarnation returned for retry");
+            s.registry.forget(&reclaimed);
+            s.registry.wake();
+        }
+        let sc = &s.cfg.scheduler;
+        Ok(Response::new(RegisterResponse {
+            heartbeat_interval_ms: (sc.heartbeat_interval_s * 1000) as u32,
+            heartbeat_timeout_ms: (sc.worker_heartbeat_timeout_s * 1000) as u32,
+            server_version: VERSION.to_string(),
+        }))
+    }
+
+    async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        let s = &self.0;
+        let r = req.into_inner();
+        let held = leases(r.in_flight)?;
+        let hb = s.store.heartbeat(&r.worker_id, &held).await.map_err(from_store)?;
+        for l in &hb.stale {
+            s.registry.finished(&r.worker_id, l.job_id);
+        }
+        Ok(Response::new(HeartbeatResponse {
+            stale: wire(&hb.stale),
+            status: hb.status.map(|st| worker_status_to_proto(st) as i32).unwrap_or(0),
+            registered: hb.registered,
+            cancel: wire(&hb.cancel),
+        }))
+    }
+
+    type StreamAssignmentsStream = AssignmentStream;
+
+    async fn stream_assignments(
+        &self,
+        req: Request<StreamAssignmentsRequest>,
+    ) -> Result<Response<Self::StreamAssignmentsStream>, Status> {
+        let s = self.0.clone();
+        let worker_id = req.into_inner().worker_id;
+        let w = s.store.get_worker(&worker_id).await.map_err(|e| match e {
+            jq_store::StoreError::WorkerNotFound(_) => Status::failed_precondition(format!(
+                "worker {worker_id:?} is not registered; call Register first"
+            )),
+            other => from_store(other),
+        })?;
+        if w.status == WorkerStatus::Offline {
+            return Err(Status::failed_precondition(format!(
+                "worker {worker_id:?} is OFFLINE; call Register again"
+            )));
+        }
+        let (generation, rx) = s.registry.connect(&worker_id, w.queues.clone(), w.concurrency);
+        match w.status {
+            WorkerStatus::Draining => {
+                s.registry
+                    .send(&worker_id, control(v1::server_message::Kind::Drain(v1::Drain {})));
+            }
+            WorkerStatus::Stopping => {
+                s.registry.send(
+                    &worker_id,
+                    control(v1::server_message::Kind::Shutdown(v1::Shutdown {})),
+                );
+            }
+            _ => {}
+        }
+        tracing::info!(worker_id = %worker_id, "assignment stream opened");
+        let on_drop = {
+            let s = s.clone();
+            let worker_id = worker_id.clone();
+            Box::new(move || {
+                let unacked = s.registry.disconnect(&worker_id, generation);
+                tracing::info!(worker_id = %worker_id, returned = unacked.len(), "assignment stream closed");
+                if unacked.is_empty() {
+                    return;
+                }
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        for (job, attempt) in unacked {
+                            if let Err(e) = s.store.delivery_failed(&worker_id, job, attempt).await {
+                                tracing::debug!(job_id = %job, error = %e, "undelivered job already moved on");
+                            }
+                        }
+                        s.registry.wake();
+                    });
+                }
+            }) as Box<dyn FnOnce() + Send>
+        };
+        Ok(Response::new(AssignmentStream {
+            rx,
+            on_drop: Some(on_drop),
+        }))
+    }
+
+    async fn ack_job(&self, req: Request<AckJobRequest>) -> Result<Response<AckJobResponse>, Status> {
+        let s = &self.0;
+        let r = req.into_inner();
+        let id = job_id(&r.job_id)?;
+        match s.store.ack(&r.worker_id, id, r.attempt).await {
+            Ok(()) => {
+                if let Some(created) = s.registry.acked(&r.worker_id, id) {
+                    let waited = (chrono::Utc::now() - created).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                    s.metrics.submit_to_start.observe(waited.max(0.0));
+                }
+                tracing::debug!(job_id = %id, worker_id = %r.worker_id, attempt = r.attempt, "job started");
+                Ok(Response::new(AckJobResponse {}))
+            }
+            Err(e) => {
+                // The worker must drop this attempt; it no longer counts.
+                s.registry.finished(&r.worker_id, id);
+                Err(from_store(e))
+            }
+        }
+    }
+
+    async fn report_result(
+        &self,
+        req: Request<ReportResultRequest>,
+    ) -> Result<Response<ReportResultResponse>, Status> {
+        let s = &self.0;
+        let r = req.into_inner();
+        let id = job_id(&r.job_id)?;
+        let outcome = outcome_from_proto(r.outcome, r.retryable).ok_or_else(|| {
+            Status::invalid_argument("outcome is required (SUCCEEDED, FAILED or CANCELLED)")
+        })?;
+        let report = ResultReport {
+            worker_id: r.worker_id.clone(),
+            job_id: id,
+            attempt: r.attempt,
+            outcome,
+            result: r.result,
+            error: (!r.error.is_empty()).then_some(r.error),
+        };
+        let res = s.store.report(&report).await;
+        s.registry.finished(&r.worker_id, id);
+        let out = res.map_err(from_store)?;
+        if !out.duplicate {
+            let queue = s.store.get_job(id).await.map(|j| j.queue).unwrap_or_default();
+            let label = match out.status {
+                JobStatus::Pending => "FAILED",
+                st => st.as_str(),
+            };
+            s.metrics.job_total.with_label_values(&[&queue, label]).inc();
+            if out.status == JobStatus::Done {
+                s.metrics
+                    .processing_duration
+                    .with_label_values(&[&queue])
+                    .observe(r.duration_ms as f64 / 1000.0);
+            }
+            tracing::info!(job_id = %id, worker_id = %r.worker_id, queue = %queue, attempt = r.attempt, status = %out.status, "result recorded");
+        }
+        Ok(Response::new(ReportResultResponse {
+            status: job_status_to_proto(out.status) as i32,
+            duplicate: out.duplicate,
+        }))
+    }
+
+    async fn deregister(
+        &self,
+        req: Request<DeregisterRequest>,
+    ) -> Result<Response<DeregisterResponse>, Status> {
+        let s = &self.0;
+        let w = req.into_inner().worker_id;
+        s.store.deregister_worker(&w).await.map_err(from_store)?;
+        s.registry.remove(&w);
+        tracing::info!(worker_id = %w, "worker deregistered");
+        Ok(Response::new(DeregisterResponse {}))
+    }
+}

@@ -1,0 +1,363 @@
+//! # jq-server
+//!
+//! The control plane: gRPC `JobService`, `WorkerService` and
+//! `AdminService`; the push dispatcher; the reapers; health and metrics
+//! endpoints. It never runs job payloads.
+//!
+//! [`start`] binds everything (port 0 works, for tests) and returns a
+//! [`Running`] handle; `main.rs` only parses flags and waits for a signal.
+//!
+//! # Layout
+//! - [`grpc`]: the three services and the request layer (request ids,
+//!   gRPC metrics).
+//! - [`registry`]: workers connected to this server and their streams.
+//! - [`dispatcher`]: claims for free capacity and pushes assignments.
+//! - [`reaper`]: assignment timeouts, dead workers, TTL, gauges.
+//! - [`status`], [`convert`]: errors and records at the wire edge.
+//! - [`dry_run`]: `--dry-run` checks (FR-046).
+
+pub mod convert;
+pub mod dispatcher;
+pub mod dry_run;
+pub mod grpc;
+pub mod reaper;
+pub mod registry;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use jq_config::ServerConfig;
+use jq_proto::v1::admin_service_server::AdminServiceServer;
+use jq_proto::v1::job_service_server::JobServiceServer;
+use jq_proto::v1::worker_service_server::WorkerServiceServer;
+use jq_store::{QueryObserver, Store, StoreOptions};
+use jq_telemetry::ServerMetrics;
+use jq_telemetry::http::Readiness;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::registry::Registry;
+
+/// Semver and git commit (NFR-017).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("JQ_GIT_COMMIT"), ")");
+
+/// State every service and background task shares.
+pub struct Shared {
+    pub store: Store,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<ServerMetrics>,
+    pub cfg: Arc<ServerConfig>,
+    migrated: AtomicBool,
+}
+
+impl Shared {
+    /// New work may be claimable: wake this server now and the others
+    /// through PostgreSQL (JQ-120).
+    pub fn submitted(&self) {
+        self.registry.wake();
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.notify_wake().await {
+                tracing::debug!(error = %e, "wake notification failed; other replicas rely on their interval");
+            }
+        });
+    }
+
+    pub async fn redis_health(&self) -> jq_proto::v1::ComponentHealth {
+        let (state, detail) = match dry_run::check_redis(&self.cfg.redis).await {
+            dry_run::Check::Ok(d) => ("ok", d),
+            dry_run::Check::Disabled(d) => ("disabled", d),
+            dry_run::Check::Failed(d) => ("degraded", format!("{d}; running on PostgreSQL alone")),
+        };
+        jq_proto::v1::ComponentHealth {
+            name: "redis".into(),
+            state: state.into(),
+            detail,
+        }
+    }
+}
+
+struct Observer(Arc<ServerMetrics>);
+
+impl QueryObserver for Observer {
+    fn observe(&self, query_name: &'static str, elapsed: Duration, _ok: bool) {
+        self.0
+            .db_query_duration
+            .with_label_values(&[query_name])
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+struct Ready(Arc<Shared>);
+
+impl Readiness for Ready {
+    fn check(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            if !self.0.migrated.load(Ordering::Acquire) {
+                return Err("migrations have not run yet".into());
+            }
+            self.0.store.ping().await.map_err(|e| format!("database: {e}"))
+        })
+    }
+}
+
+/// A started server.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub health_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Running {
+    /// Graceful shutdown (NFR-014): stop the dispatcher and reapers, end the
+    /// assignment streams, let in-flight RPCs finish, stop HTTP, close the
+    /// pool. Bounded by `server.shutdown_grace_s`.
+    pub async fn shutdown(self) {
+        let grace = Duration::from_secs(self.shared.cfg.server.shutdown_grace_s);
+        let shared = self.shared.clone();
+        let work = async move {
+            let _ = self.stop.send(true);
+            shared.registry.close_all();
+            for t in self.tasks {
+                let _ = t.await;
+            }
+            match self.grpc.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
+                Ok(Ok(())) => {}
+            }
+            shared.store.close().await;
+        };
+        if tokio::time::timeout(grace, work).await.is_err() {
+            tracing::warn!(
+                grace_s = grace.as_secs(),
+                "graceful shutdown took too long; exiting anyway"
+            );
+        } else {
+            tracing::info!("shut down cleanly");
+        }
+    }
+}
+
+async fn bind(host: &str, port: u16) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((host, port))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {host}:{port}: {e}"))
+}
+
+/// Migrate and make sure `default` exists; readiness waits for this.
+async fn prepare(s: &Shared) -> Result<(), jq_store::StoreError> {
+    s.store.migrate().await?;
+    s.store.ensure_queue("default").await?;
+    s.migrated.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Start the server on the configured (or OS-chosen, with port 0) ports.
+pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
+    let cfg = Arc::new(cfg);
+    let metrics = Arc::new(ServerMetrics::new());
+    for t in jq_core::events::ALL_TOPICS {
+        metrics.kafka_publish_errors.with_label_values(&[t]).inc_by(0);
+    }
+    metrics.redis_degraded.set(0);
+    let opts = StoreOptions {
+        max_connections: cfg.db.max_connections,
+        min_connections: 0,
+        acquire_timeout: Duration::from_millis(cfg.db.acquire_timeout_ms),
+        password: (!cfg.db.password.is_empty()).then(|| cfg.db.password.clone()),
+    };
+    let store = Store::connect_lazy(&cfg.db.url, &opts)?.with_observer(Arc::new(Observer(metrics.clone())));
+    let shared = Arc::new(Shared {
+        store,
+        registry: Registry::new(),
+        metrics: metrics.clone(),
+        cfg: cfg.clone(),
+        migrated: AtomicBool::new(false),
+    });
+
+    let grpc_l = bind(&cfg.server.bind, cfg.server.grpc_port).await?;
+    let health_l = bind(&cfg.server.bind, cfg.server.health_port).await?;
+    let metrics_l = bind(&cfg.server.bind, cfg.server.metrics_port).await?;
+    let (grpc_addr, health_addr, metrics_addr) = (
+        grpc_l.local_addr()?,
+        health_l.local_addr()?,
+        metrics_l.local_addr()?,
+    );
+
+    if let Err(e) = prepare(&shared).await {
+        tracing::warn!(error = %e, "database not ready at start; retrying in the background (readyz is false until then)");
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = vec![];
+    if !shared.migrated.load(Ordering::Acquire) {
+        let s = shared.clone();
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            while !s.migrated.load(Ordering::Acquire) {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = stop.changed() => return,
+                }
+                if let Err(e) = prepare(&s).await {
+                    tracing::warn!(error = %e, "database still not ready");
+                }
+            }
+            tracing::info!("database ready");
+        }));
+    }
+
+    let sc = &cfg.scheduler;
+    tasks.push(tokio::spawn(
+        dispatcher::Dispatcher {
+            shared: shared.clone(),
+            batch_size: sc.batch_size,
+            interval: Duration::from_millis(sc.interval_ms),
+        }
+        .run(stop_rx.clone()),
+    ));
+    let reap_every = Duration::from_millis(sc.reaper_interval_ms);
+    let assignment_timeout = Duration::from_secs(sc.assignment_timeout_s);
+    let hb_timeout = Duration::from_secs(sc.worker_heartbeat_timeout_s);
+    {
+        let s = shared.clone();
+        tasks.push(tokio::spawn(reaper::every(
+            "assignment_timeout",
+            reap_every,
+            stop_rx.clone(),
+            move || {
+                let s = s.clone();
+                async move {
+                    reaper::assignment_timeout::pass(&s, assignment_timeout).await;
+                }
+            },
+        )));
+        let s = shared.clone();
+        tasks.push(tokio::spawn(reaper::every(
+            "dead_workers",
+            reap_every,
+            stop_rx.clone(),
+            move || {
+                let s = s.clone();
+                async move {
+                    reaper::dead_workers::pass(&s, hb_timeout).await;
+                }
+            },
+        )));
+        let s = shared.clone();
+        tasks.push(tokio::spawn(reaper::every(
+            "ttl",
+            reap_every,
+            stop_rx.clone(),
+            move || {
+                let s = s.clone();
+                async move {
+                    reaper::ttl::pass(&s).await;
+                }
+            },
+        )));
+        let s = shared.clone();
+        tasks.push(tokio::spawn(reaper::every(
+            "gauges",
+            Duration::from_secs(2),
+            stop_rx.clone(),
+            move || {
+                let s = s.clone();
+                async move { reaper::gauges::pass(&s).await }
+            },
+        )));
+    }
+    // JQ-120: wake on submits made through other replicas.
+    {
+        let s = shared.clone();
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let mut listener = match s.store.listen_wake().await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot LISTEN yet; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                            _ = stop.changed() => return,
+                        }
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        n = listener.recv() => match n {
+                            Ok(_) => s.registry.wake(),
+                            Err(e) => {
+                                tracing::debug!(error = %e, "LISTEN connection lost; reconnecting");
+                                break;
+                            }
+                        },
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+        }));
+    }
+
+    let health = jq_telemetry::http::health_router(Arc::new(Ready(shared.clone())));
+    let metrics_router = jq_telemetry::http::server_metrics_router(metrics.clone());
+    for (l, router) in [(health_l, health), (metrics_l, metrics_router)] {
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let signal = async move {
+                let _ = stop.changed().await;
+            };
+            if let Err(e) = jq_telemetry::http::serve(l, router, signal).await {
+                tracing::warn!(error = %e, "http server failed");
+            }
+        }));
+    }
+
+    let max = cfg.server.max_message_bytes as usize;
+    let mut stop = stop_rx.clone();
+    let grpc = tonic::transport::Server::builder()
+        .layer(grpc::layer::RequestLayer {
+            metrics: metrics.clone(),
+        })
+        .add_service(
+            JobServiceServer::new(grpc::job::Jobs(shared.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            WorkerServiceServer::new(grpc::worker::Workers(shared.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            AdminServiceServer::new(grpc::admin::Admin(shared.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_l),
+            async move {
+                let _ = stop.changed().await;
+            },
+        );
+    let grpc = tokio::spawn(grpc);
+    tracing::info!(%grpc_addr, %health_addr, %metrics_addr, version = VERSION, "jq-server started");
+    Ok(Running {
+        grpc_addr,
+        health_addr,
+        metrics_addr,
+        shared,
+        stop: stop_tx,
+        tasks,
+        grpc,
+    })
+}

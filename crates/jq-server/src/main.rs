@@ -1,0 +1,104 @@
+//! jq-server binary: parse flags, load configuration, run until SIGTERM or
+//! SIGINT. Everything else is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use jq_config::ServerConfig;
+
+/// jq control plane: takes submissions, dispatches jobs to workers, detects
+/// dead workers and timed-out assignments, retries, dead-letters and
+/// publishes lifecycle events.
+#[derive(Parser, Debug)]
+#[command(name = "jq-server", version = jq_server::VERSION, after_help = "\
+Configuration: defaults < --config FILE < JQ_* environment (db.url -> JQ_DB_URL) < flags.
+Secrets (JQ_DB_PASSWORD, JQ_REDIS_PASSWORD, JQ_KAFKA_SASL_PASSWORD, JQ_AUTH_TOKENS) come from the environment only.
+
+Examples:
+  jq-server --config /etc/jq/server.yaml
+  JQ_DB_URL=postgres://jq@db/jq jq-server --grpc-port 50051
+  jq-server --config server.yaml --dry-run")]
+struct Args {
+    /// YAML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// gRPC port (server.grpc_port).
+    #[arg(long)]
+    grpc_port: Option<u16>,
+    /// Prometheus /metrics port (server.metrics_port).
+    #[arg(long)]
+    metrics_port: Option<u16>,
+    /// /healthz and /readyz port (server.health_port).
+    #[arg(long)]
+    health_port: Option<u16>,
+    /// Log level or filter, e.g. info or jq_server=debug (log.level).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Validate the configuration, check PostgreSQL, Redis and Kafka, print
+    /// a summary and exit (non-zero when anything configured fails).
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let loaded = match jq_config::load::<ServerConfig>(args.config.as_deref(), std::env::vars()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("jq-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut cfg = loaded.config;
+    if let Some(p) = args.grpc_port {
+        cfg.server.grpc_port = p;
+    }
+    if let Some(p) = args.metrics_port {
+        cfg.server.metrics_port = p;
+    }
+    if let Some(p) = args.health_port {
+        cfg.server.health_port = p;
+    }
+    if let Some(l) = args.log_level {
+        cfg.log.level = l;
+    }
+    if let Err(e) = jq_telemetry::logging::init("jq-server", &cfg.log.level, &cfg.log.format) {
+        eprintln!("jq-server: {e}");
+        return ExitCode::from(2);
+    }
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    if args.dry_run {
+        let source = match &args.config {
+            Some(p) => format!("valid ({})", p.display()),
+            None => "valid (defaults and environment)".to_string(),
+        };
+        let (summary, ok) = jq_server::dry_run::run(&cfg, &source).await;
+        print!("{summary}");
+        return if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
+    let running = match jq_server::start(cfg).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("jq-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    wait_for_signal().await;
+    tracing::info!("signal received; shutting down");
+    running.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

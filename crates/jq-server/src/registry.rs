@@ -1,0 +1,290 @@
+//! Workers connected to *this* server: their assignment streams, queues,
+//! capacity and the jobs pushed to them. The dispatcher claims only what
+//! these workers have room for (JQ-121), so replicas never over-claim.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use chrono::{DateTime, Utc};
+use jq_proto::v1;
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::Stream;
+use tonic::Status;
+use uuid::Uuid;
+
+pub type Outbound = Result<v1::ServerMessage, Status>;
+
+struct InFlight {
+    attempt: u32,
+    acked: bool,
+    created_at: DateTime<Utc>,
+}
+
+struct Conn {
+    generation: u64,
+    tx: mpsc::Sender<Outbound>,
+    queues: Vec<String>,
+    concurrency: u32,
+    jobs: HashMap<Uuid, InFlight>,
+}
+
+/// A worker with room for more jobs, as the dispatcher sees it.
+#[derive(Debug, Clone)]
+pub struct Free {
+    pub worker_id: String,
+    pub generation: u64,
+    pub queues: Vec<String>,
+    pub free: u32,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    conns: Mutex<HashMap<String, Conn>>,
+    generation: AtomicU64,
+    wake: Notify,
+}
+
+impl Registry {
+    pub fn new() -> Arc<Registry> {
+        Arc::new(Registry::default())
+    }
+
+    /// A worker opened its stream. A second stream for the same id replaces
+    /// the first (whose sender is dropped, ending it).
+    pub fn connect(
+        &self,
+        worker_id: &str,
+        queues: Vec<String>,
+        concurrency: u32,
+    ) -> (u64, mpsc::Receiver<Outbound>) {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        // Room for every job it may hold plus control messages.
+        let (tx, rx) = mpsc::channel(concurrency as usize * 2 + 16);
+        let conn = Conn {
+            generation,
+            tx,
+            queues,
+            concurrency,
+            jobs: HashMap::new(),
+        };
+        self.conns.lock().unwrap().insert(worker_id.to_string(), conn);
+        self.wake();
+        (generation, rx)
+    }
+
+    /// The stream of `generation` ended. Returns the assignments it never
+    /// acknowledged, which must go back to PENDING (JQ-111).
+    pub fn disconnect(&self, worker_id: &str, generation: u64) -> Vec<(Uuid, u32)> {
+        let mut conns = self.conns.lock().unwrap();
+        match conns.get(worker_id) {
+            Some(c) if c.generation == generation => {
+                let c = conns.remove(worker_id).expect("present");
+                c.jobs
+                    .into_iter()
+                    .filter(|(_, j)| !j.acked)
+                    .map(|(id, j)| (id, j.attempt))
+                    .collect()
+            }
+            _ => vec![],
+        }
+    }
+
+    /// Close a worker's stream (deregistered, or declared dead).
+    pub fn remove(&self, worker_id: &str) {
+        self.conns.lock().unwrap().remove(worker_id);
+    }
+
+    /// Workers with free capacity, most free first.
+    pub fn free(&self) -> Vec<Free> {
+        let conns = self.conns.lock().unwrap();
+        let mut v: Vec<Free> = conns
+            .iter()
+            .filter(|(_, c)| !c.tx.is_closed())
+            .map(|(id, c)| Free {
+                worker_id: id.clone(),
+                generation: c.generation,
+                queues: c.queues.clone(),
+                free: c.concurrency.saturating_sub(c.jobs.len() as u32),
+            })
+            .filter(|f| f.free > 0)
+            .collect();
+        v.sort_by(|a, b| b.free.cmp(&a.free).then(a.worker_id.cmp(&b.worker_id)));
+        v
+    }
+
+    /// Push an assignment; false when the stream is gone or full, in which
+    /// case the caller returns the job (JQ-111).
+    pub fn deliver(
+        &self,
+        f: &Free,
+        job: Uuid,
+        attempt: u32,
+        created_at: DateTime<Utc>,
+        msg: v1::ServerMessage,
+    ) -> bool {
+        let mut conns = self.conns.lock().unwrap();
+        let Some(c) = conns
+            .get_mut(&f.worker_id)
+            .filter(|c| c.generation == f.generation)
+        else {
+            return false;
+        };
+        if c.tx.try_send(Ok(msg)).is_err() {
+            return false;
+        }
+        c.jobs.insert(
+            job,
+            InFlight {
+                attempt,
+                acked: false,
+                created_at,
+            },
+        );
+        true
+    }
+
+    /// Send a control message (cancel, drain, shutdown) if the worker is
+    /// connected here.
+    pub fn send(&self, worker_id: &str, msg: v1::ServerMessage) -> bool {
+        let conns = self.conns.lock().unwrap();
+        conns
+            .get(worker_id)
+            .is_some_and(|c| c.tx.try_send(Ok(msg)).is_ok())
+    }
+
+    /// The worker started the job; returns when it was created.
+    pub fn acked(&self, worker_id: &str, job: Uuid) -> Option<DateTime<Utc>> {
+        let mut conns = self.conns.lock().unwrap();
+        let j = conns.get_mut(worker_id)?.jobs.get_mut(&job)?;
+        j.acked = true;
+        Some(j.created_at)
+    }
+
+    /// The job left the worker (result, refusal, stale lease).
+    pub fn finished(&self, worker_id: &str, job: Uuid) {
+        if let Some(c) = self.conns.lock().unwrap().get_mut(worker_id) {
+            c.jobs.remove(&job);
+        }
+        self.wake();
+    }
+
+    /// Forget these jobs wherever they are (reclaimed by a reaper).
+    pub fn forget(&self, jobs: &[Uuid]) {
+        let mut conns = self.conns.lock().unwrap();
+        for c in conns.values_mut() {
+            for j in jobs {
+                c.jobs.remove(j);
+            }
+        }
+    }
+
+    pub fn connected(&self) -> usize {
+        self.conns.lock().unwrap().len()
+    }
+
+    /// In-flight count per connected worker, for metrics.
+    pub fn in_flight(&self) -> Vec<(String, usize)> {
+        self.conns
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, c)| (id.clone(), c.jobs.len()))
+            .collect()
+    }
+
+    /// End every assignment stream (graceful shutdown): workers see the end
+    /// of stream and reconnect, to this server when it is back or another.
+    pub fn close_all(&self) {
+        self.conns.lock().unwrap().clear();
+    }
+
+    /// Ask the dispatcher to run a cycle now (JQ-120).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub async fn woken(&self) {
+        self.wake.notified().await
+    }
+}
+
+/// The response stream of `StreamAssignments`. When tonic drops it (the
+/// worker went away), unacknowledged assignments go back to PENDING.
+pub struct AssignmentStream {
+    pub rx: mpsc::Receiver<Outbound>,
+    pub on_drop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Stream for AssignmentStream {
+    type Item = Outbound;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for AssignmentStream {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_drop.take() {
+            f();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg() -> v1::ServerMessage {
+        v1::ServerMessage {
+            kind: Some(v1::server_message::Kind::Drain(v1::Drain {})),
+        }
+    }
+
+    #[test]
+    fn jq_121_free_capacity_counts_jobs_in_flight() {
+        let r = Registry::default();
+        let (_g, _rx) = r.connect("w", vec!["default".into()], 2);
+        let f = r.free().remove(0);
+        assert_eq!(f.free, 2);
+        assert!(r.deliver(&f, Uuid::new_v4(), 1, Utc::now(), msg()));
+        assert_eq!(r.free()[0].free, 1);
+        assert!(r.deliver(&f, Uuid::new_v4(), 1, Utc::now(), msg()));
+        assert!(r.free().is_empty(), "no room, nothing to claim");
+    }
+
+    #[test]
+    fn jq_111_disconnect_returns_unacked_assignments_only() {
+        let r = Registry::default();
+        let (g, rx) = r.connect("w", vec!["default".into()], 4);
+        let f = r.free().remove(0);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        r.deliver(&f, a, 3, Utc::now(), msg());
+        r.deliver(&f, b, 1, Utc::now(), msg());
+        r.acked("w", a);
+        drop(rx);
+        assert!(
+            !r.deliver(&f, Uuid::new_v4(), 1, Utc::now(), msg()),
+            "closed stream takes nothing"
+        );
+        assert_eq!(r.disconnect("w", g), vec![(b, 1)]);
+        assert_eq!(r.connected(), 0);
+    }
+
+    #[test]
+    fn reconnect_replaces_the_old_stream() {
+        let r = Registry::default();
+        let (g1, _rx1) = r.connect("w", vec!["q".into()], 1);
+        let (g2, _rx2) = r.connect("w", vec!["q".into()], 1);
+        assert!(
+            r.disconnect("w", g1).is_empty(),
+            "the old stream's end does not remove the new one"
+        );
+        assert_eq!(r.connected(), 1);
+        r.disconnect("w", g2);
+        assert_eq!(r.connected(), 0);
+    }
+}

@@ -1,0 +1,637 @@
+//! jq-server over real gRPC against real PostgreSQL, with a fake worker.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use jq_proto::v1::{self, server_message::Kind};
+use tonic::Code;
+
+#[tokio::test]
+async fn fr_001_fr_005_fr_030_submit_then_get_over_grpc() {
+    let mut env = start().await;
+    let id = env.submit(spec("default", "{\"n\":1}")).await;
+    assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
+    let j = env.job(&id).await;
+    assert_eq!(j.queue, "default");
+    assert_eq!(j.status, v1::JobStatus::Pending as i32);
+    assert_eq!(j.payload, b"{\"n\":1}");
+    assert!(j.created_at.is_some());
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fr_002_fr_006_jq_104_bad_submissions_are_refused_and_store_nothing() {
+    let mut env = start().await;
+    let bad_prio = v1::JobSpec {
+        priority: Some(10),
+        ..spec("default", "{}")
+    };
+    let e = env
+        .jobs
+        .submit_job(v1::SubmitJobRequest { job: Some(bad_prio) })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("priority"), "{}", e.message());
+    let e = env
+        .jobs
+        .submit_job(v1::SubmitJobRequest {
+            job: Some(spec("nope", "{}")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("nope"));
+    let big = v1::JobSpec {
+        payload: vec![b'x'; 1024 * 1024 + 1],
+        ..spec("default", "")
+    };
+    let e = env
+        .jobs
+        .submit_job(v1::SubmitJobRequest { job: Some(big) })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("payload"), "{}", e.message());
+    // Bulk: one bad job rejects all.
+    let e = env
+        .jobs
+        .submit_jobs(v1::SubmitJobsRequest {
+            jobs: vec![
+                spec("default", "{}"),
+                v1::JobSpec {
+                    priority: Some(-1),
+                    ..spec("default", "{}")
+                },
+            ],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = env
+        .jobs
+        .get_job(v1::GetJobRequest {
+            job_id: "not-a-uuid".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(env.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "nothing partial stored");
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fr_010_fr_031_job_runs_through_a_worker_to_done() {
+    let mut env = start().await;
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 2).await;
+    let id = env.submit(spec("default", "{\"cmd\":\"noop\"}")).await;
+    let a = w.assignment().await;
+    assert_eq!(
+        (a.job_id.as_str(), a.attempt, a.queue.as_str()),
+        (id.as_str(), 1, "default")
+    );
+    assert_eq!(a.payload, b"{\"cmd\":\"noop\"}");
+    w.ack(&a).await.unwrap();
+    let r = w
+        .report(&a.job_id, a.attempt, v1::Outcome::Succeeded)
+        .await
+        .unwrap();
+    assert_eq!(r.status, v1::JobStatus::Done as i32);
+    let j = env.job(&id).await;
+    assert_eq!(j.result, b"{\"ok\":true}");
+    let ev = env
+        .jobs
+        .get_job_events(v1::GetJobEventsRequest { job_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let reasons: Vec<&str> = ev.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(reasons, vec!["SUBMITTED", "CLAIMED", "STARTED", "COMPLETED"]);
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn jq_110_stale_attempt_report_is_aborted_and_changes_nothing() {
+    let mut env = start().await;
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 1).await;
+    let id = env.submit(spec("default", "{}")).await;
+    let a = w.assignment().await;
+    w.ack(&a).await.unwrap();
+    let e = w
+        .report(&id, a.attempt + 1, v1::Outcome::Succeeded)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Aborted, "{}", e.message());
+    let e = w.report(&id, 0, v1::Outcome::Failed).await.unwrap_err();
+    assert_eq!(e.code(), Code::Aborted);
+    assert_eq!(env.job(&id).await.status, v1::JobStatus::Running as i32);
+    // The right attempt works, and a repeat is an idempotent duplicate.
+    w.report(&id, a.attempt, v1::Outcome::Succeeded).await.unwrap();
+    assert!(
+        w.report(&id, a.attempt, v1::Outcome::Succeeded)
+            .await
+            .unwrap()
+            .duplicate
+    );
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn jq_111_assignment_on_a_dropped_stream_goes_back_to_pending() {
+    let mut env = start().await;
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 1).await;
+    let id = env.submit(spec("default", "{}")).await;
+    let a = w.assignment().await;
+    assert_eq!(a.job_id, id);
+    drop(w); // the worker vanishes before acknowledging
+    let j = env.wait_status(&id, v1::JobStatus::Pending).await;
+    assert_eq!((j.attempt, j.retries), (1, 0), "returned at once, no retry used");
+    // A new worker gets it as the next attempt.
+    let mut w2 = FakeWorker::connect(env.server.grpc_addr, "w2", &["default"], 1).await;
+    let a2 = w2.assignment().await;
+    assert_eq!((a2.job_id.as_str(), a2.attempt), (id.as_str(), 2));
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fr_021_jq_121_never_more_jobs_than_the_worker_concurrency() {
+    let mut env = start().await;
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 2).await;
+    for i in 0..5 {
+        env.submit(spec("default", &format!("{i}"))).await;
+    }
+    let a1 = w.assignment().await;
+    let _a2 = w.assignment().await;
+    // Several dispatcher cycles pass; nothing more may arrive.
+    assert!(
+        w.next_within(Duration::from_millis(800)).await.is_none(),
+        "a third job exceeded concurrency 2"
+    );
+    let assigned: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'ASSIGNED'")
+        .fetch_one(env.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(assigned, 2);
+    // Finishing one frees exactly one slot.
+    w.ack(&a1).await.unwrap();
+    w.report(&a1.job_id, a1.attempt, v1::Outcome::Succeeded)
+        .await
+        .unwrap();
+    let _a3 = w.assignment().await;
+    assert!(w.next_within(Duration::from_millis(800)).await.is_none());
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fr_022_worker_only_gets_its_queues() {
+    let mut env = start().await;
+    env.admin
+        .create_queue(v1::CreateQueueRequest {
+            name: "emails".into(),
+            settings: None,
+        })
+        .await
+        .unwrap();
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["emails"], 4).await;
+    env.submit(spec("default", "{}")).await;
+    let mine = env.submit(spec("emails", "{}")).await;
+    assert_eq!(w.assignment().await.job_id, mine);
+    assert!(w.next_within(Duration::from_millis(600)).await.is_none());
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn jq_122_paused_queue_dispatches_nothing_until_resumed() {
+    let mut env = start().await;
+    env.admin
+        .pause_queue(v1::PauseQueueRequest {
+            name: "default".into(),
+        })
+        .await
+        .unwrap();
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 4).await;
+    let id = env.submit(spec("default", "{}")).await;
+    assert!(w.next_within(Duration::from_millis(800)).await.is_none());
+    env.admin
+        .resume_queue(v1::ResumeQueueRequest {
+            name: "default".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(w.assignment().await.job_id, id);
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fr_012_jq_113_cancel_of_a_running_job_reaches_the_worker() {
+    let mut env = start().await;
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 1).await;
+    let id = env.submit(spec("default", "{}")).await;
+    let a = w.assignment().await;
+    w.ack(&a).await.unwrap();
+    let r = env
+        .jobs
+        .cancel_job(v1::CancelJobRequest { job_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.cancel_requested);
+    match w.next().await {
+        Kind::CancelJob(c) => assert_eq!((c.job_id.as_str(), c.attempt), (id.as_str(), a.attempt)),
+        other => panic!("expected a cancel, got {other:?}"),
+    }
+    // Also repeated in the heartbeat answer (for workers on other replicas).
+    let hb = w
+        .heartbeat(vec![v1::Lease {
+            job_id: id.clone(),
+            attempt: a.attempt,
+        }])
+        .await;
+    assert_eq!(hb.cancel.len(), 1);
+    w.report(&id, a.attempt, v1::Outcome::Cancelled).await.unwrap();
+    let j = env.job(&id).await;
+    assert_eq!(j.status, v1::JobStatus::DeadLettered as i32);
+    // Cancelling again is a precondition failure.
+    let e = env
+        .jobs
+        .cancel_job(v1::CancelJobRequest { job_id: id })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fr_023_fr_024_drain_and_shutdown_are_pushed_to_the_worker() {
+    let mut env = start().await;
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 1).await;
+    let r = env
+        .admin
+        .drain_worker(v1::DrainWorkerRequest {
+            worker_id: "w1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.worker.unwrap().status, v1::WorkerStatus::Draining as i32);
+    assert!(matches!(w.next().await, Kind::Drain(_)));
+    // A draining worker gets no new jobs.
+    env.submit(spec("default", "{}")).await;
+    assert!(w.next_within(Duration::from_millis(600)).await.is_none());
+    env.admin
+        .shutdown_worker(v1::ShutdownWorkerRequest {
+            worker_id: "w1".into(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(w.next().await, Kind::Shutdown(_)));
+    let e = env
+        .admin
+        .drain_worker(v1::DrainWorkerRequest {
+            worker_id: "ghost".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fr_020_silent_worker_goes_offline_and_its_job_is_retried() {
+    let db = jq_testkit::TestDb::new().await;
+    let mut cfg = config(&db);
+    cfg.scheduler.heartbeat_interval_s = 1;
+    cfg.scheduler.worker_heartbeat_timeout_s = 2;
+    let mut env = start_with(db, cfg).await;
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 1).await;
+    let id = env.submit(spec("default", "{}")).await;
+    let a = w.assignment().await;
+    w.ack(&a).await.unwrap();
+    // No heartbeats: after the timeout the job fails into retry.
+    let j = env.wait_status(&id, v1::JobStatus::Pending).await;
+    assert_eq!(j.retries, 1);
+    let ws = env
+        .admin
+        .list_workers(v1::ListWorkersRequest {
+            include_offline: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .workers;
+    assert_eq!(ws[0].status, v1::WorkerStatus::Offline as i32);
+    // The zombie's late result is refused.
+    let e = w
+        .report(&id, a.attempt, v1::Outcome::Succeeded)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Aborted);
+    let hb = w.heartbeat(vec![]).await;
+    assert!(!hb.registered, "the worker is told to register again");
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fr_016_unacknowledged_assignment_times_out() {
+    let db = jq_testkit::TestDb::new().await;
+    let mut cfg = config(&db);
+    cfg.scheduler.assignment_timeout_s = 1;
+    let mut env = start_with(db, cfg).await;
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 1).await;
+    let id = env.submit(spec("default", "{}")).await;
+    let a = w.assignment().await;
+    let j = env.wait_status(&id, v1::JobStatus::Pending).await;
+    assert_eq!(j.retries, 1);
+    // The late ack of the timed-out attempt is refused: stale (ABORTED) when
+    // the job was already re-dispatched, wrong state otherwise.
+    let code = w.ack(&a).await.unwrap_err().code();
+    assert!(
+        matches!(code, Code::Aborted | Code::FailedPrecondition),
+        "{code:?}"
+    );
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fr_025_to_fr_028_queue_admin_over_grpc() {
+    let mut env = start().await;
+    let q = env
+        .admin
+        .create_queue(v1::CreateQueueRequest {
+            name: "reports".into(),
+            settings: Some(v1::QueueSettings {
+                max_retries: Some(7),
+                default_ttl_seconds: Some(60),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .queue
+        .unwrap();
+    assert_eq!((q.max_retries, q.default_ttl_seconds), (7, Some(60)));
+    let e = env
+        .admin
+        .create_queue(v1::CreateQueueRequest {
+            name: "reports".into(),
+            settings: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    let e = env
+        .admin
+        .create_queue(v1::CreateQueueRequest {
+            name: "bad name".into(),
+            settings: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    env.submit(spec("reports", "{}")).await;
+    let st = env
+        .admin
+        .get_queue_stats(v1::GetQueueStatsRequest {
+            name: "reports".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert_eq!(st.pending, 1);
+    let e = env
+        .admin
+        .delete_queue(v1::DeleteQueueRequest {
+            name: "reports".into(),
+            force: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let d = env
+        .admin
+        .delete_queue(v1::DeleteQueueRequest {
+            name: "reports".into(),
+            force: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.deleted_jobs, 1);
+    let names: Vec<String> = env
+        .admin
+        .list_queues(v1::ListQueuesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .queues
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert_eq!(names, vec!["default"], "FR-027: default exists");
+    let status = env
+        .admin
+        .get_system_status(v1::GetSystemStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.server_version.starts_with(env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        status
+            .components
+            .iter()
+            .find(|c| c.name == "database")
+            .unwrap()
+            .state,
+        "ok"
+    );
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fr_032_list_jobs_pages_over_grpc() {
+    let mut env = start().await;
+    let jobs: Vec<v1::JobSpec> = (0..25).map(|i| spec("default", &i.to_string())).collect();
+    env.jobs
+        .submit_jobs(v1::SubmitJobsRequest { jobs })
+        .await
+        .unwrap();
+    let p1 = env
+        .jobs
+        .list_jobs(v1::ListJobsRequest {
+            limit: 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p1.jobs.len(), 20);
+    let p2 = env
+        .jobs
+        .list_jobs(v1::ListJobsRequest {
+            limit: 20,
+            page_token: p1.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p2.jobs.len(), 5);
+    assert!(p2.next_page_token.is_empty());
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fr_039_fr_040_nfr_013_metrics_and_health_endpoints() {
+    let mut env = start().await;
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 1).await;
+    let id = env.submit(spec("default", "{}")).await;
+    let a = w.assignment().await;
+    w.ack(&a).await.unwrap();
+    w.report(&id, a.attempt, v1::Outcome::Succeeded).await.unwrap();
+    // Let the gauges refresh once.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (code, body) = http_get(env.server.metrics_addr, "/metrics").await;
+    assert_eq!(code, 200);
+    for name in [
+        "jq_job_queue_depth{",
+        "jq_job_processing_duration_seconds_bucket{",
+        "jq_job_total{",
+        "jq_worker_active_count ",
+        "jq_worker_job_concurrency{",
+        "jq_grpc_request_duration_seconds_bucket{",
+        "jq_scheduler_cycle_duration_seconds_bucket{",
+        "jq_scheduler_jobs_assigned_total{",
+        "jq_kafka_publish_errors_total{",
+        "jq_db_query_duration_seconds_bucket{",
+        "jq_outbox_backlog ",
+        "jq_job_submit_to_start_seconds_bucket{",
+    ] {
+        assert!(body.contains(name), "{name} missing from /metrics");
+    }
+    assert!(body.contains("method=\"/jq.v1.JobService/SubmitJob\",status_code=\"OK\""));
+    assert!(body.contains("jq_job_total{queue=\"default\",status=\"DONE\"} 1"));
+    let (code, _) = http_get(env.server.health_addr, "/healthz").await;
+    assert_eq!(code, 200);
+    let (code, body) = http_get(env.server.health_addr, "/readyz").await;
+    assert_eq!((code, body.trim()), (200, "ready"));
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn nfr_013_readyz_is_false_while_the_database_is_unreachable() {
+    let db = jq_testkit::TestDb::new().await;
+    let mut cfg = config(&db);
+    cfg.db.url = "postgres://postgres@127.0.0.1:1/none".into();
+    cfg.db.acquire_timeout_ms = 200;
+    let server = jq_server::start(cfg).await.unwrap();
+    let (code, _) = http_get(server.health_addr, "/healthz").await;
+    assert_eq!(code, 200, "alive");
+    let (code, body) = http_get(server.health_addr, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    // Calls fail with UNAVAILABLE, not INTERNAL.
+    let mut jobs = jq_proto::v1::job_service_client::JobServiceClient::new(channel(server.grpc_addr).await);
+    let e = jobs
+        .submit_job(v1::SubmitJobRequest {
+            job: Some(spec("default", "{}")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn nfr_014_graceful_shutdown_ends_worker_streams() {
+    let env = start().await;
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 1).await;
+    env.server.shutdown().await;
+    assert!(
+        w.next_within(Duration::from_secs(5)).await.is_none(),
+        "the stream ended"
+    );
+}
+
+#[tokio::test]
+async fn request_id_is_taken_from_metadata_and_echoed() {
+    let mut env = start().await;
+    let mut req = tonic::Request::new(v1::ListQueuesRequest {});
+    req.metadata_mut()
+        .insert("x-request-id", "req-42".parse().unwrap());
+    let res = env.admin.list_queues(req).await.unwrap();
+    assert_eq!(res.metadata().get("x-request-id").unwrap(), "req-42");
+    let res = env.admin.list_queues(v1::ListQueuesRequest {}).await.unwrap();
+    assert!(
+        !res.metadata().get("x-request-id").unwrap().is_empty(),
+        "generated when absent"
+    );
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn nfr_008_fr_015_two_servers_dispatch_2000_jobs_without_duplicates() {
+    let db = jq_testkit::TestDb::new().await;
+    let cfg = config(&db);
+    let a = jq_server::start(cfg.clone()).await.unwrap();
+    let b = jq_server::start(cfg).await.unwrap();
+    let mut workers = vec![];
+    for (i, addr) in [a.grpc_addr, a.grpc_addr, b.grpc_addr, b.grpc_addr]
+        .into_iter()
+        .enumerate()
+    {
+        let mut w = FakeWorker::connect(addr, &format!("w{i}"), &["default"], 8).await;
+        workers.push(tokio::spawn(async move {
+            let mut runs = vec![];
+            while let Some(Kind::Assignment(a)) = w.next_within(Duration::from_secs(5)).await {
+                w.ack(&a).await.unwrap();
+                w.report(&a.job_id, a.attempt, v1::Outcome::Succeeded)
+                    .await
+                    .unwrap();
+                runs.push((a.job_id, a.attempt));
+            }
+            runs
+        }));
+    }
+    let mut jobs = jq_proto::v1::job_service_client::JobServiceClient::new(channel(a.grpc_addr).await);
+    for chunk in 0..4 {
+        let specs = (0..500)
+            .map(|i| spec("default", &format!("{chunk}-{i}")))
+            .collect();
+        jobs.submit_jobs(v1::SubmitJobsRequest { jobs: specs })
+            .await
+            .unwrap();
+    }
+    let mut runs = vec![];
+    for w in workers {
+        runs.extend(w.await.unwrap());
+    }
+    let ids: HashSet<&String> = runs.iter().map(|(id, _)| id).collect();
+    assert_eq!(runs.len(), 2000, "every job ran exactly once");
+    assert_eq!(ids.len(), 2000);
+    assert!(
+        runs.iter().all(|(_, attempt)| *attempt == 1),
+        "no job was dispatched twice"
+    );
+    let done: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'DONE'")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(done, 2000);
+    let claimed: i64 = sqlx::query_scalar("SELECT count(*) FROM job_events WHERE reason = 'CLAIMED'")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(claimed, 2000);
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -1,0 +1,165 @@
+//! The server's Prometheus registry. Names and labels are part of the
+//! contract (SPEC FR-040); dashboards and alerts depend on them.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Buckets for fast operations (DB, Redis, gRPC, scheduler): 0.5 ms .. 10 s.
+const FAST: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Buckets for job run times: 10 ms .. 1 h.
+const JOBS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+
+pub struct ServerMetrics {
+    registry: Registry,
+    pub queue_depth: IntGaugeVec,
+    pub processing_duration: HistogramVec,
+    pub job_total: IntCounterVec,
+    pub worker_active: IntGauge,
+    pub worker_concurrency: IntGaugeVec,
+    pub grpc_duration: HistogramVec,
+    pub scheduler_cycle: Histogram,
+    pub scheduler_assigned: IntCounterVec,
+    pub kafka_publish_errors: IntCounterVec,
+    pub db_query_duration: HistogramVec,
+    pub redis_op_duration: HistogramVec,
+    /// jq+: outbox rows not yet acknowledged by Kafka.
+    pub outbox_backlog: IntGauge,
+    /// jq+: time from submission to a worker starting the job.
+    pub submit_to_start: Histogram,
+    /// jq+: whether the server runs without Redis (1) or with it (0).
+    pub redis_degraded: IntGauge,
+}
+
+fn hist(name: &str, help: &str, buckets: &[f64]) -> HistogramOpts {
+    HistogramOpts::new(name, help).buckets(buckets.to_vec())
+}
+
+impl ServerMetrics {
+    pub fn new() -> ServerMetrics {
+        let r = Registry::new();
+        let m = ServerMetrics {
+            queue_depth: IntGaugeVec::new(
+                Opts::new("jq_job_queue_depth", "Jobs per queue and status."),
+                &["queue", "status"],
+            )
+            .unwrap(),
+            processing_duration: HistogramVec::new(
+                hist(
+                    "jq_job_processing_duration_seconds",
+                    "Run time of finished attempts.",
+                    JOBS,
+                ),
+                &["queue"],
+            )
+            .unwrap(),
+            job_total: IntCounterVec::new(
+                Opts::new("jq_job_total", "Jobs that reached a status, per queue."),
+                &["queue", "status"],
+            )
+            .unwrap(),
+            worker_active: IntGauge::new("jq_worker_active_count", "Workers connected to this server.")
+                .unwrap(),
+            worker_concurrency: IntGaugeVec::new(
+                Opts::new(
+                    "jq_worker_job_concurrency",
+                    "Jobs in flight per connected worker.",
+                ),
+                &["worker_id"],
+            )
+            .unwrap(),
+            grpc_duration: HistogramVec::new(
+                hist("jq_grpc_request_duration_seconds", "gRPC request duration.", FAST),
+                &["method", "status_code"],
+            )
+            .unwrap(),
+            scheduler_cycle: Histogram::with_opts(hist(
+                "jq_scheduler_cycle_duration_seconds",
+                "Duration of one dispatcher cycle.",
+                FAST,
+            ))
+            .unwrap(),
+            scheduler_assigned: IntCounterVec::new(
+                Opts::new("jq_scheduler_jobs_assigned_total", "Jobs assigned to workers."),
+                &["queue"],
+            )
+            .unwrap(),
+            kafka_publish_errors: IntCounterVec::new(
+                Opts::new(
+                    "jq_kafka_publish_errors_total",
+                    "Failed Kafka publishes per topic.",
+                ),
+                &["topic"],
+            )
+            .unwrap(),
+            db_query_duration: HistogramVec::new(
+                hist(
+                    "jq_db_query_duration_seconds",
+                    "Duration of store operations.",
+                    FAST,
+                ),
+                &["query_name"],
+            )
+            .unwrap(),
+            redis_op_duration: HistogramVec::new(
+                hist(
+                    "jq_redis_operation_duration_seconds",
+                    "Duration of Redis operations.",
+                    FAST,
+                ),
+                &["operation"],
+            )
+            .unwrap(),
+            outbox_backlog: IntGauge::new("jq_outbox_backlog", "Outbox events not yet published to Kafka.")
+                .unwrap(),
+            submit_to_start: Histogram::with_opts(hist(
+                "jq_job_submit_to_start_seconds",
+                "Time from submission to a worker starting the job.",
+                FAST,
+            ))
+            .unwrap(),
+            redis_degraded: IntGauge::new(
+                "jq_redis_degraded",
+                "1 while Redis is unreachable and the server runs on PostgreSQL alone.",
+            )
+            .unwrap(),
+            registry: r,
+        };
+        let reg = &m.registry;
+        reg.register(Box::new(m.queue_depth.clone())).unwrap();
+        reg.register(Box::new(m.processing_duration.clone())).unwrap();
+        reg.register(Box::new(m.job_total.clone())).unwrap();
+        reg.register(Box::new(m.worker_active.clone())).unwrap();
+        reg.register(Box::new(m.worker_concurrency.clone())).unwrap();
+        reg.register(Box::new(m.grpc_duration.clone())).unwrap();
+        reg.register(Box::new(m.scheduler_cycle.clone())).unwrap();
+        reg.register(Box::new(m.scheduler_assigned.clone())).unwrap();
+        reg.register(Box::new(m.kafka_publish_errors.clone())).unwrap();
+        reg.register(Box::new(m.db_query_duration.clone())).unwrap();
+        reg.register(Box::new(m.redis_op_duration.clone())).unwrap();
+        reg.register(Box::new(m.outbox_backlog.clone())).unwrap();
+        reg.register(Box::new(m.submit_to_start.clone())).unwrap();
+        reg.register(Box::new(m.redis_degraded.clone())).unwrap();
+        m
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = vec![];
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding");
+        String::from_utf8(buf).expect("utf-8")
+    }
+}
+
+impl Default for ServerMetrics {
+    fn default() -> Self {
+        ServerMetrics::new()
+    }
+}
