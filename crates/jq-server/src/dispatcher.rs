@@ -51,7 +51,16 @@ impl Dispatcher {
                     continue;
                 }
             };
-            for a in got {
+            // FR-015: the Redis lock is the second guard; a job whose lock
+            // another dispatcher holds is not sent (the assignment timeout
+            // recovers it).
+            let ids: Vec<uuid::Uuid> = got.iter().map(|a| a.job_id).collect();
+            let locked = s.locks.acquire(&ids).await;
+            for (a, locked) in got.into_iter().zip(locked) {
+                if !locked {
+                    tracing::error!(job_id = %a.job_id, worker_id = %f.worker_id, "dispatch lock held elsewhere; not sending");
+                    continue;
+                }
                 let msg = v1::ServerMessage {
                     kind: Some(v1::server_message::Kind::Assignment(convert::assignment(&a))),
                 };
@@ -66,6 +75,7 @@ impl Dispatcher {
                 } else {
                     // JQ-111: not written to the stream, so straight back.
                     tracing::info!(job_id = %a.job_id, worker_id = %f.worker_id, "stream gone; returning the job");
+                    s.locks.release(a.job_id).await;
                     if let Err(e) = s.store.delivery_failed(&f.worker_id, a.job_id, a.attempt).await {
                         tracing::warn!(job_id = %a.job_id, error = %e, "could not return undelivered job; the assignment timeout will");
                     }

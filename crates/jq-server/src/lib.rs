@@ -12,6 +12,7 @@
 //!   gRPC metrics).
 //! - [`registry`]: workers connected to this server and their streams.
 //! - [`dispatcher`]: claims for free capacity and pushes assignments.
+//! - [`locks`]: Redis per-job dispatch locks (a second guard).
 //! - [`reaper`]: assignment timeouts, dead workers, TTL, gauges.
 //! - [`status`], [`convert`]: errors and records at the wire edge.
 //! - [`dry_run`]: `--dry-run` checks (FR-046).
@@ -20,6 +21,7 @@ pub mod convert;
 pub mod dispatcher;
 pub mod dry_run;
 pub mod grpc;
+pub mod locks;
 pub mod reaper;
 pub mod registry;
 pub mod status;
@@ -51,6 +53,7 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     pub metrics: Arc<ServerMetrics>,
     pub cfg: Arc<ServerConfig>,
+    pub locks: locks::Locks,
     migrated: AtomicBool,
 }
 
@@ -69,6 +72,10 @@ impl Shared {
 
     pub async fn redis_health(&self) -> jq_proto::v1::ComponentHealth {
         let (state, detail) = match dry_run::check_redis(&self.cfg.redis).await {
+            dry_run::Check::Ok(_) if self.locks.degraded() => (
+                "degraded",
+                "dispatch locks failing; running on PostgreSQL alone".into(),
+            ),
             dry_run::Check::Ok(d) => ("ok", d),
             dry_run::Check::Disabled(d) => ("disabled", d),
             dry_run::Check::Failed(d) => ("degraded", format!("{d}; running on PostgreSQL alone")),
@@ -176,11 +183,19 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         password: (!cfg.db.password.is_empty()).then(|| cfg.db.password.clone()),
     };
     let store = Store::connect_lazy(&cfg.db.url, &opts)?.with_observer(Arc::new(Observer(metrics.clone())));
+    let locks = locks::Locks::new(
+        &cfg.redis.url,
+        &cfg.redis.password,
+        &cfg.redis.key_prefix,
+        Duration::from_secs(cfg.scheduler.assignment_timeout_s),
+        metrics.clone(),
+    )?;
     let shared = Arc::new(Shared {
         store,
         registry: Registry::new(),
         metrics: metrics.clone(),
         cfg: cfg.clone(),
+        locks,
         migrated: AtomicBool::new(false),
     });
 

@@ -126,6 +126,7 @@ impl WorkerService for Workers {
                 if let Ok(rt) = tokio::runtime::Handle::try_current() {
                     rt.spawn(async move {
                         for (job, attempt) in unacked {
+                            s.locks.release(job).await;
                             if let Err(e) = s.store.delivery_failed(&worker_id, job, attempt).await {
                                 tracing::debug!(job_id = %job, error = %e, "undelivered job already moved on");
                             }
@@ -147,6 +148,8 @@ impl WorkerService for Workers {
         let id = job_id(&r.job_id)?;
         match s.store.ack(&r.worker_id, id, r.attempt).await {
             Ok(()) => {
+                // Started: the dispatch lock has done its job.
+                s.locks.release(id).await;
                 if let Some(created) = s.registry.acked(&r.worker_id, id) {
                     let waited = (chrono::Utc::now() - created).num_microseconds().unwrap_or(0) as f64 / 1e6;
                     s.metrics.submit_to_start.observe(waited.max(0.0));

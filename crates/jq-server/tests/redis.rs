@@ -1,0 +1,180 @@
+//! FR-015 dispatch locks in real Redis; NFR-009 Redis loss loses no job.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use jq_proto::v1;
+use jq_testkit::{TestDb, TestRedis};
+use redis::AsyncCommands;
+
+async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn fr_015_each_dispatch_takes_a_lock_released_when_the_job_starts() {
+    let db = TestDb::new().await;
+    let r = TestRedis::new().await;
+    let mut cfg = config(&db);
+    cfg.redis.url = r.url.clone();
+    cfg.redis.key_prefix = r.prefix.clone();
+    let mut env = start_with(db, cfg).await;
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 1).await;
+    let id = env.submit(spec("default", "{}")).await;
+    let a = w.assignment().await;
+    let key = format!("{}lock:job:{id}", r.prefix);
+    let mut c = redis_conn(&r.url).await;
+    let owner: Option<String> = c.get(&key).await.unwrap();
+    assert_eq!(owner.as_deref(), Some(env.server.shared.locks.owner()));
+    let ttl: i64 = c.pttl(&key).await.unwrap();
+    assert!(ttl > 0 && ttl <= 60_000, "TTL is the assignment timeout: {ttl}");
+    w.ack(&a).await.unwrap();
+    let owner: Option<String> = c.get(&key).await.unwrap();
+    assert_eq!(owner, None, "released by its owner once started");
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fr_015_a_job_locked_by_another_dispatcher_is_not_sent() {
+    let db = TestDb::new().await;
+    let r = TestRedis::new().await;
+    let mut cfg = config(&db);
+    cfg.redis.url = r.url.clone();
+    cfg.redis.key_prefix = r.prefix.clone();
+    cfg.scheduler.assignment_timeout_s = 1;
+    let mut env = start_with(db, cfg).await;
+    env.admin
+        .pause_queue(v1::PauseQueueRequest {
+            name: "default".into(),
+        })
+        .await
+        .unwrap();
+    let id = env.submit(spec("default", "{}")).await;
+    let key = format!("{}lock:job:{id}", r.prefix);
+    let mut c = redis_conn(&r.url).await;
+    let _: () = c.set_ex(&key, "another-server", 2).await.unwrap();
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 1).await;
+    env.admin
+        .resume_queue(v1::ResumeQueueRequest {
+            name: "default".into(),
+        })
+        .await
+        .unwrap();
+    // Claimed in PostgreSQL, but not sent while the foreign lock stands.
+    assert!(w.next_within(Duration::from_millis(700)).await.is_none());
+    // The other owner's lock was not touched by us.
+    let owner: Option<String> = c.get(&key).await.unwrap();
+    assert_eq!(owner.as_deref(), Some("another-server"));
+    // Once it expires, the assignment timeout returns the job and it runs.
+    let a = w.assignment().await;
+    assert_eq!(a.job_id, id);
+    assert!(a.attempt >= 2);
+    env.server.shutdown().await;
+}
+
+struct OwnRedis {
+    child: Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> OwnRedis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (NFR-009 test starts its own)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        OwnRedis { child, port }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn run_jobs(env: &mut Env, w: &mut FakeWorker, n: usize) {
+    let jobs = (0..n).map(|i| spec("default", &i.to_string())).collect();
+    let ids = env
+        .jobs
+        .submit_jobs(v1::SubmitJobsRequest { jobs })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    for _ in 0..n {
+        let a = w.assignment().await;
+        w.ack(&a).await.unwrap();
+        w.report(&a.job_id, a.attempt, v1::Outcome::Succeeded)
+            .await
+            .unwrap();
+    }
+    for r in ids {
+        assert_eq!(env.job(&r.job_id).await.status, v1::JobStatus::Done as i32);
+    }
+}
+
+#[tokio::test]
+async fn nfr_009_redis_stopped_mid_run_loses_nothing_and_comes_back() {
+    let port = jq_testkit::free_port();
+    let redis = OwnRedis::start(port);
+    let db = TestDb::new().await;
+    let mut cfg = config(&db);
+    cfg.redis.url = format!("redis://127.0.0.1:{port}");
+    let mut env = start_with(db, cfg).await;
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 4).await;
+    run_jobs(&mut env, &mut w, 20).await;
+    assert!(!env.server.shared.locks.degraded());
+    drop(redis); // Redis dies
+    run_jobs(&mut env, &mut w, 20).await;
+    assert!(
+        env.server.shared.locks.degraded(),
+        "the server noticed and carried on"
+    );
+    let (_, metrics) = http_get(env.server.metrics_addr, "/metrics").await;
+    assert!(metrics.contains("jq_redis_degraded 1"));
+    let st = env
+        .admin
+        .get_system_status(v1::GetSystemStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        st.components.iter().find(|c| c.name == "redis").unwrap().state,
+        "degraded"
+    );
+    // Redis is back, empty (as after a flush): locks resume.
+    let _redis = OwnRedis::start(port);
+    run_jobs(&mut env, &mut w, 20).await;
+    assert!(!env.server.shared.locks.degraded());
+    let done: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'DONE'")
+        .fetch_one(env.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(done, 60);
+    env.server.shutdown().await;
+}
