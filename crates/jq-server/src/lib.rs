@@ -154,6 +154,20 @@ impl Running {
     }
 }
 
+/// rustls server config: our certificate, and when a CA is given, client
+/// certificates signed by it are required (mTLS, FR-047).
+fn tls_config(t: &jq_config::server::Tls) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    let read = |what: &str, path: &str| {
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read tls.{what} {path}: {e}"))
+    };
+    let identity = tonic::transport::Identity::from_pem(read("cert", &t.cert)?, read("key", &t.key)?);
+    let mut c = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if !t.ca.is_empty() {
+        c = c.client_ca_root(tonic::transport::Certificate::from_pem(read("ca", &t.ca)?));
+    }
+    Ok(c)
+}
+
 async fn bind(host: &str, port: u16) -> anyhow::Result<TcpListener> {
     TcpListener::bind((host, port))
         .await
@@ -339,10 +353,41 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
 
     let max = cfg.server.max_message_bytes as usize;
     let mut stop = stop_rx.clone();
-    let grpc = tonic::transport::Server::builder()
+    let tokens = if cfg.auth.enabled {
+        let pairs = jq_config::server::parse_tokens(&cfg.auth.tokens).map_err(|e| anyhow::anyhow!(e))?;
+        tracing::info!(tokens = pairs.len(), "bearer-token auth on");
+        Some(grpc::auth::Tokens::new(pairs))
+    } else {
+        None
+    };
+    let mut builder = tonic::transport::Server::builder();
+    if cfg.tls.enabled {
+        builder = builder.tls_config(tls_config(&cfg.tls)?)?;
+        tracing::info!(client_certs_required = !cfg.tls.ca.is_empty(), "TLS on");
+    }
+    // Standard grpc.health.v1 (Kubernetes gRPC probes) and reflection
+    // (grpcurl) work without our protos.
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    for name in [
+        "jq.v1.JobService",
+        "jq.v1.WorkerService",
+        "jq.v1.AdminService",
+        "",
+    ] {
+        health_reporter
+            .set_service_status(name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(jq_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let grpc = builder
         .layer(grpc::layer::RequestLayer {
             metrics: metrics.clone(),
         })
+        .layer(grpc::auth::AuthLayer { tokens })
+        .add_service(health_service)
+        .add_service(reflection)
         .add_service(
             JobServiceServer::new(grpc::job::Jobs(shared.clone()))
                 .max_decoding_message_size(max)

@@ -81,7 +81,6 @@ async fn fr_015_a_job_locked_by_another_dispatcher_is_not_sent() {
 
 struct OwnRedis {
     child: Child,
-    port: u16,
 }
 
 impl OwnRedis {
@@ -106,7 +105,7 @@ impl OwnRedis {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        OwnRedis { child, port }
+        OwnRedis { child }
     }
 }
 

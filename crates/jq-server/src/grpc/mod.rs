@@ -3,6 +3,7 @@
 //! converts back. Errors are canonical statuses (see `status`).
 
 pub mod admin;
+pub mod auth;
 pub mod job;
 pub mod layer;
 pub mod worker;
