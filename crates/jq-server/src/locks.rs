@@ -46,7 +46,7 @@ impl Locks {
         } else {
             let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)?;
             if !password.is_empty() {
-                let settings = info.redis_settings().clone().set_password(password.to_string());
+                let settings = info.redis_settings().clone().set_password(password);
                 info = info.set_redis_settings(settings);
             }
             let client = redis::Client::open(info)?;
