@@ -277,8 +277,9 @@ pub enum TransitionError {
     /// The caller holds an older (or unknown) attempt than the job's.
     #[error("stale attempt {presented}: the job is at attempt {current}")]
     StaleAttempt { presented: u32, current: u32 },
-    /// The attempt is right but another worker holds it.
-    #[error("attempt {attempt} is held by another worker")]
+    /// The attempt is right but the caller does not hold it (another worker
+    /// does, or the job was taken back).
+    #[error("attempt {attempt} is not held by this worker")]
     NotOwner { attempt: u32 },
     /// The command makes no sense in the job's current state.
     #[error("cannot {command} a job that is {status}")]

@@ -27,7 +27,7 @@ impl Check {
 pub async fn check_postgres(cfg: &ServerConfig) -> Check {
     let opts = StoreOptions {
         max_connections: 2,
-        acquire_timeout: Duration::from_secs(5),
+        acquire_timeout: Duration::from_millis(cfg.db.acquire_timeout_ms),
         password: (!cfg.db.password.is_empty()).then(|| cfg.db.password.clone()),
         ..Default::default()
     };

@@ -592,7 +592,13 @@ async fn nfr_008_fr_015_two_servers_dispatch_2000_jobs_without_duplicates() {
         let mut w = FakeWorker::connect(addr, &format!("w{i}"), &["default"], 8).await;
         workers.push(tokio::spawn(async move {
             let mut runs = vec![];
+            let mut last_beat = std::time::Instant::now();
             while let Some(Kind::Assignment(a)) = w.next_within(Duration::from_secs(5)).await {
+                // Heartbeat like a real worker, or a slow run gets reaped.
+                if last_beat.elapsed() > Duration::from_secs(2) {
+                    w.heartbeat(vec![]).await;
+                    last_beat = std::time::Instant::now();
+                }
                 w.ack(&a).await.unwrap();
                 w.report(&a.job_id, a.attempt, v1::Outcome::Succeeded)
                     .await
@@ -708,4 +714,33 @@ async fn jq_104_oversize_grpc_message_is_refused_with_a_clear_status() {
         .unwrap();
     assert_eq!(n, 0);
     env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn jq_120_a_submit_on_one_replica_wakes_the_dispatcher_of_another() {
+    let db = jq_testkit::TestDb::new().await;
+    let mut cfg = config(&db);
+    // The interval safety net is far away: only the wake-up can deliver.
+    cfg.scheduler.interval_ms = 60_000;
+    let a = jq_server::start(cfg.clone()).await.unwrap();
+    let b = jq_server::start(cfg).await.unwrap();
+    let mut w = FakeWorker::connect(b.grpc_addr, "on-b", &["default"], 1).await;
+    // Let B's first cycle (on connect) pass with nothing to do.
+    assert!(w.next_within(Duration::from_millis(300)).await.is_none());
+    let mut jobs = jq_proto::v1::job_service_client::JobServiceClient::new(channel(a.grpc_addr).await);
+    let id = jobs
+        .submit_job(v1::SubmitJobRequest {
+            job: Some(spec("default", "{}")),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    let got = w.next_within(Duration::from_secs(20)).await;
+    assert!(
+        matches!(&got, Some(Kind::Assignment(x)) if x.job_id == id),
+        "B was not woken: {got:?}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
 }
