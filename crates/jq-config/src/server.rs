@@ -115,6 +115,9 @@ pub struct Kafka {
     pub sasl_password: String,
     /// Sent outbox rows are pruned after this long.
     pub outbox_retention_s: u64,
+    /// How long the producer tries to deliver one event before reporting
+    /// failure (the relay then retries it).
+    pub message_timeout_ms: u64,
 }
 
 impl Default for Kafka {
@@ -130,6 +133,7 @@ impl Default for Kafka {
             sasl_username: String::new(),
             sasl_password: String::new(),
             outbox_retention_s: 24 * 3600,
+            message_timeout_ms: 30_000,
         }
     }
 }
@@ -305,6 +309,10 @@ impl Config for ServerConfig {
             "server.max_message_bytes must be larger than server.max_payload_bytes",
         );
         check(self.kafka.partitions >= 1, "kafka.partitions must be at least 1");
+        check(
+            self.kafka.message_timeout_ms >= 1000,
+            "kafka.message_timeout_ms must be at least 1000",
+        );
         check(
             self.kafka.replication_factor >= 1,
             "kafka.replication_factor must be at least 1",

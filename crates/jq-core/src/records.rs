@@ -143,3 +143,28 @@ pub struct Assignment {
     pub timeout: Option<Duration>,
     pub created_at: DateTime<Utc>,
 }
+
+/// One unsent event from the transactional outbox (JQ-160): a job
+/// transition, or a worker event when `job_id` is `None`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEvent {
+    /// Outbox sequence: the relay publishes in this order.
+    pub id: i64,
+    pub event_id: Uuid,
+    /// Logical topic (without the configured prefix).
+    pub topic: String,
+    /// Kafka key: job id, or worker id for worker events.
+    pub key: String,
+    pub job_id: Option<Uuid>,
+    pub queue: Option<String>,
+    pub from: Option<JobStatus>,
+    pub to: Option<JobStatus>,
+    pub reason: Option<String>,
+    pub worker_id: Option<String>,
+    pub attempt: Option<u32>,
+    pub detail: Option<String>,
+    pub worker_status: Option<WorkerStatus>,
+    pub active_jobs: Option<u32>,
+    pub concurrency: Option<u32>,
+    pub occurred_at: DateTime<Utc>,
+}

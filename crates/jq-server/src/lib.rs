@@ -14,6 +14,7 @@
 //! - [`dispatcher`]: claims for free capacity and pushes assignments.
 //! - [`locks`]: Redis per-job dispatch locks (a second guard).
 //! - [`reaper`]: assignment timeouts, dead workers, TTL, gauges.
+//! - [`relay`]: the outbox relay to Kafka and the event decoder.
 //! - [`status`], [`convert`]: errors and records at the wire edge.
 //! - [`dry_run`]: `--dry-run` checks (FR-046).
 
@@ -24,6 +25,7 @@ pub mod grpc;
 pub mod locks;
 pub mod reaper;
 pub mod registry;
+pub mod relay;
 pub mod status;
 
 use std::net::SocketAddr;
@@ -302,6 +304,30 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
             move || {
                 let s = s.clone();
                 async move { reaper::gauges::pass(&s).await }
+            },
+        )));
+    }
+    // SPEC §9: the outbox relay, when Kafka is configured.
+    if !cfg.kafka.brokers.trim().is_empty() {
+        let r = relay::Relay::new(shared.clone())?;
+        tasks.push(tokio::spawn(r.run(stop_rx.clone())));
+    }
+    {
+        let s = shared.clone();
+        let retention = Duration::from_secs(cfg.kafka.outbox_retention_s);
+        tasks.push(tokio::spawn(reaper::every(
+            "outbox_prune",
+            Duration::from_secs(60),
+            stop_rx.clone(),
+            move || {
+                let s = s.clone();
+                async move {
+                    match s.store.outbox_prune(retention).await {
+                        Ok(n) if n > 0 => tracing::debug!(pruned = n, "sent outbox events pruned"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "outbox prune failed"),
+                    }
+                }
             },
         )));
     }

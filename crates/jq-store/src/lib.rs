@@ -16,6 +16,7 @@
 //! - [`reaper`]: assignment timeouts, dead workers, TTL expiry.
 //! - [`queues`]: queue CRUD, stats, pause/resume.
 //! - [`workers`]: register, heartbeat, drain, shutdown, deregister, list.
+//! - [`outbox`]: the relay's side of the transactional outbox.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +27,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 pub mod claim;
 mod error;
 pub mod jobs;
+pub mod outbox;
 pub mod queues;
 pub mod reaper;
 mod rows;
@@ -34,6 +36,7 @@ pub mod workers;
 
 pub use error::{StoreError, is_transient};
 pub use jobs::{ListFilter, ListPage, Submitted};
+pub use outbox::RelayLease;
 pub use reaper::ReapReport;
 pub use transitions::{CancelOutcome, ReportOutcome, ResultReport};
 pub use workers::HeartbeatOutcome;

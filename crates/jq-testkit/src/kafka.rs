@@ -40,6 +40,13 @@ impl TestKafka {
     }
 }
 
+impl TestKafka {
+    /// The mock cluster, to take brokers down and up (None with a real broker).
+    pub fn mock(&self) -> Option<&MockCluster<'static, DefaultProducerContext>> {
+        self._mock.as_ref()
+    }
+}
+
 impl Default for TestKafka {
     fn default() -> Self {
         TestKafka::new()

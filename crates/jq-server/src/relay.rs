@@ -1,0 +1,311 @@
+//! The outbox relay (SPEC §9, JQ-160): publishes outbox events to Kafka as
+//! protobuf messages (events.proto), key = job id (worker id for worker
+//! events) so one job's events keep their order within a topic.
+//!
+//! - Exactly one relay in the cluster publishes at a time (the store's
+//!   `RelayLease`, an advisory lock); others wait to take over.
+//! - Events are enqueued in outbox order on an idempotent producer and
+//!   marked sent only after the broker acknowledged them — and only the
+//!   contiguous acknowledged prefix, so nothing is skipped and order holds.
+//! - Kafka down: jobs keep flowing (the relay is off the critical path),
+//!   errors are counted per topic, the backlog is exported, and everything
+//!   is delivered, in order, when Kafka returns (FR-038). At-least-once:
+//!   consumers de-duplicate on `event_id`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jq_core::records::OutboxEvent;
+use jq_proto::v1;
+use jq_proto::{job_status_to_proto, timestamp, worker_status_to_proto};
+use prost::Message;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::watch;
+
+use crate::Shared;
+
+const BATCH: u32 = 500;
+
+/// librdkafka settings shared by producer, admin and consumers.
+pub fn client_config(k: &jq_config::server::Kafka) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers)
+        .set("security.protocol", &k.security_protocol);
+    if k.security_protocol.starts_with("sasl") {
+        c.set("sasl.mechanisms", &k.sasl_mechanism)
+            .set("sasl.username", &k.sasl_username)
+            .set("sasl.password", &k.sasl_password);
+    }
+    c
+}
+
+/// The wire form of an outbox event.
+pub fn encode(e: &OutboxEvent) -> Vec<u8> {
+    match e.job_id {
+        Some(job) => v1::LifecycleEvent {
+            event_id: e.event_id.to_string(),
+            job_id: job.to_string(),
+            queue: e.queue.clone().unwrap_or_default(),
+            from_status: e.from.map(|s| job_status_to_proto(s) as i32).unwrap_or(0),
+            to_status: e.to.map(|s| job_status_to_proto(s) as i32).unwrap_or(0),
+            occurred_at: Some(timestamp(e.occurred_at)),
+            worker_id: e.worker_id.clone().unwrap_or_default(),
+            reason: e.reason.clone().unwrap_or_default(),
+            attempt: e.attempt.unwrap_or(0),
+            detail: e.detail.clone().unwrap_or_default(),
+        }
+        .encode_to_vec(),
+        None => v1::WorkerHeartbeatEvent {
+            event_id: e.event_id.to_string(),
+            worker_id: e.worker_id.clone().unwrap_or_default(),
+            status: e
+                .worker_status
+                .map(|s| worker_status_to_proto(s) as i32)
+                .unwrap_or(0),
+            active_jobs: e.active_jobs.unwrap_or(0),
+            concurrency: e.concurrency.unwrap_or(0),
+            occurred_at: Some(timestamp(e.occurred_at)),
+        }
+        .encode_to_vec(),
+    }
+}
+
+pub struct Relay {
+    pub shared: Arc<Shared>,
+    producer: FutureProducer,
+    prefix: String,
+}
+
+impl Relay {
+    pub fn new(shared: Arc<Shared>) -> anyhow::Result<Relay> {
+        let k = &shared.cfg.kafka;
+        let producer: FutureProducer = client_config(k)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", k.message_timeout_ms.to_string())
+            .set("linger.ms", "5")
+            .create()?;
+        let prefix = k.topic_prefix.clone();
+        Ok(Relay {
+            shared,
+            producer,
+            prefix,
+        })
+    }
+
+    /// Create missing topics (many brokers do not auto-create them).
+    pub async fn ensure_topics(&self) {
+        let k = &self.shared.cfg.kafka;
+        let admin: AdminClient<DefaultClientContext> = match client_config(k).create() {
+            Ok(a) => a,
+            Err(e) => return tracing::warn!(error = %e, "kafka admin client"),
+        };
+        let names: Vec<String> = jq_core::events::ALL_TOPICS
+            .iter()
+            .map(|t| format!("{}{t}", self.prefix))
+            .collect();
+        let topics: Vec<NewTopic> = names
+            .iter()
+            .map(|n| {
+                NewTopic::new(
+                    n,
+                    k.partitions as i32,
+                    TopicReplication::Fixed(k.replication_factor as i32),
+                )
+            })
+            .collect();
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(5)))
+            .request_timeout(Some(Duration::from_secs(5)));
+        tracing::info!(topics = names.len(), "ensuring kafka topics exist");
+        // Bounded: a broker that never answers must not hold up the relay.
+        let res = tokio::time::timeout(Duration::from_secs(10), admin.create_topics(&topics, &opts)).await;
+        let Ok(res) = res else {
+            return tracing::warn!("kafka topic creation timed out; relying on broker auto-creation");
+        };
+        match res {
+            Ok(results) => {
+                for r in results {
+                    match r {
+                        Ok(t) => tracing::info!(topic = %t, "kafka topic created"),
+                        Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((t, code)) => tracing::warn!(topic = %t, ?code, "cannot create kafka topic"),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create kafka topics; relying on broker auto-creation")
+            }
+        }
+    }
+
+    /// Publish `batch` in order; returns the ids of the acknowledged prefix.
+    pub async fn publish(&self, batch: &[OutboxEvent]) -> Vec<i64> {
+        let mut pending = Vec::with_capacity(batch.len());
+        for e in batch {
+            let topic = format!("{}{}", self.prefix, e.topic);
+            let payload = encode(e);
+            let record = FutureRecord::to(&topic).key(&e.key).payload(&payload);
+            match self.producer.send_result(record) {
+                Ok(f) => pending.push((e, topic, f)),
+                Err((err, _)) => {
+                    self.shared
+                        .metrics
+                        .kafka_publish_errors
+                        .with_label_values(&[&e.topic])
+                        .inc();
+                    tracing::warn!(topic = %topic, error = %err, "cannot enqueue event");
+                    break;
+                }
+            }
+        }
+        let mut acked = vec![];
+        let mut broken = false;
+        for (e, topic, f) in pending {
+            // Await every enqueued delivery, but only a gap-free prefix counts.
+            let ok = matches!(f.await, Ok(Ok(_)));
+            if !ok {
+                self.shared
+                    .metrics
+                    .kafka_publish_errors
+                    .with_label_values(&[&e.topic])
+                    .inc();
+                if !broken {
+                    tracing::warn!(topic = %topic, event_id = %e.event_id, "kafka did not acknowledge an event; will retry");
+                }
+                broken = true;
+            }
+            if ok && !broken {
+                acked.push(e.id);
+            }
+        }
+        acked
+    }
+
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        if self.shared.cfg.kafka.create_topics {
+            self.ensure_topics().await;
+        }
+        let s = self.shared.clone();
+        let pause = |d: Duration| {
+            let mut stop = stop.clone();
+            async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => false,
+                    _ = stop.changed() => true,
+                }
+            }
+        };
+        'outer: loop {
+            if *stop.borrow() {
+                break;
+            }
+            let mut lease = match s.store.try_relay_lease().await {
+                Ok(Some(l)) => l,
+                Ok(None) | Err(_) => {
+                    if pause(Duration::from_secs(2)).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            tracing::info!("this server is the outbox relay");
+            loop {
+                if *stop.borrow() {
+                    break 'outer;
+                }
+                if !lease.alive().await {
+                    tracing::warn!("lost the relay lease; trying to take it again");
+                    continue 'outer;
+                }
+                let batch = match s.store.outbox_unsent(BATCH).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the outbox");
+                        if pause(Duration::from_secs(1)).await {
+                            break 'outer;
+                        }
+                        continue;
+                    }
+                };
+                if batch.is_empty() {
+                    if pause(Duration::from_millis(200)).await {
+                        break 'outer;
+                    }
+                    continue;
+                }
+                let acked = self.publish(&batch).await;
+                if let Err(e) = s.store.outbox_mark_sent(&acked).await {
+                    tracing::warn!(error = %e, "cannot mark events sent; they will be sent again");
+                }
+                if acked.len() < batch.len() && pause(Duration::from_secs(1)).await {
+                    break 'outer;
+                }
+            }
+        }
+        tracing::info!("outbox relay stopped");
+    }
+}
+
+/// A decoded event, as `events_tail` prints it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Job(v1::LifecycleEvent),
+    Worker(v1::WorkerHeartbeatEvent),
+}
+
+/// Decode a message from topic `logical` (prefix stripped).
+pub fn decode(logical: &str, bytes: &[u8]) -> Result<Decoded, prost::DecodeError> {
+    if logical == jq_core::events::TOPIC_WORKER_HEARTBEAT {
+        v1::WorkerHeartbeatEvent::decode(bytes).map(Decoded::Worker)
+    } else {
+        v1::LifecycleEvent::decode(bytes).map(Decoded::Job)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use jq_core::JobStatus;
+    use uuid::Uuid;
+
+    #[test]
+    fn fr_036_fr_037_outbox_event_round_trips_through_protobuf() {
+        let e = OutboxEvent {
+            id: 7,
+            event_id: Uuid::new_v4(),
+            topic: "job.completed".into(),
+            key: "k".into(),
+            job_id: Some(Uuid::new_v4()),
+            queue: Some("default".into()),
+            from: Some(JobStatus::Running),
+            to: Some(JobStatus::Done),
+            reason: Some("COMPLETED".into()),
+            worker_id: Some("w1".into()),
+            attempt: Some(2),
+            detail: None,
+            worker_status: None,
+            active_jobs: None,
+            concurrency: None,
+            occurred_at: Utc::now(),
+        };
+        let Decoded::Job(m) = decode("job.completed", &encode(&e)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(m.event_id, e.event_id.to_string());
+        assert_eq!(m.job_id, e.job_id.unwrap().to_string());
+        assert_eq!(
+            (m.from_status, m.to_status),
+            (v1::JobStatus::Running as i32, v1::JobStatus::Done as i32)
+        );
+        assert_eq!(
+            (m.reason.as_str(), m.worker_id.as_str(), m.attempt),
+            ("COMPLETED", "w1", 2)
+        );
+    }
+}

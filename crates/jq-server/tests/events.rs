@@ -1,0 +1,223 @@
+//! SPEC §9 against a Kafka-protocol broker (librdkafka mock cluster, or
+//! JQ_TEST_KAFKA_BROKERS): every transition published exactly once,
+//! decodable; broker outages stall nothing and lose nothing; two relaying
+//! servers leave no gaps.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::*;
+use jq_proto::v1;
+use jq_server::relay::{Decoded, decode};
+use jq_testkit::{TestDb, TestKafka};
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use uuid::Uuid;
+
+fn kafka_config(db: &TestDb, k: &TestKafka) -> jq_config::ServerConfig {
+    let mut cfg = config(db);
+    cfg.kafka.brokers = k.brokers.clone();
+    cfg.kafka.topic_prefix = k.topic_prefix.clone();
+    cfg.kafka.partitions = 1;
+    cfg.kafka.message_timeout_ms = 3000;
+    // The mock cluster creates topics on first produce and does not
+    // implement CreateTopics; a real broker gets them created.
+    cfg.kafka.create_topics = k.mock().is_none();
+    cfg
+}
+
+/// Consume every jq topic from the start until `want` job events (by
+/// distinct event id) have arrived; returns all job events received,
+/// duplicates included.
+async fn consume(k: &TestKafka, want: usize) -> Vec<v1::LifecycleEvent> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &k.brokers)
+        .set("group.id", format!("{}test", k.topic_prefix))
+        .set("auto.offset.reset", "earliest")
+        .set("topic.metadata.refresh.interval.ms", "500")
+        .create()
+        .unwrap();
+    let topics: Vec<String> = jq_core::events::ALL_TOPICS
+        .iter()
+        .map(|t| format!("{}{t}", k.topic_prefix))
+        .collect();
+    consumer
+        .subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
+        .unwrap();
+    let mut got = vec![];
+    let mut ids = HashSet::new();
+    while ids.len() < want {
+        let m = match tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await {
+            Ok(Ok(m)) => m,
+            // A subscribed topic with no message yet; not an error for us.
+            Ok(Err(e)) if e.to_string().contains("UnknownTopicOrPartition") => continue,
+            // A subscribed topic with no message yet; not an error for us.
+            Ok(Err(e)) if e.to_string().contains("UnknownTopicOrPartition") => continue,
+            Ok(Err(e)) => panic!("consumer error: {e}"),
+            Err(_) => panic!("only {} of {want} events arrived", ids.len()),
+        };
+        let logical = m.topic().strip_prefix(&k.topic_prefix).unwrap().to_string();
+        match decode(&logical, m.payload().unwrap()).expect("every message decodes") {
+            Decoded::Job(e) => {
+                assert_eq!(m.key(), Some(e.job_id.as_bytes()), "keyed by job id");
+                ids.insert(e.event_id.clone());
+                got.push(e);
+            }
+            Decoded::Worker(w) => assert_eq!(m.key(), Some(w.worker_id.as_bytes())),
+        }
+    }
+    got
+}
+
+async fn event_ids(db: &TestDb) -> Vec<(Uuid, Uuid, String)> {
+    sqlx::query_as("SELECT event_id, job_id, reason FROM job_events ORDER BY id")
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+}
+
+async fn run_jobs(env: &mut Env, w: &mut FakeWorker, n: usize) -> Vec<String> {
+    let jobs = (0..n).map(|i| spec("default", &i.to_string())).collect();
+    let ids: Vec<String> = env
+        .jobs
+        .submit_jobs(v1::SubmitJobsRequest { jobs })
+        .await
+        .unwrap()
+        .into_inner()
+        .results
+        .into_iter()
+        .map(|r| r.job_id)
+        .collect();
+    for _ in 0..n {
+        let a = w.assignment().await;
+        w.ack(&a).await.unwrap();
+        w.report(&a.job_id, a.attempt, v1::Outcome::Succeeded)
+            .await
+            .unwrap();
+    }
+    ids
+}
+
+#[tokio::test]
+async fn fr_036_fr_037_jq_160_every_transition_is_published_once_decodable_and_ordered() {
+    let k = TestKafka::new();
+    let db = TestDb::new().await;
+    let cfg = kafka_config(&db, &k);
+    let mut env = start_with(db, cfg).await;
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 1).await;
+    let job = run_jobs(&mut env, &mut w, 1).await.remove(0);
+    let got = consume(&k, 4).await;
+    let mine: Vec<&v1::LifecycleEvent> = got.iter().filter(|e| e.job_id == job).collect();
+    assert_eq!(mine.len(), 4, "exactly once each: {mine:?}");
+    let mut by_time = mine.clone();
+    by_time.sort_by_key(|e| e.occurred_at.map(|t| (t.seconds, t.nanos)));
+    let reasons: Vec<&str> = by_time.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(reasons, ["SUBMITTED", "CLAIMED", "STARTED", "COMPLETED"]);
+    let done = by_time[3];
+    assert_eq!(
+        (done.from_status, done.to_status),
+        (v1::JobStatus::Running as i32, v1::JobStatus::Done as i32)
+    );
+    assert_eq!(
+        (done.queue.as_str(), done.worker_id.as_str(), done.attempt),
+        ("default", "w1", 1)
+    );
+    let db_ids: HashSet<String> = event_ids(&env.db)
+        .await
+        .into_iter()
+        .map(|(e, _, _)| e.to_string())
+        .collect();
+    assert_eq!(
+        mine.iter().map(|e| e.event_id.clone()).collect::<HashSet<_>>(),
+        db_ids,
+        "the same events as job_events"
+    );
+    // Marked sent; the backlog is empty.
+    let unsent: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM event_outbox WHERE sent_at IS NULL AND job_id IS NOT NULL")
+            .fetch_one(env.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(unsent, 0);
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fr_038_broker_down_stalls_no_job_and_every_event_arrives_after_recovery() {
+    let k = TestKafka::new();
+    let Some(mock) = k.mock() else {
+        eprintln!("JQ_TEST_KAFKA_BROKERS points at a real broker: outage simulation needs the mock cluster");
+        return;
+    };
+    let db = TestDb::new().await;
+    let cfg = kafka_config(&db, &k);
+    let mut env = start_with(db, cfg).await;
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 2).await;
+    run_jobs(&mut env, &mut w, 2).await;
+    mock.broker_down(1).unwrap();
+    // Jobs keep flowing while Kafka is down.
+    let during = run_jobs(&mut env, &mut w, 10).await;
+    for id in &during {
+        assert_eq!(env.job(id).await.status, v1::JobStatus::Done as i32);
+    }
+    let st = env
+        .admin
+        .get_system_status(v1::GetSystemStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(st.outbox_backlog > 0, "events wait in PostgreSQL");
+    // Stay down past the delivery timeout, until failures are counted.
+    let mut errors = 0.0;
+    for _ in 0..60 {
+        let (_, metrics) = http_get(env.server.metrics_addr, "/metrics").await;
+        errors = metrics
+            .lines()
+            .filter(|l| l.starts_with("jq_kafka_publish_errors_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if errors > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(errors > 0.0, "publish errors are counted while Kafka is down");
+    mock.broker_up(1).unwrap();
+    let all = event_ids(&env.db).await;
+    let got = consume(&k, all.len()).await;
+    let got_ids: HashSet<String> = got.iter().map(|e| e.event_id.clone()).collect();
+    for (e, _, _) in &all {
+        assert!(got_ids.contains(&e.to_string()), "event {e} never arrived");
+    }
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn jq_160_two_relaying_servers_publish_every_event_once_without_gaps() {
+    let k = TestKafka::new();
+    let db = TestDb::new().await;
+    let cfg = kafka_config(&db, &k);
+    let b = jq_server::start(cfg.clone()).await.unwrap();
+    let mut env = start_with(db, cfg).await;
+    let mut w1 = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 4).await;
+    run_jobs(&mut env, &mut w1, 30).await;
+    let all = event_ids(&env.db).await;
+    assert_eq!(all.len(), 120);
+    let got = consume(&k, all.len()).await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for e in &got {
+        *counts.entry(e.event_id.clone()).or_default() += 1;
+    }
+    for (e, _, _) in &all {
+        assert_eq!(
+            counts.get(&e.to_string()),
+            Some(&1),
+            "event {e}: no gap, no duplicate"
+        );
+    }
+    b.shutdown().await;
+    env.server.shutdown().await;
+}
