@@ -10,6 +10,22 @@ use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 
+fn job_status(v: i32) -> String {
+    jq_proto::job_status_from_proto(v).map_or("-".into(), |s| s.to_string())
+}
+
+fn worker_status(v: i32) -> String {
+    jq_proto::worker_status_from_proto(v).map_or("-".into(), |s| s.to_string())
+}
+
+fn when(t: Option<prost_types::Timestamp>) -> String {
+    t.as_ref()
+        .and_then(jq_proto::from_timestamp)
+        .map_or("-".into(), |t| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        })
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,17 +52,22 @@ async fn main() -> anyhow::Result<()> {
     consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
     let mut stream = consumer.stream();
     while let Some(m) = stream.next().await {
-        let m = m?;
+        let m = match m {
+            Ok(m) => m,
+            // A topic nothing was published to yet: keep listening.
+            Err(e) if e.to_string().contains("UnknownTopicOrPartition") => continue,
+            Err(e) => return Err(e.into()),
+        };
         let logical = m.topic().strip_prefix(&prefix).unwrap_or(m.topic()).to_string();
         match decode(&logical, m.payload().unwrap_or_default()) {
             Ok(Decoded::Job(e)) => println!(
                 "{} {:<18} job={} queue={} {}->{} reason={} attempt={} worker={} event={}",
-                e.occurred_at.map(|t| t.seconds).unwrap_or(0),
+                when(e.occurred_at),
                 logical,
                 e.job_id,
                 e.queue,
-                e.from_status,
-                e.to_status,
+                job_status(e.from_status),
+                job_status(e.to_status),
                 e.reason,
                 e.attempt,
                 e.worker_id,
@@ -54,10 +75,10 @@ async fn main() -> anyhow::Result<()> {
             ),
             Ok(Decoded::Worker(w)) => println!(
                 "{} {:<18} worker={} status={} active={}/{} event={}",
-                w.occurred_at.map(|t| t.seconds).unwrap_or(0),
+                when(w.occurred_at),
                 logical,
                 w.worker_id,
-                w.status,
+                worker_status(w.status),
                 w.active_jobs,
                 w.concurrency,
                 w.event_id

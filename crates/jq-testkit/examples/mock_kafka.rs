@@ -9,7 +9,10 @@
 fn main() {
     let k = jq_testkit::TestKafka::new();
     println!("{}", k.brokers);
-    eprintln!("mock Kafka cluster ({}) serving at {}; Ctrl-C to stop", k.source, k.brokers);
+    eprintln!(
+        "mock Kafka cluster ({}) serving at {}; Ctrl-C to stop",
+        k.source, k.brokers
+    );
     loop {
         std::thread::park();
     }
