@@ -15,6 +15,7 @@ use jq_testkit::{TestDb, TestKafka};
 use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
 use uuid::Uuid;
 
 fn kafka_config(db: &TestDb, k: &TestKafka) -> jq_config::ServerConfig {
@@ -29,35 +30,53 @@ fn kafka_config(db: &TestDb, k: &TestKafka) -> jq_config::ServerConfig {
     cfg
 }
 
-/// Consume every jq topic from the start until `want` job events (by
-/// distinct event id) have arrived; returns all job events received,
-/// duplicates included.
-async fn consume(k: &TestKafka, want: usize) -> Vec<v1::LifecycleEvent> {
+/// Wait until the relay has had every outbox event acknowledged, then read
+/// every jq topic from the beginning by explicit assignment (no consumer
+/// group to coordinate) until `want` distinct job events arrived; returns
+/// all job events received, duplicates included.
+async fn consume(k: &TestKafka, want: usize, db: &TestDb) -> Vec<v1::LifecycleEvent> {
+    let mut drained = false;
+    for _ in 0..300 {
+        let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM event_outbox WHERE sent_at IS NULL")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        if unsent == 0 {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(drained, "the relay never got every event acknowledged");
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &k.brokers)
         .set("group.id", format!("{}test", k.topic_prefix))
-        .set("auto.offset.reset", "earliest")
-        .set("topic.metadata.refresh.interval.ms", "500")
+        .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let topics: Vec<String> = jq_core::events::ALL_TOPICS
+    let md = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for t in md
+        .topics()
         .iter()
-        .map(|t| format!("{}{t}", k.topic_prefix))
-        .collect();
-    consumer
-        .subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
-        .unwrap();
+        .filter(|t| t.name().starts_with(&k.topic_prefix))
+    {
+        for p in t.partitions() {
+            tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)
+                .unwrap();
+        }
+    }
+    consumer.assign(&tpl).unwrap();
     let mut got = vec![];
     let mut ids = HashSet::new();
     while ids.len() < want {
-        let m = match tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await {
+        let m = match tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await {
             Ok(Ok(m)) => m,
-            // A subscribed topic with no message yet; not an error for us.
-            Ok(Err(e)) if e.to_string().contains("UnknownTopicOrPartition") => continue,
-            // A subscribed topic with no message yet; not an error for us.
-            Ok(Err(e)) if e.to_string().contains("UnknownTopicOrPartition") => continue,
             Ok(Err(e)) => panic!("consumer error: {e}"),
-            Err(_) => panic!("only {} of {want} events arrived", ids.len()),
+            Err(_) => panic!(
+                "only {} of {want} events arrived although all were acknowledged",
+                ids.len()
+            ),
         };
         let logical = m.topic().strip_prefix(&k.topic_prefix).unwrap().to_string();
         match decode(&logical, m.payload().unwrap()).expect("every message decodes") {
@@ -109,7 +128,7 @@ async fn fr_036_fr_037_jq_160_every_transition_is_published_once_decodable_and_o
     let mut env = start_with(db, cfg).await;
     let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 1).await;
     let job = run_jobs(&mut env, &mut w, 1).await.remove(0);
-    let got = consume(&k, 4).await;
+    let got = consume(&k, 4, &env.db).await;
     let mine: Vec<&v1::LifecycleEvent> = got.iter().filter(|e| e.job_id == job).collect();
     assert_eq!(mine.len(), 4, "exactly once each: {mine:?}");
     let mut by_time = mine.clone();
@@ -187,7 +206,7 @@ async fn fr_038_broker_down_stalls_no_job_and_every_event_arrives_after_recovery
     assert!(errors > 0.0, "publish errors are counted while Kafka is down");
     mock.broker_up(1).unwrap();
     let all = event_ids(&env.db).await;
-    let got = consume(&k, all.len()).await;
+    let got = consume(&k, all.len(), &env.db).await;
     let got_ids: HashSet<String> = got.iter().map(|e| e.event_id.clone()).collect();
     for (e, _, _) in &all {
         assert!(got_ids.contains(&e.to_string()), "event {e} never arrived");
@@ -206,7 +225,7 @@ async fn jq_160_two_relaying_servers_publish_every_event_once_without_gaps() {
     run_jobs(&mut env, &mut w1, 30).await;
     let all = event_ids(&env.db).await;
     assert_eq!(all.len(), 120);
-    let got = consume(&k, all.len()).await;
+    let got = consume(&k, all.len(), &env.db).await;
     let mut counts: HashMap<String, usize> = HashMap::new();
     for e in &got {
         *counts.entry(e.event_id.clone()).or_default() += 1;
