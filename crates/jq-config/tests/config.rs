@@ -18,7 +18,7 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 #[test]
-fn fr_043_defaults_are_the_specs() {
+fn fr_017_fr_043_defaults_are_the_specs() {
     let c = load::<ServerConfig>(None, vec![]).unwrap().config;
     assert_eq!(c.scheduler.batch_size, 100);
     assert_eq!(c.scheduler.interval_ms, 500);

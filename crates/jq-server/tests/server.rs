@@ -361,7 +361,7 @@ async fn fr_016_unacknowledged_assignment_times_out() {
 }
 
 #[tokio::test]
-async fn fr_025_to_fr_028_queue_admin_over_grpc() {
+async fn fr_025_to_fr_028_fr_042_queue_admin_and_system_status_over_grpc() {
     let mut env = start().await;
     let q = env
         .admin
@@ -743,4 +743,44 @@ async fn jq_120_a_submit_on_one_replica_wakes_the_dispatcher_of_another() {
     );
     a.shutdown().await;
     b.shutdown().await;
+}
+
+#[tokio::test]
+async fn nfr_020_fr_027_server_migrates_an_empty_database_on_start() {
+    let admin = jq_testkit::postgres::server().await.admin_url.clone();
+    let name = format!("jq_empty_{}", uuid::Uuid::new_v4().simple());
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let url = {
+        let o: sqlx::postgres::PgConnectOptions = admin.parse().unwrap();
+        sqlx::ConnectOptions::to_url_lossy(&o.database(&name)).to_string()
+    };
+    let db = jq_testkit::TestDb::new().await;
+    let mut cfg = config(&db);
+    cfg.db.url = url;
+    let server = jq_server::start(cfg).await.unwrap();
+    let (code, _) = http_get(server.health_addr, "/readyz").await;
+    assert_eq!(code, 200, "migrated and ready");
+    let mut admin_client =
+        jq_proto::v1::admin_service_client::AdminServiceClient::new(channel(server.grpc_addr).await);
+    let queues = admin_client
+        .list_queues(v1::ListQueuesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .queues;
+    assert_eq!(
+        queues.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(),
+        vec!["default"]
+    );
+    server.shutdown().await;
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut c)
+        .await
+        .unwrap();
 }
