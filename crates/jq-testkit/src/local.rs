@@ -107,6 +107,13 @@ fn tcp_answers(port: u16) -> bool {
     std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)).is_ok()
 }
 
+/// The port a previous test process started the service on, if it still
+/// answers there.
+fn already_running(port_file: &Path) -> Option<u16> {
+    let port: u16 = fs::read_to_string(port_file).ok()?.trim().parse().ok()?;
+    tcp_answers(port).then_some(port)
+}
+
 fn wait_for_port(port: u16, what: &str, log: &Path) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
@@ -131,11 +138,7 @@ pub(crate) fn postgres() -> Result<Option<u16>, String> {
     let dir = base_dir().join("postgres");
     let _guard = lock(&dir)?;
     let port_file = dir.join("port");
-    if let Some(port) = fs::read_to_string(&port_file)
-        .ok()
-        .and_then(|p| p.trim().parse().ok())
-        && tcp_answers(port)
-    {
+    if let Some(port) = already_running(&port_file) {
         return Ok(Some(port));
     }
     let user =
@@ -205,11 +208,7 @@ pub(crate) fn redis() -> Result<Option<u16>, String> {
     let dir = base_dir().join("redis");
     let _guard = lock(&dir)?;
     let port_file = dir.join("port");
-    if let Some(port) = fs::read_to_string(&port_file)
-        .ok()
-        .and_then(|p| p.trim().parse().ok())
-        && tcp_answers(port)
-    {
+    if let Some(port) = already_running(&port_file) {
         return Ok(Some(port));
     }
     let port = crate::free_port();
