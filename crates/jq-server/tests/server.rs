@@ -784,3 +784,67 @@ async fn nfr_020_fr_027_server_migrates_an_empty_database_on_start() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn fr_031_watch_job_streams_every_transition_until_terminal() {
+    let mut env = start().await;
+    let id = env.submit(spec("default", "{}")).await;
+    let mut watch = env
+        .jobs
+        .watch_job(v1::WatchJobRequest {
+            job_id: id.clone(),
+            since: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 1).await;
+    let a = w.assignment().await;
+    w.ack(&a).await.unwrap();
+    w.report(&id, a.attempt, v1::Outcome::Succeeded).await.unwrap();
+    let mut reasons = vec![];
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(15), watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        reasons.push(e.reason);
+    }
+    assert_eq!(
+        reasons,
+        ["SUBMITTED", "CLAIMED", "STARTED", "COMPLETED"],
+        "and the stream ends at the terminal state"
+    );
+    let e = env
+        .jobs
+        .watch_job(v1::WatchJobRequest {
+            job_id: uuid::Uuid::new_v4().to_string(),
+            since: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fr_004_ttl_reaper_dead_letters_a_job_nobody_started() {
+    let mut env = start().await;
+    let id = env
+        .submit(v1::JobSpec {
+            ttl_seconds: Some(1),
+            ..spec("default", "{}")
+        })
+        .await;
+    // No worker: the job waits past its TTL and the reaper dead-letters it.
+    env.wait_status(&id, v1::JobStatus::DeadLettered).await;
+    let ev = env
+        .jobs
+        .get_job_events(v1::GetJobEventsRequest { job_id: id })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(ev.last().unwrap().reason, "TTL_EXPIRED");
+    env.server.shutdown().await;
+}

@@ -1300,3 +1300,44 @@ async fn fr_040_observer_hears_named_queries() {
     s.list_queues().await.unwrap();
     assert_eq!(*obs.0.lock().unwrap(), vec!["submit_jobs", "list_queues"]);
 }
+
+#[tokio::test]
+async fn jq_160_outbox_is_read_in_order_marked_sent_and_pruned_after_retention() {
+    let (_db, s) = setup().await;
+    s.submit_many((0..3).map(|_| job("default")).collect())
+        .await
+        .unwrap();
+    let unsent = s.outbox_unsent(10).await.unwrap();
+    assert_eq!(unsent.len(), 3);
+    assert!(unsent.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
+    assert!(
+        unsent
+            .iter()
+            .all(|e| e.topic == "job.submitted" && e.key == e.job_id.unwrap().to_string())
+    );
+    s.outbox_mark_sent(&[unsent[0].id, unsent[1].id]).await.unwrap();
+    assert_eq!(s.outbox_unsent(10).await.unwrap().len(), 1);
+    assert_eq!(s.outbox_backlog().await.unwrap(), 1);
+    // Nothing is pruned before the retention has passed, unsent never.
+    assert_eq!(s.outbox_prune(Duration::from_secs(3600)).await.unwrap(), 0);
+    sqlx::query("UPDATE event_outbox SET sent_at = sent_at - interval '2 hours' WHERE sent_at IS NOT NULL")
+        .execute(s.pool())
+        .await
+        .unwrap();
+    assert_eq!(s.outbox_prune(Duration::from_secs(3600)).await.unwrap(), 2);
+    assert_eq!(count(&s, "SELECT count(*) FROM event_outbox").await, 1);
+    // One relay at a time.
+    let lease = s.try_relay_lease().await.unwrap();
+    assert!(lease.is_some());
+    assert!(s.try_relay_lease().await.unwrap().is_none());
+    drop(lease);
+    let mut again = None;
+    for _ in 0..50 {
+        again = s.try_relay_lease().await.unwrap();
+        if again.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(again.is_some(), "a dropped lease frees the relay role");
+}
