@@ -98,28 +98,6 @@ async fn event_ids(db: &TestDb) -> Vec<(Uuid, Uuid, String)> {
         .unwrap()
 }
 
-async fn run_jobs(env: &mut Env, w: &mut FakeWorker, n: usize) -> Vec<String> {
-    let jobs = (0..n).map(|i| spec("default", &i.to_string())).collect();
-    let ids: Vec<String> = env
-        .jobs
-        .submit_jobs(v1::SubmitJobsRequest { jobs })
-        .await
-        .unwrap()
-        .into_inner()
-        .results
-        .into_iter()
-        .map(|r| r.job_id)
-        .collect();
-    for _ in 0..n {
-        let a = w.assignment().await;
-        w.ack(&a).await.unwrap();
-        w.report(&a.job_id, a.attempt, v1::Outcome::Succeeded)
-            .await
-            .unwrap();
-    }
-    ids
-}
-
 #[tokio::test]
 async fn fr_036_fr_037_jq_160_every_transition_is_published_once_decodable_and_ordered() {
     let k = TestKafka::new();

@@ -10,6 +10,13 @@ use jq_proto::v1;
 use jq_testkit::{TestDb, TestRedis};
 use redis::AsyncCommands;
 
+/// Run `n` jobs and check every one ended DONE.
+async fn run_and_check(env: &mut Env, w: &mut FakeWorker, n: usize) {
+    for id in run_jobs(env, w, n).await {
+        assert_eq!(env.job(&id).await.status, v1::JobStatus::Done as i32);
+    }
+}
+
 async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url)
         .unwrap()
@@ -116,27 +123,6 @@ impl Drop for OwnRedis {
     }
 }
 
-async fn run_jobs(env: &mut Env, w: &mut FakeWorker, n: usize) {
-    let jobs = (0..n).map(|i| spec("default", &i.to_string())).collect();
-    let ids = env
-        .jobs
-        .submit_jobs(v1::SubmitJobsRequest { jobs })
-        .await
-        .unwrap()
-        .into_inner()
-        .results;
-    for _ in 0..n {
-        let a = w.assignment().await;
-        w.ack(&a).await.unwrap();
-        w.report(&a.job_id, a.attempt, v1::Outcome::Succeeded)
-            .await
-            .unwrap();
-    }
-    for r in ids {
-        assert_eq!(env.job(&r.job_id).await.status, v1::JobStatus::Done as i32);
-    }
-}
-
 #[tokio::test]
 async fn nfr_009_redis_stopped_mid_run_loses_nothing_and_comes_back() {
     let port = jq_testkit::free_port();
@@ -146,10 +132,10 @@ async fn nfr_009_redis_stopped_mid_run_loses_nothing_and_comes_back() {
     cfg.redis.url = format!("redis://127.0.0.1:{port}");
     let mut env = start_with(db, cfg).await;
     let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 4).await;
-    run_jobs(&mut env, &mut w, 20).await;
+    run_and_check(&mut env, &mut w, 20).await;
     assert!(!env.server.shared.locks.degraded());
     drop(redis); // Redis dies
-    run_jobs(&mut env, &mut w, 20).await;
+    run_and_check(&mut env, &mut w, 20).await;
     assert!(
         env.server.shared.locks.degraded(),
         "the server noticed and carried on"
@@ -168,7 +154,7 @@ async fn nfr_009_redis_stopped_mid_run_loses_nothing_and_comes_back() {
     );
     // Redis is back, empty (as after a flush): locks resume.
     let _redis = OwnRedis::start(port);
-    run_jobs(&mut env, &mut w, 20).await;
+    run_and_check(&mut env, &mut w, 20).await;
     assert!(!env.server.shared.locks.degraded());
     let done: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'DONE'")
         .fetch_one(env.db.pool())

@@ -10,15 +10,22 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 /// True when a Docker daemon answers `/_ping` on its socket. Without one,
 /// testcontainers cannot work, so we skip it without waiting.
 pub(crate) fn daemon_answers() -> bool {
-    let sock = match std::env::var("DOCKER_HOST") {
-        Ok(h) if h.starts_with("unix://") => h.trim_start_matches("unix://").to_string(),
-        Ok(h) if !h.is_empty() => return tcp_ping(&h),
-        _ => "/var/run/docker.sock".to_string(),
-    };
-    let Ok(mut s) = std::os::unix::net::UnixStream::connect(&sock) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    match std::env::var("DOCKER_HOST") {
+        Ok(h) if h.starts_with("unix://") => unix_ping(h.trim_start_matches("unix://")),
+        Ok(h) if !h.is_empty() => {
+            std::net::TcpStream::connect(h.trim_start_matches("tcp://")).is_ok_and(ping)
+        }
+        _ => unix_ping("/var/run/docker.sock"),
+    }
+}
+
+fn unix_ping(path: &str) -> bool {
+    std::os::unix::net::UnixStream::connect(path).is_ok_and(ping)
+}
+
+/// `GET /_ping` over an open connection; true on HTTP 200.
+fn ping<S: Read + Write + TimeoutStream>(mut s: S) -> bool {
+    s.read_timeout_2s();
     if s.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
         .is_err()
     {
@@ -29,20 +36,21 @@ pub(crate) fn daemon_answers() -> bool {
     buf.starts_with("HTTP/1.") && buf.contains(" 200 ")
 }
 
-fn tcp_ping(host: &str) -> bool {
-    let addr = host.trim_start_matches("tcp://");
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-        .is_err()
-    {
-        return false;
+/// Both socket kinds can bound their reads.
+trait TimeoutStream {
+    fn read_timeout_2s(&mut self);
+}
+
+impl TimeoutStream for std::net::TcpStream {
+    fn read_timeout_2s(&mut self) {
+        let _ = self.set_read_timeout(Some(Duration::from_secs(2)));
     }
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.contains(" 200 ")
+}
+
+impl TimeoutStream for std::os::unix::net::UnixStream {
+    fn read_timeout_2s(&mut self) {
+        let _ = self.set_read_timeout(Some(Duration::from_secs(2)));
+    }
 }
 
 /// A started container, kept for the life of the test process.

@@ -206,6 +206,30 @@ impl FakeWorker {
     }
 }
 
+/// Submit `n` jobs in bulk and run each to success on `w`; returns their
+/// ids in submission order.
+pub async fn run_jobs(env: &mut Env, w: &mut FakeWorker, n: usize) -> Vec<String> {
+    let jobs = (0..n).map(|i| spec("default", &i.to_string())).collect();
+    let ids: Vec<String> = env
+        .jobs
+        .submit_jobs(v1::SubmitJobsRequest { jobs })
+        .await
+        .unwrap()
+        .into_inner()
+        .results
+        .into_iter()
+        .map(|r| r.job_id)
+        .collect();
+    for _ in 0..n {
+        let a = w.assignment().await;
+        w.ack(&a).await.unwrap();
+        w.report(&a.job_id, a.attempt, v1::Outcome::Succeeded)
+            .await
+            .unwrap();
+    }
+    ids
+}
+
 /// Plain HTTP GET; returns (status, body).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
