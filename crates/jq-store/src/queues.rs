@@ -58,6 +58,20 @@ fn ms_col(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+type QueueQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, QueueRow, sqlx::postgres::PgArguments>;
+
+/// Bind the seven settings columns, in the order both statements use
+/// ($2..$8 after the name).
+fn bind_settings<'q>(q: QueueQuery<'q>, s: &QueueSettings) -> QueueQuery<'q> {
+    q.bind(s.max_retries as i32)
+        .bind(secs_col(s.default_ttl))
+        .bind(secs_col(s.default_timeout))
+        .bind(ms_col(s.backoff.base))
+        .bind(ms_col(s.backoff.max))
+        .bind(s.concurrency_limit.map(|c| c as i32))
+        .bind(s.rate_limit_per_second)
+}
+
 fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
@@ -68,21 +82,12 @@ impl Store {
         validate_queue_name(name)?;
         settings.validate()?;
         self.run("create_queue", || async move {
-            let row: std::result::Result<QueueRow, sqlx::Error> = sqlx::query_as(&format!(
+            let sql = format!(
                 "INSERT INTO queues (name, max_retries, default_ttl_s, default_timeout_s, backoff_base_ms, \
                  backoff_max_ms, concurrency_limit, rate_limit_per_s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  RETURNING {QUEUE_COLUMNS}"
-            ))
-            .bind(name)
-            .bind(settings.max_retries as i32)
-            .bind(secs_col(settings.default_ttl))
-            .bind(secs_col(settings.default_timeout))
-            .bind(ms_col(settings.backoff.base))
-            .bind(ms_col(settings.backoff.max))
-            .bind(settings.concurrency_limit.map(|c| c as i32))
-            .bind(settings.rate_limit_per_second)
-            .fetch_one(&self.pool)
-            .await;
+            );
+            let row = bind_settings(sqlx::query_as(&sql).bind(name), settings).fetch_one(&self.pool).await;
             match row {
                 Ok(r) => Ok(r.into()),
                 Err(e) if unique_violation(&e) => Err(StoreError::QueueExists(name.to_string())),
@@ -119,21 +124,14 @@ impl Store {
                 .into();
             let s = patch.apply(&current.settings);
             s.validate()?;
-            let row: QueueRow = sqlx::query_as(&format!(
+            let sql = format!(
                 "UPDATE queues SET max_retries = $2, default_ttl_s = $3, default_timeout_s = $4, \
                  backoff_base_ms = $5, backoff_max_ms = $6, concurrency_limit = $7, rate_limit_per_s = $8, \
                  updated_at = now() WHERE name = $1 RETURNING {QUEUE_COLUMNS}"
-            ))
-            .bind(name)
-            .bind(s.max_retries as i32)
-            .bind(secs_col(s.default_ttl))
-            .bind(secs_col(s.default_timeout))
-            .bind(ms_col(s.backoff.base))
-            .bind(ms_col(s.backoff.max))
-            .bind(s.concurrency_limit.map(|c| c as i32))
-            .bind(s.rate_limit_per_second)
-            .fetch_one(&mut *tx)
-            .await?;
+            );
+            let row = bind_settings(sqlx::query_as(&sql).bind(name), &s)
+                .fetch_one(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(row.into())
         })
