@@ -37,6 +37,17 @@ impl Default for ModelConfig {
     }
 }
 
+/// The attempt an operation presents: the current one, or a wrong one
+/// (the previous attempt, or 1 before any claim) when `stale`. Shared by
+/// the model and every implementation under test so they present alike.
+pub fn presented_attempt(current: u32, stale: bool) -> u32 {
+    match (stale, current) {
+        (false, a) => a,
+        (true, 0) => 1,
+        (true, a) => a - 1,
+    }
+}
+
 /// One modelled job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelJob {
@@ -188,11 +199,7 @@ impl Model {
     /// worker 0) and the current attempt, or a wrong attempt when `stale`.
     pub fn credentials(&self, j: usize, stale: bool) -> (usize, u32) {
         let job = &self.jobs[j];
-        let attempt = match (stale, job.attempt) {
-            (false, a) => a,
-            (true, 0) => 1,
-            (true, a) => a - 1,
-        };
+        let attempt = presented_attempt(job.attempt, stale);
         (job.worker.unwrap_or(0), attempt)
     }
 

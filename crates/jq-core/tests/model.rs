@@ -79,11 +79,7 @@ impl Harness {
 
     fn creds(&self, j: usize, stale: bool) -> (String, u32) {
         let s = &self.jobs[j].state;
-        let attempt = match (stale, s.attempt) {
-            (false, a) => a,
-            (true, 0) => 1,
-            (true, a) => a - 1,
-        };
+        let attempt = jq_core::testing::presented_attempt(s.attempt, stale);
         (s.worker_id.clone().unwrap_or_else(|| wid(0)), attempt)
     }
 

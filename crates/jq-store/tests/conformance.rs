@@ -82,11 +82,7 @@ impl Sut {
     /// The credentials an operation presents, read from the database.
     fn creds(&self, id: Uuid, stale: bool) -> (String, u32) {
         let j = self.block(self.store.get_job(id)).unwrap();
-        let attempt = match (stale, j.attempt) {
-            (false, a) => a,
-            (true, 0) => 1,
-            (true, a) => a - 1,
-        };
+        let attempt = jq_core::testing::presented_attempt(j.attempt, stale);
         (j.worker_id.unwrap_or_else(|| wid(0)), attempt)
     }
 
