@@ -16,8 +16,10 @@
 //! # Layout
 //! - [`load`]: the generic loader; [`Loaded`] carries warnings to log.
 //! - [`server`]: `jq-server`'s configuration and its validation.
+//! - [`worker`]: `jq-worker`'s configuration.
 
 pub mod server;
+pub mod worker;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,6 +29,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml_ng::{Mapping, Value};
 
 pub use server::ServerConfig;
+pub use worker::WorkerConfig;
 
 /// A configuration type the loader can fill.
 pub trait Config: Serialize + DeserializeOwned + Default {

@@ -192,3 +192,34 @@ fn jq_170_token_list_parses_roles() {
     );
     assert!(jq_config::server::parse_tokens("admin:").is_err());
 }
+
+#[test]
+fn fr_018_fr_021_fr_022_worker_defaults_env_and_validation() {
+    use jq_config::WorkerConfig;
+    let c = load::<WorkerConfig>(None, vec![]).unwrap().config;
+    assert_eq!(c.worker.concurrency, 4);
+    assert_eq!(c.worker.queues, vec!["default"]);
+    assert_eq!((c.worker.metrics_port, c.worker.health_port), (9091, 8081));
+    assert_eq!(c.worker.shutdown_grace_s, 60);
+    let c = load::<WorkerConfig>(
+        None,
+        env(&[
+            ("JQ_WORKER_QUEUES", "emails, reports"),
+            ("JQ_EXEC_OUTPUT_CAP_BYTES", "1024"),
+            ("JQ_AUTH_TOKEN", "t0k"),
+        ]),
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.worker.queues, vec!["emails", "reports"]);
+    assert_eq!(c.exec.output_cap_bytes, 1024);
+    assert_eq!(c.auth.token, "t0k");
+    assert!(!redacted(&c).contains("t0k"));
+    let f = file("worker:\n  concurrency: 0\n  queues: []\ntls:\n  cert: c.pem\n");
+    let e = load::<WorkerConfig>(Some(f.path()), vec![])
+        .unwrap_err()
+        .to_string();
+    for want in ["worker.concurrency", "worker.queues", "tls.cert and tls.key"] {
+        assert!(e.contains(want), "{want}: {e}");
+    }
+}

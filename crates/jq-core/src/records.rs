@@ -115,13 +115,19 @@ pub struct Worker {
 }
 
 /// What a worker announces when it registers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct WorkerRegistration {
     pub id: String,
     pub hostname: String,
     pub concurrency: u32,
     pub queues: Vec<String>,
     pub version: String,
+    /// Leases a reconnecting worker is still running: kept. Every other
+    /// ASSIGNED/RUNNING job of this id belongs to a lost incarnation.
+    pub keep: Vec<Lease>,
+    /// Register as DRAINING: a draining worker that reconnects (e.g. after
+    /// a server restart) must not start taking work again.
+    pub draining: bool,
 }
 
 /// The (job, attempt) a worker holds (JQ-110).

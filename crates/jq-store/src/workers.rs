@@ -40,9 +40,10 @@ fn with_event(change: &str, topic_param: &str) -> String {
 }
 
 impl Store {
-    /// FR-018: register (or re-register) a worker as ONLINE. A new
-    /// registration is a new incarnation: jobs the id still held from a
-    /// previous one are reclaimed at once (FR-020 without the wait).
+    /// FR-018: register (or re-register) a worker as ONLINE (DRAINING when
+    /// it says so). Jobs the id held that are not in `reg.keep` belong to a
+    /// lost incarnation and are reclaimed at once (FR-020 without the
+    /// wait); kept leases survive a reconnect.
     pub async fn register_worker(&self, reg: &WorkerRegistration) -> Result<Vec<Uuid>> {
         validate_worker_id(&reg.id)?;
         if reg.concurrency == 0 {
@@ -57,9 +58,10 @@ impl Store {
         self.run("register_worker", || async move {
             sqlx::query_scalar::<_, String>(&with_event(
                 "INSERT INTO workers (id, hostname, concurrency, queues, version, status) \
-                 VALUES ($1, $2, $3, $4, $5, 'ONLINE') ON CONFLICT (id) DO UPDATE SET \
+                 VALUES ($1, $2, $3, $4, $5, $7::worker_status) ON CONFLICT (id) DO UPDATE SET \
                  hostname = EXCLUDED.hostname, concurrency = EXCLUDED.concurrency, queues = EXCLUDED.queues, \
-                 version = EXCLUDED.version, status = 'ONLINE', registered_at = now(), last_heartbeat_at = now()",
+                 version = EXCLUDED.version, status = EXCLUDED.status, registered_at = now(), \
+                 last_heartbeat_at = now()",
                 "$6",
             ))
             .bind(&reg.id)
@@ -68,20 +70,31 @@ impl Store {
             .bind(&reg.queues)
             .bind(&reg.version)
             .bind(TOPIC_WORKER_HEARTBEAT)
+            .bind(if reg.draining {
+                WorkerStatus::Draining.as_str()
+            } else {
+                WorkerStatus::Online.as_str()
+            })
             .fetch_one(&self.pool)
             .await?;
-            self.reclaim_worker_jobs(&reg.id).await
+            self.reclaim_worker_jobs(&reg.id, &reg.keep).await
         })
         .await
     }
 
-    /// Jobs the worker id held before its new registration -> WorkerLost.
-    async fn reclaim_worker_jobs(&self, worker_id: &str) -> Result<Vec<Uuid>> {
+    /// Jobs the worker id held before its new registration, except the
+    /// `keep` leases -> WorkerLost.
+    async fn reclaim_worker_jobs(&self, worker_id: &str, keep: &[Lease]) -> Result<Vec<Uuid>> {
+        let (ids, attempts): (Vec<Uuid>, Vec<i32>) =
+            keep.iter().map(|l| (l.job_id, l.attempt as i32)).unzip();
         let rows: Vec<crate::rows::Candidate> = sqlx::query_as(&format!(
             "SELECT {JOB_COLUMNS}, q.backoff_base_ms, q.backoff_max_ms FROM jobs j JOIN queues q ON q.name = j.queue \
-             WHERE j.worker_id = $1 AND j.status IN ('ASSIGNED', 'RUNNING')"
+             WHERE j.worker_id = $1 AND j.status IN ('ASSIGNED', 'RUNNING') AND NOT EXISTS \
+             (SELECT 1 FROM unnest($2::uuid[], $3::int[]) AS k(id, attempt) WHERE k.id = j.id AND k.attempt = j.attempt)"
         ))
         .bind(worker_id)
+        .bind(&ids)
+        .bind(&attempts)
         .fetch_all(&self.pool)
         .await?;
         let mut planned = vec![];

@@ -251,6 +251,7 @@ fn registration(w: usize) -> WorkerRegistration {
         concurrency: 4,
         queues: vec![QUEUE.into()],
         version: "test".into(),
+        ..Default::default()
     }
 }
 

@@ -45,6 +45,7 @@ async fn worker(store: &Store, id: &str, queues: &[&str]) {
             concurrency: 4,
             queues: queues.iter().map(|q| q.to_string()).collect(),
             version: "0.0.0-test".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -1002,6 +1003,7 @@ async fn fr_018_fr_019_register_heartbeat_and_stale_leases() {
             concurrency: 1,
             queues: q(&["default"]),
             version: "".into(),
+            ..Default::default()
         },
         WorkerRegistration {
             id: "v".into(),
@@ -1009,6 +1011,7 @@ async fn fr_018_fr_019_register_heartbeat_and_stale_leases() {
             concurrency: 0,
             queues: q(&["default"]),
             version: "".into(),
+            ..Default::default()
         },
         WorkerRegistration {
             id: "v".into(),
@@ -1016,6 +1019,7 @@ async fn fr_018_fr_019_register_heartbeat_and_stale_leases() {
             concurrency: 1,
             queues: vec![],
             version: "".into(),
+            ..Default::default()
         },
     ] {
         assert!(matches!(
@@ -1040,6 +1044,7 @@ async fn nfr_015_re_registration_and_deregistration_reclaim_leftover_jobs() {
             concurrency: 2,
             queues: q(&["default"]),
             version: "".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -1055,6 +1060,53 @@ async fn nfr_015_re_registration_and_deregistration_reclaim_leftover_jobs() {
     let r = s.reap_dead_workers(Duration::from_secs(30)).await.unwrap();
     assert_eq!(r.jobs, vec![id]);
     assert!(r.workers_offline.is_empty(), "it was already offline");
+}
+
+#[tokio::test]
+async fn fr_018_reconnecting_worker_keeps_the_leases_it_still_runs_and_stays_draining() {
+    let (_db, s) = setup().await;
+    worker(&s, "w", &["default"]).await;
+    s.submit(job("default")).await.unwrap();
+    s.submit(job("default")).await.unwrap();
+    let kept = start(&s, "w").await;
+    let lost = start(&s, "w").await;
+    s.drain_worker("w").await.unwrap();
+    // The server restarted; the worker still runs `kept` but not `lost`.
+    let reclaimed = s
+        .register_worker(&WorkerRegistration {
+            id: "w".into(),
+            hostname: "h".into(),
+            concurrency: 2,
+            queues: q(&["default"]),
+            keep: vec![Lease {
+                job_id: kept.0,
+                attempt: kept.1,
+            }],
+            draining: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(reclaimed, vec![lost.0]);
+    assert_eq!(s.get_job(kept.0).await.unwrap().status, JobStatus::Running);
+    assert_eq!(s.get_job(lost.0).await.unwrap().status, JobStatus::Pending);
+    assert_eq!(s.get_worker("w").await.unwrap().status, WorkerStatus::Draining);
+    // A lease with an old attempt is not kept.
+    let stale = s
+        .register_worker(&WorkerRegistration {
+            id: "w".into(),
+            concurrency: 2,
+            queues: q(&["default"]),
+            keep: vec![Lease {
+                job_id: kept.0,
+                attempt: kept.1 + 1,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(stale, vec![kept.0]);
+    assert_eq!(s.get_worker("w").await.unwrap().status, WorkerStatus::Online);
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
-use crate::ServerMetrics;
+use crate::{ServerMetrics, WorkerMetrics};
 
 /// Answers readiness: `Ok(())` when the process can serve, else why not.
 pub trait Readiness: Send + Sync + 'static {
@@ -48,6 +48,11 @@ pub fn metrics_router(render: Arc<dyn Fn() -> String + Send + Sync>) -> Router {
 
 /// Metrics router for a [`ServerMetrics`].
 pub fn server_metrics_router(m: Arc<ServerMetrics>) -> Router {
+    metrics_router(Arc::new(move || m.render()))
+}
+
+/// Metrics router for a [`WorkerMetrics`].
+pub fn worker_metrics_router(m: Arc<WorkerMetrics>) -> Router {
     metrics_router(Arc::new(move || m.render()))
 }
 

@@ -7,11 +7,11 @@
 //!
 //! # Layout
 //! - [`logging`]: tracing setup and the flat JSON line format.
-//! - [`metrics`]: [`ServerMetrics`] registry.
+//! - [`metrics`]: [`ServerMetrics`] and [`WorkerMetrics`] registries.
 //! - [`http`]: health and metrics routers and a server with graceful stop.
 
 pub mod http;
 pub mod logging;
 pub mod metrics;
 
-pub use metrics::ServerMetrics;
+pub use metrics::{ServerMetrics, WorkerMetrics};

@@ -2,8 +2,8 @@
 //! contract (SPEC FR-040); dashboards and alerts depend on them.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Buckets for fast operations (DB, Redis, gRPC, scheduler): 0.5 ms .. 10 s.
@@ -161,5 +161,85 @@ impl ServerMetrics {
 impl Default for ServerMetrics {
     fn default() -> Self {
         ServerMetrics::new()
+    }
+}
+
+/// A worker's own registry (FR-039). `jq_worker_job_concurrency` has the
+/// same name and label as the server's view of it (FR-040), measured here
+/// at the source.
+pub struct WorkerMetrics {
+    registry: Registry,
+    /// Jobs running now, labelled with this worker's id.
+    pub job_concurrency: IntGauge,
+    /// Configured concurrency, for "how full is it" dashboards.
+    pub capacity: IntGauge,
+    /// Attempts finished, by queue and outcome (succeeded, failed,
+    /// cancelled, abandoned).
+    pub jobs: IntCounterVec,
+    pub job_duration: HistogramVec,
+    /// 1 while the assignment stream is open.
+    pub connected: IntGauge,
+    pub reconnects: IntCounter,
+    /// Result reports retried because the server was unreachable.
+    pub report_retries: IntCounter,
+}
+
+impl WorkerMetrics {
+    pub fn new(worker_id: &str) -> WorkerMetrics {
+        let r = Registry::new();
+        let labelled = |name: &str, help: &str| {
+            IntGauge::with_opts(Opts::new(name, help).const_label("worker_id", worker_id)).unwrap()
+        };
+        let m = WorkerMetrics {
+            job_concurrency: labelled("jq_worker_job_concurrency", "Jobs this worker is running."),
+            capacity: labelled("jq_worker_capacity", "Most jobs this worker runs at once."),
+            jobs: IntCounterVec::new(
+                Opts::new("jq_worker_jobs_total", "Attempts finished by this worker."),
+                &["queue", "outcome"],
+            )
+            .unwrap(),
+            job_duration: HistogramVec::new(
+                hist(
+                    "jq_worker_job_duration_seconds",
+                    "Run time of attempts on this worker.",
+                    JOBS,
+                ),
+                &["queue"],
+            )
+            .unwrap(),
+            connected: IntGauge::new(
+                "jq_worker_connected",
+                "1 while the assignment stream to the server is open.",
+            )
+            .unwrap(),
+            reconnects: IntCounter::new(
+                "jq_worker_reconnects_total",
+                "Times the worker registered again after losing the server.",
+            )
+            .unwrap(),
+            report_retries: IntCounter::new(
+                "jq_worker_report_retries_total",
+                "Result reports retried while the server was unreachable.",
+            )
+            .unwrap(),
+            registry: r,
+        };
+        let reg = &m.registry;
+        reg.register(Box::new(m.job_concurrency.clone())).unwrap();
+        reg.register(Box::new(m.capacity.clone())).unwrap();
+        reg.register(Box::new(m.jobs.clone())).unwrap();
+        reg.register(Box::new(m.job_duration.clone())).unwrap();
+        reg.register(Box::new(m.connected.clone())).unwrap();
+        reg.register(Box::new(m.reconnects.clone())).unwrap();
+        reg.register(Box::new(m.report_retries.clone())).unwrap();
+        m
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = vec![];
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding");
+        String::from_utf8(buf).expect("utf-8")
     }
 }

@@ -193,7 +193,8 @@ pub async fn run(
     let status = tokio::select! {
         s = child.wait() => Some(s.map_err(ExecError::Wait)?),
         _ = tokio::time::sleep(timeout) => { timed_out = true; None }
-        _ = async { while cancel.changed().await.is_ok() { if *cancel.borrow() { return; } } std::future::pending::<()>().await } => { cancelled = true; None }
+        // wait_for sees a cancel that came before the job started, too.
+        _ = async { if cancel.wait_for(|c| *c).await.is_err() { std::future::pending::<()>().await } } => { cancelled = true; None }
     };
     let status = match status {
         Some(s) => s,

@@ -1,10 +1,23 @@
 //! # jq-worker
 //!
-//! The data plane. This first part is the safe subprocess executor
-//! (JQ-130); the stream client, heartbeats, handlers and the binary follow
-//! (issue 4).
+//! The data plane (SPEC §5): registers with jq-server, receives
+//! assignments on a server stream, runs each as a safe subprocess (JQ-130)
+//! or an in-process [`handler::Handler`], reports results fenced by their
+//! attempt (JQ-110), heartbeats its leases, honours drain, shutdown and
+//! cancel, and reconnects by itself. `main.rs` only parses flags and waits
+//! for a signal; a custom worker binary calls [`start`] with its own
+//! [`Handlers`].
 //!
 //! # Layout
+//! - [`worker`]: the connection loop, heartbeats, slots, graceful stop.
+//! - [`job`]: one attempt: payload routing, timeout, stop, report shape.
+//! - [`handler`]: the public handler trait and the stock `noop`/`echo`.
 //! - [`executor`]: payload parsing and safe subprocess execution.
 
 pub mod executor;
+pub mod handler;
+pub mod job;
+pub mod worker;
+
+pub use handler::{Handler, HandlerError, Handlers, JobContext};
+pub use worker::{RunningWorker, VERSION, WorkerError, default_worker_id, start};

@@ -48,6 +48,8 @@ impl WorkerService for Workers {
             concurrency: r.concurrency,
             queues: r.queues,
             version: r.version,
+            keep: leases(r.in_flight)?,
+            draining: r.draining,
         };
         let reclaimed = s.store.register_worker(&reg).await.map_err(from_store)?;
         tracing::info!(worker_id = %reg.id, queues = ?reg.queues, concurrency = reg.concurrency, "worker registered");

@@ -124,6 +124,7 @@ impl FakeWorker {
                 concurrency,
                 queues: queues.iter().map(|q| q.to_string()).collect(),
                 version: "test".into(),
+                ..Default::default()
             })
             .await
             .unwrap();

@@ -1,0 +1,327 @@
+//! One attempt: decide how the payload runs (named handler or subprocess),
+//! run it under its timeout and stop signal, and shape the report.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::executor::{self, ExecConfig, ExecResult};
+use crate::handler::{HandlerError, Handlers, JobContext};
+
+/// An assignment as the runner needs it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub job_id: String,
+    pub queue: String,
+    pub attempt: u32,
+    pub retries: u32,
+    pub payload: Vec<u8>,
+    /// The queue's default timeout, when it has one.
+    pub timeout: Option<Duration>,
+}
+
+/// Why an attempt is being stopped before it finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// An operator cancelled the job (JQ-113): report CANCELLED.
+    Cancel,
+    /// The lease is no longer ours (reassigned, timed out) or the worker's
+    /// shutdown deadline passed: stop and report nothing, the server has
+    /// moved on or will reclaim it.
+    Abandon,
+}
+
+/// Stops one running attempt. The reason is set before the signal flips.
+#[derive(Debug, Clone)]
+pub struct Stopper {
+    tx: Arc<watch::Sender<bool>>,
+    reason: Arc<Mutex<Option<StopReason>>>,
+}
+
+impl Default for Stopper {
+    fn default() -> Self {
+        Stopper {
+            tx: Arc::new(watch::channel(false).0),
+            reason: Arc::default(),
+        }
+    }
+}
+
+impl Stopper {
+    pub fn stop(&self, why: StopReason) {
+        let mut r = self.reason.lock().unwrap();
+        // An abandon wins over a cancel: once the lease is gone nothing is
+        // reported either way.
+        if r.is_none() || why == StopReason::Abandon {
+            *r = Some(why);
+        }
+        drop(r);
+        self.tx.send_replace(true);
+    }
+
+    pub fn reason(&self) -> Option<StopReason> {
+        *self.reason.lock().unwrap()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.tx.subscribe()
+    }
+}
+
+/// How an attempt ended, ready for ReportResult.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed { retryable: bool },
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub result: Vec<u8>,
+    pub error: Option<String>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub duration: Duration,
+}
+
+impl Report {
+    fn failed(message: String, retryable: bool, started: Instant) -> Report {
+        Report {
+            outcome: Outcome::Failed { retryable },
+            result: Vec::new(),
+            error: Some(message),
+            exit_code: None,
+            signal: None,
+            duration: started.elapsed(),
+        }
+    }
+
+    /// Label for metrics.
+    pub fn outcome_label(&self) -> &'static str {
+        match self.outcome {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What the payload asks for.
+#[derive(Debug, Clone, PartialEq)]
+enum Plan {
+    Handler {
+        name: String,
+        input: Value,
+        timeout: Option<Duration>,
+    },
+    Subprocess(executor::SubprocessSpec),
+}
+
+fn plan(payload: &[u8]) -> Result<Plan, String> {
+    let v: Value = serde_json::from_slice(payload).map_err(|e| format!("payload is not JSON: {e}"))?;
+    match v.as_object().and_then(|o| o.get("handler")) {
+        Some(name) => {
+            let o = v.as_object().expect("checked");
+            let name = name
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .ok_or("payload \"handler\" must be a non-empty string")?;
+            if let Some(k) = o
+                .keys()
+                .find(|k| !["handler", "input", "timeout_s"].contains(&k.as_str()))
+            {
+                return Err(format!(
+                    "payload key {k:?} is not allowed with \"handler\" (handler, input, timeout_s)"
+                ));
+            }
+            let timeout = match o.get("timeout_s") {
+                None => None,
+                Some(t) => Some(Duration::from_secs(
+                    t.as_u64()
+                        .filter(|s| *s > 0)
+                        .ok_or("payload \"timeout_s\" must be a positive integer")?,
+                )),
+            };
+            Ok(Plan::Handler {
+                name: name.to_string(),
+                input: o.get("input").cloned().unwrap_or(Value::Null),
+                timeout,
+            })
+        }
+        None => executor::parse_payload(payload)
+            .map(Plan::Subprocess)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// Run one attempt to its report. `None` when it was abandoned (nothing
+/// to report). Never panics on bad input: that is a permanent failure.
+pub async fn execute(a: &Attempt, handlers: &Handlers, exec: &ExecConfig, stop: &Stopper) -> Option<Report> {
+    let started = Instant::now();
+    let report = match plan(&a.payload) {
+        Err(msg) => Report::failed(msg, false, started),
+        Ok(Plan::Subprocess(spec)) => match executor::run(&spec, exec, a.timeout, stop.subscribe()).await {
+            Ok(r) => subprocess_report(&spec, r),
+            Err(e) => Report::failed(e.to_string(), true, started),
+        },
+        Ok(Plan::Handler { name, input, timeout }) => match handlers.get(&name) {
+            None => Report::failed(
+                format!(
+                    "no handler named {name:?} on this worker (it has: {})",
+                    handlers.names().join(", ")
+                ),
+                false,
+                started,
+            ),
+            Some(h) => {
+                let timeout = timeout.or(a.timeout).unwrap_or(exec.default_timeout);
+                let ctx = JobContext {
+                    job_id: a.job_id.clone(),
+                    queue: a.queue.clone(),
+                    attempt: a.attempt,
+                    retries: a.retries,
+                    input,
+                    payload: a.payload.clone(),
+                    cancelled: stop.subscribe(),
+                };
+                // Its own task, so a panic fails the attempt, not the worker.
+                let mut task = tokio::spawn(h.call(ctx));
+                let mut stopped = stop.subscribe();
+                let res = tokio::select! {
+                    r = &mut task => match r {
+                        Ok(r) => Some(r),
+                        Err(e) => Some(Err(HandlerError::retryable(format!("handler {name:?} panicked: {e}")))),
+                    },
+                    _ = tokio::time::sleep(timeout) => {
+                        task.abort();
+                        Some(Err(HandlerError::retryable(format!("timed out after {}s", timeout.as_secs()))))
+                    }
+                    _ = stopped.wait_for(|s| *s) => { task.abort(); None }
+                };
+                match res {
+                    Some(Ok(result)) => Report {
+                        outcome: Outcome::Succeeded,
+                        result,
+                        error: None,
+                        exit_code: None,
+                        signal: None,
+                        duration: started.elapsed(),
+                    },
+                    Some(Err(e)) => Report::failed(e.message, e.retryable, started),
+                    None => Report::failed("stopped".into(), true, started),
+                }
+            }
+        },
+    };
+    match stop.reason() {
+        Some(StopReason::Abandon) => None,
+        Some(StopReason::Cancel) => Some(Report {
+            outcome: Outcome::Cancelled,
+            error: Some("cancelled by an operator".into()),
+            ..report
+        }),
+        None => Some(report),
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The result payload of a subprocess attempt: exit status and output.
+fn subprocess_report(spec: &executor::SubprocessSpec, r: ExecResult) -> Report {
+    let result = serde_json::json!({
+        "exit_code": r.exit_code,
+        "signal": r.signal,
+        "timed_out": r.timed_out,
+        "stdout": lossy(&r.stdout.bytes),
+        "stderr": lossy(&r.stderr.bytes),
+        "stdout_truncated": r.stdout.truncated(),
+        "stderr_truncated": r.stderr.truncated(),
+        "stdout_dropped_bytes": r.stdout.dropped,
+        "stderr_dropped_bytes": r.stderr.dropped,
+        "duration_ms": r.duration.as_millis() as u64,
+    });
+    let outcome = if r.succeeded() {
+        Outcome::Succeeded
+    } else {
+        Outcome::Failed { retryable: true }
+    };
+    let error = (!r.succeeded()).then(|| {
+        let what = if r.timed_out {
+            "timed out (process group killed)".to_string()
+        } else if let Some(sig) = r.signal {
+            format!("killed by signal {sig}")
+        } else {
+            format!("exited with code {}", r.exit_code.unwrap_or(-1))
+        };
+        let tail = lossy(&r.stderr.bytes);
+        let tail = tail.trim_end();
+        let tail: String = tail
+            .chars()
+            .rev()
+            .take(500)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        if tail.is_empty() {
+            format!("{:?} {what}", spec.command[0])
+        } else {
+            format!("{:?} {what}: {tail}", spec.command[0])
+        }
+    });
+    Report {
+        outcome,
+        result: serde_json::to_vec(&result).expect("json"),
+        error,
+        exit_code: r.exit_code,
+        signal: r.signal,
+        duration: r.duration,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jq_130_payload_routes_to_handler_or_subprocess_and_bad_ones_are_named() {
+        assert_eq!(
+            plan(br#"{"handler":"echo","input":{"a":1},"timeout_s":3}"#).unwrap(),
+            Plan::Handler {
+                name: "echo".into(),
+                input: serde_json::json!({"a":1}),
+                timeout: Some(Duration::from_secs(3)),
+            }
+        );
+        assert!(matches!(
+            plan(br#"{"command":["true"]}"#).unwrap(),
+            Plan::Subprocess(_)
+        ));
+        for (bad, why) in [
+            (&b"not json"[..], "not JSON"),
+            (br#"{"handler":5}"#, "non-empty string"),
+            (br#"{"handler":"x","command":["a"]}"#, "not allowed"),
+            (br#"{"handler":"x","timeout_s":0}"#, "positive integer"),
+            (br#"{"command":[]}"#, "non-empty array"),
+        ] {
+            let e = plan(bad).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+    }
+
+    #[test]
+    fn jq_113_abandon_wins_over_cancel() {
+        let s = Stopper::default();
+        s.stop(StopReason::Cancel);
+        s.stop(StopReason::Abandon);
+        s.stop(StopReason::Cancel);
+        assert_eq!(s.reason(), Some(StopReason::Abandon));
+        assert!(*s.subscribe().borrow());
+    }
+}
