@@ -191,6 +191,11 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     for t in jq_core::events::ALL_TOPICS {
         metrics.kafka_publish_errors.with_label_values(&[t]).inc_by(0);
     }
+    // Every FR-040 series exists from the start, even before (or without)
+    // its first event, so dashboards and alerts see zeros, not gaps.
+    for op in locks::OPERATIONS {
+        metrics.redis_op_duration.with_label_values(&[op]);
+    }
     metrics.redis_degraded.set(0);
     let opts = StoreOptions {
         max_connections: cfg.db.max_connections,

@@ -22,6 +22,8 @@ const OP_TIMEOUT: Duration = Duration::from_millis(500);
 const RELEASE: &str =
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
+/// `operation` labels of `jq_redis_operation_duration_seconds`.
+pub const OPERATIONS: [&str; 2] = ["lock_acquire", "lock_release"];
 pub struct Locks {
     conn: Option<ConnectionManager>,
     prefix: String,
@@ -116,7 +118,7 @@ impl Locks {
         let start = Instant::now();
         let mut c = conn.clone();
         let res = tokio::time::timeout(OP_TIMEOUT, pipe.query_async::<Vec<Option<String>>>(&mut c)).await;
-        self.observe("lock_acquire", start);
+        self.observe(OPERATIONS[0], start);
         match res {
             Ok(Ok(v)) => {
                 self.health(true, None);
@@ -144,7 +146,7 @@ impl Locks {
         let mut inv = self.release.key(self.key(job));
         inv.arg(&self.owner);
         let res = tokio::time::timeout(OP_TIMEOUT, inv.invoke_async::<i64>(&mut c)).await;
-        self.observe("lock_release", start);
+        self.observe(OPERATIONS[1], start);
         match res {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => self.health(false, Some(&e)),

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -86,55 +85,17 @@ async fn fr_015_a_job_locked_by_another_dispatcher_is_not_sent() {
     env.server.shutdown().await;
 }
 
-struct OwnRedis {
-    child: Child,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> OwnRedis {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (NFR-009 test starts its own)");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        OwnRedis { child }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn nfr_009_redis_stopped_mid_run_loses_nothing_and_comes_back() {
-    let port = jq_testkit::free_port();
-    let redis = OwnRedis::start(port);
+    let mut redis = jq_testkit::PrivateRedis::start().unwrap();
     let db = TestDb::new().await;
     let mut cfg = config(&db);
-    cfg.redis.url = format!("redis://127.0.0.1:{port}");
+    cfg.redis.url = redis.url();
     let mut env = start_with(db, cfg).await;
     let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 4).await;
     run_and_check(&mut env, &mut w, 20).await;
     assert!(!env.server.shared.locks.degraded());
-    drop(redis); // Redis dies
+    redis.stop(); // Redis dies
     run_and_check(&mut env, &mut w, 20).await;
     assert!(
         env.server.shared.locks.degraded(),
@@ -153,7 +114,7 @@ async fn nfr_009_redis_stopped_mid_run_loses_nothing_and_comes_back() {
         "degraded"
     );
     // Redis is back, empty (as after a flush): locks resume.
-    let _redis = OwnRedis::start(port);
+    redis.start_again().unwrap();
     run_and_check(&mut env, &mut w, 20).await;
     assert!(!env.server.shared.locks.degraded());
     let done: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'DONE'")

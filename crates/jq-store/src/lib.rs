@@ -36,7 +36,7 @@ pub mod workers;
 
 pub use error::{StoreError, is_transient};
 pub use jobs::{ListFilter, ListPage, Submitted};
-pub use outbox::RelayLease;
+pub use outbox::{EventAudit, RelayLease};
 pub use reaper::ReapReport;
 pub use transitions::{CancelOutcome, ReportOutcome, ResultReport};
 pub use workers::HeartbeatOutcome;

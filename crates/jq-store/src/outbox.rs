@@ -131,3 +131,43 @@ impl Store {
         .await
     }
 }
+
+/// How job history and outbox agree (the "every transition has exactly
+/// one event" property the fault-injection suite checks).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventAudit {
+    /// Rows in `job_events`.
+    pub transitions: u64,
+    /// Transitions with no outbox row of the same event id (not counting
+    /// rows already pruned after delivery).
+    pub missing: u64,
+    /// Event ids with more than one outbox row.
+    pub duplicated: u64,
+    /// Job outbox rows whose event id is in no `job_events` row.
+    pub orphans: u64,
+}
+
+impl Store {
+    /// Compare `job_events` with the job events in `event_outbox`.
+    pub async fn audit_events(&self) -> Result<EventAudit> {
+        self.run("audit_events", || async move {
+            let (transitions, missing, duplicated, orphans): (i64, i64, i64, i64) = sqlx::query_as(
+                "SELECT (SELECT count(*) FROM job_events), \
+                 (SELECT count(*) FROM job_events e WHERE NOT EXISTS \
+                    (SELECT 1 FROM event_outbox o WHERE o.event_id = e.event_id)), \
+                 (SELECT count(*) FROM (SELECT event_id FROM event_outbox GROUP BY event_id HAVING count(*) > 1) d), \
+                 (SELECT count(*) FROM event_outbox o WHERE o.job_id IS NOT NULL AND NOT EXISTS \
+                    (SELECT 1 FROM job_events e WHERE e.event_id = o.event_id))",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(EventAudit {
+                transitions: transitions as u64,
+                missing: missing as u64,
+                duplicated: duplicated as u64,
+                orphans: orphans as u64,
+            })
+        })
+        .await
+    }
+}

@@ -2,6 +2,7 @@
 //! deregister, list. Each change also queues a `worker.heartbeat` event.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use jq_core::events::TOPIC_WORKER_HEARTBEAT;
 use jq_core::records::{Lease, Worker, WorkerRegistration};
@@ -85,16 +86,48 @@ impl Store {
     /// Jobs the worker id held before its new registration, except the
     /// `keep` leases -> WorkerLost.
     async fn reclaim_worker_jobs(&self, worker_id: &str, keep: &[Lease]) -> Result<Vec<Uuid>> {
+        self.reclaim_where(worker_id, keep, "j.status IN ('ASSIGNED', 'RUNNING')", None)
+            .await
+    }
+
+    /// JQ-110's other half: a live worker that no longer lists a RUNNING
+    /// job in its heartbeat has dropped it (e.g. its result was refused for
+    /// a reason it could not retry). Without this the job would stay
+    /// RUNNING forever, since the worker keeps heartbeating. Only jobs
+    /// started more than `grace` ago count, so a heartbeat snapshot taken
+    /// just before an ack does not reclaim the job it acked.
+    pub async fn reclaim_unlisted(
+        &self,
+        worker_id: &str,
+        listed: &[Lease],
+        grace: Duration,
+    ) -> Result<Vec<Uuid>> {
+        self.run("reclaim_unlisted", || async move {
+            self.reclaim_where(worker_id, listed, "j.status = 'RUNNING'", Some(grace))
+                .await
+        })
+        .await
+    }
+
+    async fn reclaim_where(
+        &self,
+        worker_id: &str,
+        keep: &[Lease],
+        status: &str,
+        started_before: Option<Duration>,
+    ) -> Result<Vec<Uuid>> {
         let (ids, attempts): (Vec<Uuid>, Vec<i32>) =
             keep.iter().map(|l| (l.job_id, l.attempt as i32)).unzip();
         let rows: Vec<crate::rows::Candidate> = sqlx::query_as(&format!(
             "SELECT {JOB_COLUMNS}, q.backoff_base_ms, q.backoff_max_ms FROM jobs j JOIN queues q ON q.name = j.queue \
-             WHERE j.worker_id = $1 AND j.status IN ('ASSIGNED', 'RUNNING') AND NOT EXISTS \
-             (SELECT 1 FROM unnest($2::uuid[], $3::int[]) AS k(id, attempt) WHERE k.id = j.id AND k.attempt = j.attempt)"
+             WHERE j.worker_id = $1 AND {status} AND NOT EXISTS \
+             (SELECT 1 FROM unnest($2::uuid[], $3::int[]) AS k(id, attempt) WHERE k.id = j.id AND k.attempt = j.attempt) \
+             AND ($4::bigint IS NULL OR j.started_at < now() - make_interval(secs => $4::bigint / 1000.0))"
         ))
         .bind(worker_id)
         .bind(&ids)
         .bind(&attempts)
+        .bind(started_before.map(|d| d.as_millis() as i64))
         .fetch_all(&self.pool)
         .await?;
         let mut planned = vec![];

@@ -1393,3 +1393,74 @@ async fn jq_160_outbox_is_read_in_order_marked_sent_and_pruned_after_retention()
     }
     assert!(again.is_some(), "a dropped lease frees the relay role");
 }
+
+#[tokio::test]
+async fn fr_011_jq_160_audit_finds_every_transition_with_exactly_one_event() {
+    let (db, s) = setup().await;
+    worker(&s, "w", &["default"]).await;
+    for _ in 0..3 {
+        s.submit(job("default")).await.unwrap();
+    }
+    let (id, attempt) = start(&s, "w").await;
+    s.report(&ResultReport {
+        worker_id: "w".into(),
+        job_id: id,
+        attempt,
+        outcome: Outcome::Succeeded,
+        result: vec![],
+        error: None,
+    })
+    .await
+    .unwrap();
+    let a = s.audit_events().await.unwrap();
+    assert_eq!(a.transitions, 3 + 3, "3 submitted, claimed, started, completed");
+    assert_eq!((a.missing, a.duplicated, a.orphans), (0, 0, 0));
+    // The audit sees a lost and a doubled event (made by hand).
+    sqlx::query(
+        "DELETE FROM event_outbox WHERE id = (SELECT min(id) FROM event_outbox WHERE job_id IS NOT NULL)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO event_outbox (event_id, topic, partition_key, job_id) \
+         SELECT event_id, topic, partition_key, job_id FROM event_outbox WHERE job_id IS NOT NULL LIMIT 1",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let a = s.audit_events().await.unwrap();
+    assert_eq!((a.missing, a.duplicated, a.orphans), (1, 1, 0));
+}
+
+#[tokio::test]
+async fn jq_110_running_job_a_live_worker_no_longer_lists_is_reclaimed_after_the_grace() {
+    let (db, s) = setup().await;
+    worker(&s, "w", &["default"]).await;
+    s.submit(job("default")).await.unwrap();
+    s.submit(job("default")).await.unwrap();
+    let listed = start(&s, "w").await;
+    let dropped = start(&s, "w").await;
+    let lease = Lease {
+        job_id: listed.0,
+        attempt: listed.1,
+    };
+    // Just started: even an unlisted job is left alone (ack/heartbeat race).
+    let grace = Duration::from_secs(10);
+    assert!(s.reclaim_unlisted("w", &[lease], grace).await.unwrap().is_empty());
+    sqlx::query("UPDATE jobs SET started_at = started_at - interval '11 seconds'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.reclaim_unlisted("w", &[lease], grace).await.unwrap(),
+        vec![dropped.0]
+    );
+    assert_eq!(s.get_job(listed.0).await.unwrap().status, JobStatus::Running);
+    let j = s.get_job(dropped.0).await.unwrap();
+    assert_eq!(
+        (j.status, j.retries),
+        (JobStatus::Pending, 1),
+        "a lost attempt counts (JQ-112)"
+    );
+}

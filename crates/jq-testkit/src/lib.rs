@@ -22,16 +22,22 @@
 //! - [`postgres`]: PostgreSQL resolution, template and per-test databases.
 //! - [`redis`]: Redis resolution and key prefixes.
 //! - [`kafka`]: broker resolution (env or mock cluster).
+//! - [`private`]: a PostgreSQL or Redis a test owns alone, to restart or
+//!   wipe mid-run (fault injection).
+//! - [`bins`]: the jq binaries for black-box tests.
 //! - `local`, `docker`: starting local binaries / containers.
 
+pub mod bins;
 mod docker;
 pub mod kafka;
 mod local;
 pub mod postgres;
+pub mod private;
 pub mod redis;
 
 pub use kafka::TestKafka;
 pub use postgres::TestDb;
+pub use private::{PrivatePostgres, PrivateRedis};
 pub use redis::TestRedis;
 
 /// Where a service came from, for the one-line notice.

@@ -37,7 +37,7 @@ pub(crate) fn find_binary(name: &str) -> Option<PathBuf> {
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // `id -u` keeps this crate free of libc.
     Command::new("id")
         .arg("-u")
@@ -47,7 +47,7 @@ fn is_root() -> bool {
 }
 
 /// An unprivileged account to run PostgreSQL as when we are root.
-fn unprivileged_user() -> Option<String> {
+pub(crate) fn unprivileged_user() -> Option<String> {
     ["postgres", "nobody"]
         .into_iter()
         .find(|u| {
@@ -61,7 +61,7 @@ fn unprivileged_user() -> Option<String> {
 }
 
 /// `cmd args…`, as `user` when given (via runuser, falling back to setpriv).
-fn command_as(user: Option<&str>, bin: &Path) -> Command {
+pub(crate) fn command_as(user: Option<&str>, bin: &Path) -> Command {
     match user {
         None => Command::new(bin),
         Some(u) => {
@@ -81,7 +81,7 @@ fn command_as(user: Option<&str>, bin: &Path) -> Command {
     }
 }
 
-fn chown(path: &Path, user: &str) -> Result<(), String> {
+pub(crate) fn chown(path: &Path, user: &str) -> Result<(), String> {
     let st = Command::new("chown")
         .arg("-R")
         .arg(user)
@@ -114,7 +114,7 @@ fn already_running(port_file: &Path) -> Option<u16> {
     tcp_answers(port).then_some(port)
 }
 
-fn wait_for_port(port: u16, what: &str, log: &Path) -> Result<(), String> {
+pub(crate) fn wait_for_port(port: u16, what: &str, log: &Path) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if tcp_answers(port) {

@@ -181,6 +181,17 @@ pub async fn run(
     if let Some(dir) = &spec.cwd {
         cmd.current_dir(dir);
     }
+    // If the worker dies (SIGKILL, OOM), its job must not run on unsupervised
+    // while the server hands the job to another worker: the kernel kills the
+    // job's first process with its parent.
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches only this child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
         program: spec.command[0].clone(),
         source,

@@ -20,6 +20,8 @@ pub struct Attempt {
     pub payload: Vec<u8>,
     /// The queue's default timeout, when it has one.
     pub timeout: Option<Duration>,
+    /// The worker running it (handed to subprocesses as `JQ_WORKER_ID`).
+    pub worker_id: String,
 }
 
 /// Why an attempt is being stopped before it finished.
@@ -164,10 +166,18 @@ pub async fn execute(a: &Attempt, handlers: &Handlers, exec: &ExecConfig, stop: 
     let started = Instant::now();
     let report = match plan(&a.payload) {
         Err(msg) => Report::failed(msg, false, started),
-        Ok(Plan::Subprocess(spec)) => match executor::run(&spec, exec, a.timeout, stop.subscribe()).await {
-            Ok(r) => subprocess_report(&spec, r),
-            Err(e) => Report::failed(e.to_string(), true, started),
-        },
+        Ok(Plan::Subprocess(mut spec)) => {
+            // Which attempt this is, for the job's own de-duplication
+            // (NFR-006); these win over the payload's env.
+            spec.env.insert("JQ_JOB_ID".into(), a.job_id.clone());
+            spec.env.insert("JQ_JOB_ATTEMPT".into(), a.attempt.to_string());
+            spec.env.insert("JQ_JOB_QUEUE".into(), a.queue.clone());
+            spec.env.insert("JQ_WORKER_ID".into(), a.worker_id.clone());
+            match executor::run(&spec, exec, a.timeout, stop.subscribe()).await {
+                Ok(r) => subprocess_report(&spec, r),
+                Err(e) => Report::failed(e.to_string(), true, started),
+            }
+        }
         Ok(Plan::Handler { name, input, timeout }) => match handlers.get(&name) {
             None => Report::failed(
                 format!(

@@ -69,6 +69,8 @@ struct Inner {
     /// The server no longer knows us: register again.
     reregister: Notify,
     heartbeat_ms: AtomicU64,
+    /// The server told us a (new) heartbeat interval.
+    heartbeat_changed: Notify,
 }
 
 /// A started worker. Dropping it does not stop it; call [`shutdown`].
@@ -211,6 +213,7 @@ pub async fn start(cfg: WorkerConfig, handlers: Handlers) -> Result<RunningWorke
         hard_stop: watch::channel(false).0,
         reregister: Notify::new(),
         heartbeat_ms: AtomicU64::new(5000),
+        heartbeat_changed: Notify::new(),
     });
     let (done_tx, done) = watch::channel(false);
     tokio::spawn(serve(
@@ -338,6 +341,9 @@ impl Inner {
         if r.heartbeat_interval_ms > 0 {
             self.heartbeat_ms
                 .store(r.heartbeat_interval_ms as u64, Ordering::Relaxed);
+            // The heartbeat loop may be sleeping out the default interval,
+            // longer than this server's timeout.
+            self.heartbeat_changed.notify_waiters();
         }
         Ok(r)
     }
@@ -494,9 +500,14 @@ async fn run(inner: Arc<Inner>) {
 async fn heartbeats(inner: Arc<Inner>) {
     let mut hard = inner.hard_stop.subscribe();
     loop {
+        // Listen before reading the interval, so a change in between wakes us.
+        let changed = inner.heartbeat_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         let every = Duration::from_millis(inner.heartbeat_ms.load(Ordering::Relaxed));
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            _ = changed => continue,
             _ = hard.wait_for(|s| *s) => return,
         }
         let req = v1::HeartbeatRequest {
@@ -562,6 +573,7 @@ async fn run_assignment(inner: Arc<Inner>, a: v1::Assignment, stopper: Stopper) 
         retries: a.retries,
         payload: a.payload,
         timeout: a.timeout_seconds.map(|s| Duration::from_secs(s as u64)),
+        worker_id: inner.id.clone(),
     };
     let report = job::execute(&attempt, &inner.handlers, &inner.exec, &stopper).await;
     inner.metrics.job_concurrency.dec();

@@ -51,6 +51,13 @@ async fn jq_130_a_job_sees_only_the_allowlisted_environment() {
     assert!(out.contains("FROM_PAYLOAD=yes"), "{out}");
     assert!(out.contains("LANG=C.UTF-8"), "allowlisted variables pass: {out}");
     assert!(out.contains("PATH="), "{out}");
+    // NFR-006: the job knows which job and attempt it is.
+    assert!(out.contains(&format!("JQ_JOB_ID={id}\n")), "{out}");
+    assert!(
+        out.contains("JQ_JOB_ATTEMPT=1\n") && out.contains("JQ_JOB_QUEUE=default\n"),
+        "{out}"
+    );
+    assert!(out.contains("JQ_WORKER_ID=bin-env\n"), "{out}");
     sigterm(&child);
     assert!(child.wait().await.unwrap().success());
 }
@@ -164,4 +171,24 @@ async fn nfr_016_nfr_017_help_version_and_bad_flags() {
             .unwrap()
             .contains("invalid server address")
     );
+}
+
+#[tokio::test]
+async fn nfr_007_a_killed_worker_takes_its_running_job_process_with_it() {
+    let mut env = start().await;
+    let mut child = worker_cmd(&env, "bin-kill9").spawn().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("job.pid");
+    let script = format!("echo $$ > {}; exec sleep 60", pidfile.display());
+    let payload = serde_json::json!({"command": ["sh", "-c", script]}).to_string();
+    let id = env.submit(job("default", &payload)).await;
+    env.wait_status(&id, JobStatus::Running).await;
+    until("the job to write its pid", || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
+    })
+    .await;
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(alive(pid));
+    child.kill().await.unwrap(); // SIGKILL: no cleanup code runs
+    until("the orphaned job process to die with its worker", || !alive(pid)).await;
 }

@@ -401,3 +401,41 @@ async fn fr_018_worker_reconnects_after_a_server_restart_and_its_running_job_sur
     assert_eq!(code, 200);
     w.shutdown().await;
 }
+
+#[tokio::test]
+async fn fr_019_fr_020_heartbeats_follow_the_servers_interval_from_the_first_one() {
+    let db = jq_testkit::TestDb::new().await;
+    let mut cfg = server_config(&db, 0);
+    // Shorter than the worker's built-in 5 s default interval.
+    cfg.scheduler.heartbeat_interval_s = 1;
+    cfg.scheduler.worker_heartbeat_timeout_s = 2;
+    let server = jq_server::start(cfg).await.unwrap();
+    let mut env = Env {
+        api: jq_client::Target::new(server.grpc_addr.to_string())
+            .connect()
+            .await
+            .unwrap(),
+        server,
+        db,
+    };
+    let w = jq_worker::start(
+        worker_config(env.addr(), "w-hb", &["default"], 1),
+        Handlers::builtin(),
+    )
+    .await
+    .unwrap();
+    let first = env.wait_worker("w-hb", WorkerStatus::Online).await.registered_at;
+    // Idle for longer than the timeout: only heartbeats keep it ONLINE.
+    // Declared dead, it would come back by registering again, so check it
+    // never had to.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let now = env.worker("w-hb").await.unwrap();
+    assert_eq!(now.status, WorkerStatus::Online as i32);
+    assert_eq!(
+        now.registered_at, first,
+        "declared dead while alive, then re-registered"
+    );
+    let (_, metrics) = http_get(w.metrics_addr, "/metrics").await;
+    assert!(metrics.contains("jq_worker_reconnects_total 0"), "{metrics}");
+    w.shutdown().await;
+}

@@ -71,6 +71,20 @@ impl WorkerService for Workers {
         let r = req.into_inner();
         let held = leases(r.in_flight)?;
         let hb = s.store.heartbeat(&r.worker_id, &held).await.map_err(from_store)?;
+        if hb.registered {
+            // Two intervals: a heartbeat built just before an ack must not
+            // cost that job its attempt.
+            let grace = std::time::Duration::from_secs(s.cfg.scheduler.heartbeat_interval_s * 2);
+            match s.store.reclaim_unlisted(&r.worker_id, &held, grace).await {
+                Ok(lost) if !lost.is_empty() => {
+                    tracing::warn!(worker_id = %r.worker_id, jobs = lost.len(), "RUNNING jobs the worker no longer holds returned for retry");
+                    s.registry.forget(&lost);
+                    s.registry.wake();
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(worker_id = %r.worker_id, error = %e, "cannot check unlisted jobs"),
+            }
+        }
         for l in &hb.stale {
             s.registry.finished(&r.worker_id, l.job_id);
         }

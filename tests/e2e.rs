@@ -1,0 +1,287 @@
+//! End-to-end (NFR-023): the three real binaries as child processes on
+//! free ports, driven only through `jq-ctl`; one test per SPEC §14
+//! acceptance item. Item 8 ("all tests pass") is CI itself.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use jq_testkit::TestDb;
+use jq_tests::*;
+use serde_json::{Value, json};
+
+async fn system() -> (TestDb, Server) {
+    let db = TestDb::new().await;
+    let server = Server::start("server", Server::fast_env(&db.url)).await;
+    (db, server)
+}
+
+async fn status_of(addr: &str, id: &str) -> Value {
+    ctl(addr, &["job", "status", id, "-o", "json"]).await.ok().json()
+}
+
+async fn wait_for(addr: &str, id: &str, status: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..1200 {
+        last = status_of(addr, id).await;
+        if last["status"] == status {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("job {id} never reached {status}: {last}");
+}
+
+#[tokio::test]
+async fn e2e_1_submit_via_jq_ctl_and_watch_pending_running_done() {
+    let (_db, server) = system().await;
+    let a = server.addr();
+    let _w = Worker::start(&a, "e2e-w1", 2).await;
+    let id = ctl(&a, &["job", "submit", r#"{"command":["echo","hi"]}"#])
+        .await
+        .ok()
+        .stdout;
+    let id = id.trim();
+    let watch = ctl(&a, &["job", "watch", id]).await.ok().stdout;
+    let path: Vec<&str> = watch
+        .lines()
+        .map(|l| l.split("-> ").nth(1).unwrap().split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(path, ["PENDING", "ASSIGNED", "RUNNING", "DONE"], "{watch}");
+    let j = status_of(&a, id).await;
+    assert_eq!(j["result"]["stdout"], "hi\n");
+}
+
+#[tokio::test]
+async fn e2e_2_kill_9_a_worker_mid_job_and_the_job_reruns_elsewhere() {
+    let (_db, server) = system().await;
+    let a = server.addr();
+    let log = ExecLog::new();
+    let mut w1 = Worker::start(&a, "e2e-kill-1", 1).await;
+    let id = ctl(&a, &["job", "submit", &log.payload(2000).to_string()])
+        .await
+        .ok()
+        .stdout;
+    let id = id.trim().to_string();
+    let j = wait_for(&a, &id, "RUNNING").await;
+    assert_eq!(j["worker_id"], "e2e-kill-1");
+    w1.kill9();
+    let _w2 = Worker::start(&a, "e2e-kill-2", 1).await;
+    // No operator action: the heartbeat timeout returns it and w2 runs it.
+    let j = wait_for(&a, &id, "DONE").await;
+    assert_eq!(j["worker_id"], "e2e-kill-2");
+    assert_eq!(j["attempt"], 2);
+    let logs = ctl(&a, &["job", "logs", &id, "-o", "json"]).await.ok().json();
+    let reasons: Vec<&str> = logs["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.contains(&"WORKER_LOST"), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn e2e_3_a_job_failing_max_retries_times_ends_dead_lettered_and_is_listed() {
+    let (_db, server) = system().await;
+    let a = server.addr();
+    ctl(
+        &a,
+        &[
+            "queue",
+            "create",
+            "flaky",
+            "--backoff-base",
+            "50ms",
+            "--backoff-max",
+            "100ms",
+        ],
+    )
+    .await
+    .ok();
+    let _w = Worker::start_with(
+        &a,
+        "e2e-fail",
+        2,
+        vec![("JQ_WORKER_QUEUES".into(), "flaky".into())],
+    )
+    .await;
+    let id = ctl(
+        &a,
+        &[
+            "job",
+            "submit",
+            "-q",
+            "flaky",
+            "--max-retries",
+            "2",
+            r#"{"command":["sh","-c","echo boom >&2; exit 7"]}"#,
+        ],
+    )
+    .await
+    .ok()
+    .stdout;
+    let id = id.trim();
+    let j = wait_for(&a, id, "DEAD_LETTERED").await;
+    assert_eq!((j["attempt"].clone(), j["retries"].clone()), (json!(3), json!(2)));
+    assert!(
+        j["error"].as_str().unwrap().contains("exited with code 7: boom"),
+        "{j}"
+    );
+    let listed = ctl(&a, &["job", "list", "--status", "DEAD_LETTERED", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    let ids: Vec<&str> = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id]);
+    let table = ctl(&a, &["job", "list", "--status", "DEAD_LETTERED"])
+        .await
+        .ok()
+        .stdout;
+    assert!(table.contains(id) && table.contains("DEAD_LETTERED"), "{table}");
+}
+
+#[tokio::test]
+async fn e2e_4_two_servers_at_once_no_job_runs_twice_concurrently_none_lost() {
+    let db = TestDb::new().await;
+    let one = Server::start("server-1", Server::fast_env(&db.url)).await;
+    let two = Server::start("server-2", Server::fast_env(&db.url)).await;
+    let log = ExecLog::new();
+    let _ws: Vec<Worker> = vec![
+        Worker::start(&one.addr(), "e2e-two-a", 4).await,
+        Worker::start(&one.addr(), "e2e-two-b", 4).await,
+        Worker::start(&two.addr(), "e2e-two-c", 4).await,
+        Worker::start(&two.addr(), "e2e-two-d", 4).await,
+    ];
+    // Submissions go to both servers.
+    let mut ids = submit_many(&one.addr(), &vec![log.payload(10); 150], json!({})).await;
+    ids.extend(submit_many(&two.addr(), &vec![log.payload(10); 150], json!({})).await);
+    let s = store(&db.url).await;
+    let v = check(&s, &log, &Kills::default(), &ids, 0).await;
+    assert_eq!(v.reruns, 0, "nothing failed, so every job ran exactly once");
+    let workers: HashSet<String> = log.read().into_iter().map(|e| e.worker).collect();
+    assert!(workers.len() >= 3, "both servers dispatched: {workers:?}");
+}
+
+#[tokio::test]
+async fn e2e_5_queue_stats_numbers_match_what_happened() {
+    let (_db, server) = system().await;
+    let a = server.addr();
+    ctl(&a, &["queue", "create", "stats", "--max-retries", "0"])
+        .await
+        .ok();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jobs.ndjson");
+    let mut lines = String::new();
+    for _ in 0..8 {
+        lines.push_str(&json!({"queue": "stats", "payload": {"command": ["true"]}}).to_string());
+        lines.push('\n');
+    }
+    for _ in 0..2 {
+        lines.push_str(&json!({"queue": "stats", "payload": {"command": ["false"]}}).to_string());
+        lines.push('\n');
+    }
+    for _ in 0..3 {
+        lines.push_str(
+            &json!({"queue": "stats", "payload": {"command": ["true"]}, "delay_ms": 3_600_000}).to_string(),
+        );
+        lines.push('\n');
+    }
+    std::fs::write(&file, lines).unwrap();
+    let ids: Vec<String> = ctl(&a, &["job", "submit", "--file", file.to_str().unwrap()])
+        .await
+        .ok()
+        .stdout
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(ids.len(), 13);
+    let _w = Worker::start_with(
+        &a,
+        "e2e-stats",
+        4,
+        vec![("JQ_WORKER_QUEUES".into(), "stats".into())],
+    )
+    .await;
+    for id in &ids[..8] {
+        wait_for(&a, id, "DONE").await;
+    }
+    for id in &ids[8..10] {
+        wait_for(&a, id, "DEAD_LETTERED").await;
+    }
+    let st = ctl(&a, &["queue", "stats", "stats", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(st["done"], 8);
+    assert_eq!(st["dead_lettered"], 2);
+    assert_eq!(st["pending"], 3);
+    assert_eq!(st["scheduled"], 3);
+    assert_eq!(st["total_processed"], 10);
+    assert_eq!(
+        (st["running"].clone(), st["assigned"].clone()),
+        (json!(0), json!(0))
+    );
+    // 2 failed attempts of 10 finished attempts.
+    assert!((st["error_rate"].as_f64().unwrap() - 0.2).abs() < 1e-9, "{st}");
+    assert!(st["avg_processing_seconds"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test]
+async fn e2e_6_every_fr_040_metric_is_scrapeable() {
+    let (_db, server) = system().await;
+    let a = server.addr();
+    let _w = Worker::start(&a, "e2e-metrics", 2).await;
+    let id = ctl(&a, &["job", "submit", r#"{"handler":"noop"}"#])
+        .await
+        .ok()
+        .stdout;
+    wait_for(&a, id.trim(), "DONE").await;
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = http_get(server.metrics, "/metrics").await.1;
+        if body.contains("jq_worker_job_concurrency{") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for name in [
+        "jq_job_queue_depth{",
+        "jq_job_processing_duration_seconds_bucket{",
+        "jq_job_total{",
+        "jq_worker_active_count ",
+        "jq_worker_job_concurrency{",
+        "jq_grpc_request_duration_seconds_bucket{",
+        "jq_scheduler_cycle_duration_seconds_bucket{",
+        "jq_scheduler_jobs_assigned_total{",
+        "jq_kafka_publish_errors_total",
+        "jq_db_query_duration_seconds_bucket{",
+        "jq_redis_operation_duration_seconds",
+    ] {
+        assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
+    }
+}
+
+#[tokio::test]
+async fn e2e_7_the_system_starts_and_jq_ctl_status_says_healthy() {
+    // In place of compose (no Docker here): the same three binaries.
+    let (_db, server) = system().await;
+    let a = server.addr();
+    let _w = Worker::start(&a, "e2e-status", 2).await;
+    let mut st = Value::Null;
+    for _ in 0..200 {
+        st = ctl(&a, &["status", "-o", "json"]).await.ok().json();
+        if st["active_workers"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(st["healthy"], true, "{st}");
+    assert_eq!(st["active_workers"], 1, "{st}");
+    let table = ctl(&a, &["status"]).await.ok().stdout;
+    assert!(table.contains("Health:          ok"), "{table}");
+}
