@@ -285,3 +285,93 @@ async fn e2e_7_the_system_starts_and_jq_ctl_status_says_healthy() {
     let table = ctl(&a, &["status"]).await.ok().stdout;
     assert!(table.contains("Health:          ok"), "{table}");
 }
+
+/// The README's quickstart: one command, nothing else running.
+#[tokio::test]
+async fn e2e_quickstart_jq_server_dev_runs_a_job_with_nothing_else_set_up() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let grpc = jq_testkit::free_port();
+    let mut dev = tokio::process::Command::new(jq_testkit::bins::binary("jq-server"))
+        .current_dir(dir.path())
+        .env_remove("JQ_DB_URL")
+        .args([
+            "--dev",
+            "--grpc-port",
+            &grpc.to_string(),
+            "--health-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{grpc}");
+    let mut up = false;
+    for _ in 0..600 {
+        if ctl(&addr, &["status", "-o", "json"]).await.code == 0 {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "jq-server --dev never answered");
+    let id = ctl(&addr, &["job", "submit", r#"{"command":["echo","hi"]}"#])
+        .await
+        .ok()
+        .stdout;
+    let j = wait_for(&addr, id.trim(), "DONE").await;
+    assert_eq!(j["worker_id"], "dev-worker");
+    assert_eq!(j["result"]["stdout"], "hi\n");
+    assert!(
+        dir.path().join(".jq-dev/postgres/PG_VERSION").exists(),
+        "its data folder"
+    );
+    // Ctrl-C stops everything, PostgreSQL included.
+    unsafe {
+        libc::kill(dev.id().unwrap() as i32, libc::SIGINT);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), dev.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.success(), "{out:?}");
+    let mut banner = String::new();
+    use tokio::io::AsyncReadExt;
+    dev.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut banner)
+        .await
+        .unwrap();
+    assert!(
+        banner.contains("running in dev mode") && banner.contains("job submit"),
+        "{banner}"
+    );
+    assert!(
+        !dir.path().join(".jq-dev/postgres/postmaster.pid").exists(),
+        "PostgreSQL stopped"
+    );
+}
+
+#[tokio::test]
+async fn e2e_quickstart_without_postgresql_binaries_names_what_to_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(jq_testkit::bins::binary("jq-server"))
+        .current_dir(dir.path())
+        .env_remove("JQ_DB_URL")
+        .env("JQ_DEV_PG_BINDIR", dir.path())
+        .args(["--dev", "--grpc-port", &jq_testkit::free_port().to_string()])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("initdb, pg_ctl") && e.contains("apt-get install postgresql") && e.contains("JQ_DB_URL"),
+        "{e}"
+    );
+}

@@ -17,8 +17,10 @@
 //! - [`relay`]: the outbox relay to Kafka and the event decoder.
 //! - [`status`], [`convert`]: errors and records at the wire edge.
 //! - [`dry_run`]: `--dry-run` checks (FR-046).
+//! - [`dev`]: the private PostgreSQL behind `--dev`.
 
 pub mod convert;
+pub mod dev;
 pub mod dispatcher;
 pub mod dry_run;
 pub mod grpc;

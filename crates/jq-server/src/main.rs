@@ -18,7 +18,8 @@ Secrets (JQ_DB_PASSWORD, JQ_REDIS_PASSWORD, JQ_KAFKA_SASL_PASSWORD, JQ_AUTH_TOKE
 Examples:
   jq-server --config /etc/jq/server.yaml
   JQ_DB_URL=postgres://jq@db/jq jq-server --grpc-port 50051
-  jq-server --config server.yaml --dry-run")]
+  jq-server --config server.yaml --dry-run
+  jq-server --dev                 # everything in one process, for a first try")]
 struct Args {
     /// YAML configuration file.
     #[arg(long, value_name = "FILE")]
@@ -39,6 +40,14 @@ struct Args {
     /// a summary and exit (non-zero when anything configured fails).
     #[arg(long)]
     dry_run: bool,
+    /// Try jq with one command: a private PostgreSQL in --data-dir (unless
+    /// JQ_DB_URL is set), no Redis or Kafka, and a worker in this process.
+    /// Not for production.
+    #[arg(long, conflicts_with = "dry_run")]
+    dev: bool,
+    /// Data folder of --dev's PostgreSQL.
+    #[arg(long, value_name = "DIR", default_value = ".jq-dev", requires = "dev")]
+    data_dir: PathBuf,
 }
 
 #[tokio::main]
@@ -52,6 +61,15 @@ async fn main() -> ExitCode {
         }
     };
     let mut cfg = loaded.config;
+    if args.dev {
+        // Quiet, readable output unless asked otherwise.
+        if std::env::var_os("JQ_LOG_FORMAT").is_none() {
+            cfg.log.format = "text".into();
+        }
+        if std::env::var_os("JQ_LOG_LEVEL").is_none() && args.log_level.is_none() {
+            cfg.log.level = "warn".into();
+        }
+    }
     if let Some(p) = args.grpc_port {
         cfg.server.grpc_port = p;
     }
@@ -80,6 +98,9 @@ async fn main() -> ExitCode {
         print!("{summary}");
         return if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
+    if args.dev {
+        return dev_mode(cfg, &args.data_dir, std::env::var_os("JQ_DB_URL").is_some()).await;
+    }
     let running = match jq_server::start(cfg).await {
         Ok(r) => r,
         Err(e) => {
@@ -100,5 +121,16 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// `--dev`: everything in one process until a signal (see `jq_server::dev`).
+async fn dev_mode(cfg: ServerConfig, data_dir: &std::path::Path, db_given: bool) -> ExitCode {
+    match jq_server::dev::run(cfg, data_dir, db_given, wait_for_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("jq-server: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
