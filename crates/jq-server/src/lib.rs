@@ -13,12 +13,14 @@
 //! - [`registry`]: workers connected to this server and their streams.
 //! - [`dispatcher`]: claims for free capacity and pushes assignments.
 //! - [`locks`]: Redis per-job dispatch locks (a second guard).
+//! - [`batch`]: group commit of acks and results.
 //! - [`reaper`]: assignment timeouts, dead workers, TTL, gauges.
 //! - [`relay`]: the outbox relay to Kafka and the event decoder.
 //! - [`status`], [`convert`]: errors and records at the wire edge.
 //! - [`dry_run`]: `--dry-run` checks (FR-046).
 //! - [`dev`]: the private PostgreSQL behind `--dev`.
 
+pub mod batch;
 pub mod convert;
 pub mod dev;
 pub mod dispatcher;
@@ -57,8 +59,50 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     pub metrics: Arc<ServerMetrics>,
     pub cfg: Arc<ServerConfig>,
-    pub locks: locks::Locks,
+    pub locks: Arc<locks::Locks>,
+    /// Group commit of acks: (worker, job, attempt).
+    pub acks: batch::Batcher<(String, uuid::Uuid, u32), jq_store::Result<()>>,
+    /// Group commit of results: the outcome and the job's queue.
+    pub reports: batch::Batcher<jq_store::ResultReport, jq_store::Result<(jq_store::ReportOutcome, String)>>,
+    /// Cross-replica wakes, coalesced (one NOTIFY in flight at a time).
+    wakes: Arc<WakeOthers>,
     migrated: AtomicBool,
+}
+
+/// `NOTIFY jq_wake` for other replicas, at most one in flight: submits
+/// arriving meanwhile are covered by one more NOTIFY after it, instead of
+/// one database round trip each.
+struct WakeOthers {
+    store: Store,
+    in_flight: AtomicBool,
+    again: AtomicBool,
+}
+
+impl WakeOthers {
+    fn wake(self: &Arc<Self>) {
+        if self.in_flight.swap(true, Ordering::AcqRel) {
+            self.again.store(true, Ordering::Release);
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                me.again.store(false, Ordering::Release);
+                if let Err(e) = me.store.notify_wake().await {
+                    tracing::debug!(error = %e, "wake notification failed; other replicas rely on their interval");
+                }
+                if me.again.load(Ordering::Acquire) {
+                    continue;
+                }
+                me.in_flight.store(false, Ordering::Release);
+                // A submit between the check and the store above.
+                if me.again.load(Ordering::Acquire) && !me.in_flight.swap(true, Ordering::AcqRel) {
+                    continue;
+                }
+                break;
+            }
+        });
+    }
 }
 
 impl Shared {
@@ -66,12 +110,7 @@ impl Shared {
     /// through PostgreSQL (JQ-120).
     pub fn submitted(&self) {
         self.registry.wake();
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.notify_wake().await {
-                tracing::debug!(error = %e, "wake notification failed; other replicas rely on their interval");
-            }
-        });
+        self.wakes.wake();
     }
 
     pub async fn redis_health(&self) -> jq_proto::v1::ComponentHealth {
@@ -186,6 +225,10 @@ async fn prepare(s: &Shared) -> Result<(), jq_store::StoreError> {
     Ok(())
 }
 
+/// Batches of acks or results written at once, and how many at a time.
+const BATCH_MAX: usize = 512;
+const BATCH_LANES: usize = 4;
+
 /// Start the server on the configured (or OS-chosen, with port 0) ports.
 pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     let cfg = Arc::new(cfg);
@@ -213,12 +256,50 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         Duration::from_secs(cfg.scheduler.assignment_timeout_s),
         metrics.clone(),
     )?;
+    let locks = Arc::new(locks);
+    let acks = {
+        let (store, locks) = (store.clone(), locks.clone());
+        batch::Batcher::spawn(
+            BATCH_LANES,
+            BATCH_MAX,
+            move |calls: Vec<(String, uuid::Uuid, u32)>| {
+                let (store, locks) = (store.clone(), locks.clone());
+                async move {
+                    let out = store.ack_many(&calls).await;
+                    // Started jobs' dispatch locks have done their job: one
+                    // pipelined release for the batch.
+                    let started: Vec<uuid::Uuid> = calls
+                        .iter()
+                        .zip(&out)
+                        .filter(|(_, r)| r.is_ok())
+                        .map(|(c, _)| c.1)
+                        .collect();
+                    locks.release_many(&started).await;
+                    out
+                }
+            },
+        )
+    };
+    let reports = {
+        let store = store.clone();
+        batch::Batcher::spawn(BATCH_LANES, BATCH_MAX, move |r: Vec<jq_store::ResultReport>| {
+            let store = store.clone();
+            async move { store.report_many(&r).await }
+        })
+    };
     let shared = Arc::new(Shared {
-        store,
+        store: store.clone(),
         registry: Registry::new(),
         metrics: metrics.clone(),
         cfg: cfg.clone(),
         locks,
+        acks,
+        reports,
+        wakes: Arc::new(WakeOthers {
+            store: store.clone(),
+            in_flight: AtomicBool::new(false),
+            again: AtomicBool::new(false),
+        }),
         migrated: AtomicBool::new(false),
     });
 

@@ -154,6 +154,33 @@ impl Locks {
         }
     }
 
+    /// Release our locks of `jobs` in one pipelined round trip (the batch
+    /// of acks that started them).
+    pub async fn release_many(&self, jobs: &[Uuid]) {
+        let Some(conn) = &self.conn else { return };
+        if jobs.is_empty() || self.degraded.load(Ordering::Acquire) {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for j in jobs {
+            pipe.cmd("EVAL")
+                .arg(RELEASE)
+                .arg(1)
+                .arg(self.key(*j))
+                .arg(&self.owner)
+                .ignore();
+        }
+        let start = Instant::now();
+        let mut c = conn.clone();
+        let res = tokio::time::timeout(OP_TIMEOUT, pipe.query_async::<()>(&mut c)).await;
+        self.observe(OPERATIONS[1], start);
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.health(false, Some(&e)),
+            Err(_) => self.health(false, None),
+        }
+    }
+
     pub fn degraded(&self) -> bool {
         self.conn.is_some() && self.degraded.load(Ordering::Acquire)
     }

@@ -50,3 +50,31 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+impl StoreError {
+    /// A copy for each call of a batch that failed as a whole. Database
+    /// errors cannot be cloned; their text is kept, and so is whether they
+    /// were transient (UNAVAILABLE, worth retrying).
+    pub(crate) fn clone_shallow(&self) -> StoreError {
+        let text = |e: &dyn std::fmt::Display| sqlx::Error::Protocol(e.to_string());
+        match self {
+            StoreError::JobNotFound(id) => StoreError::JobNotFound(*id),
+            StoreError::QueueNotFound(q) => StoreError::QueueNotFound(q.clone()),
+            StoreError::QueueExists(q) => StoreError::QueueExists(q.clone()),
+            StoreError::QueueNotEmpty { name, jobs } => StoreError::QueueNotEmpty {
+                name: name.clone(),
+                jobs: *jobs,
+            },
+            StoreError::WorkerNotFound(w) => StoreError::WorkerNotFound(w.clone()),
+            StoreError::WorkerOffline(w) => StoreError::WorkerOffline(w.clone()),
+            StoreError::JobNotTerminal(id) => StoreError::JobNotTerminal(*id),
+            StoreError::Transition(t) => StoreError::Transition(t.clone()),
+            StoreError::Invalid(v) => StoreError::Invalid(v.clone()),
+            StoreError::Contention(id) => StoreError::Contention(*id),
+            StoreError::Unavailable(e) => StoreError::Unavailable(text(e)),
+            StoreError::Database(e) if is_transient(e) => StoreError::Unavailable(text(e)),
+            StoreError::Database(e) => StoreError::Database(text(e)),
+            StoreError::Migration(e) => StoreError::Database(text(e)),
+        }
+    }
+}

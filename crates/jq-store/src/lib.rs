@@ -13,6 +13,8 @@
 //! - [`jobs`]: submit (single/bulk, idempotency, delay, TTL), get, list, events, delete.
 //! - [`transitions`]: the guarded writer plus ack, report, cancel, retry, delivery failure.
 //! - [`claim`]: batch claim with `FOR UPDATE SKIP LOCKED`, pause, JQ-140 limits.
+//! - [`batch`]: group commit of many workers' acks and results.
+//! - [`bench`]: bulk fill and timelines for `jq-bench` only.
 //! - [`reaper`]: assignment timeouts, dead workers, TTL expiry.
 //! - [`queues`]: queue CRUD, stats, pause/resume.
 //! - [`workers`]: register, heartbeat, drain, shutdown, deregister, list.
@@ -24,6 +26,8 @@ use std::time::{Duration, Instant};
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+pub mod batch;
+pub mod bench;
 pub mod claim;
 mod error;
 pub mod jobs;
@@ -203,6 +207,20 @@ impl Store {
         };
         if let Some(o) = &self.observer {
             o.observe(name, start.elapsed(), res.is_ok());
+        }
+        res
+    }
+
+    /// Time a batch operation (its items carry their own errors).
+    async fn observed<T>(
+        &self,
+        name: &'static str,
+        op: impl Future<Output = Vec<Result<T>>>,
+    ) -> Vec<Result<T>> {
+        let start = Instant::now();
+        let res = op.await;
+        if let Some(o) = &self.observer {
+            o.observe(name, start.elapsed(), res.iter().all(|r| r.is_ok()));
         }
         res
     }

@@ -57,17 +57,39 @@ pub(crate) fn u32_of(v: i32) -> u32 {
 
 impl JobRow {
     pub fn state(&self) -> JobState {
+        JobRow::state_of(
+            &self.status,
+            self.attempt,
+            self.retries,
+            self.max_retries,
+            self.worker_id.clone(),
+            self.cancel_requested,
+            self.last_report_attempt,
+            self.last_report_kind.as_deref(),
+        )
+    }
+
+    /// Lifecycle state from its columns (also used by batch decisions,
+    /// which load only these).
+    #[allow(clippy::too_many_arguments)]
+    pub fn state_of(
+        status_text: &str,
+        attempt: i32,
+        retries: i32,
+        max_retries: i32,
+        worker_id: Option<String>,
+        cancel_requested: bool,
+        last_report_attempt: Option<i32>,
+        last_report_kind: Option<&str>,
+    ) -> JobState {
         JobState {
-            status: status(&self.status),
-            attempt: u32_of(self.attempt),
-            retries: u32_of(self.retries),
-            max_retries: u32_of(self.max_retries),
-            worker_id: self.worker_id.clone(),
-            cancel_requested: self.cancel_requested,
-            last_report: match (
-                self.last_report_attempt,
-                self.last_report_kind.as_deref().and_then(ReportKind::parse),
-            ) {
+            status: status(status_text),
+            attempt: u32_of(attempt),
+            retries: u32_of(retries),
+            max_retries: u32_of(max_retries),
+            worker_id,
+            cancel_requested,
+            last_report: match (last_report_attempt, last_report_kind.and_then(ReportKind::parse)) {
                 (Some(a), Some(kind)) => Some(LastReport {
                     attempt: u32_of(a),
                     kind,

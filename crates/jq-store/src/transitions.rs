@@ -262,7 +262,7 @@ SELECT id FROM upd"#,
 
     /// Decide `cmd` for one job and write it; on a lost race, decide again
     /// from the new state. `shape` adds result/error/detail to the write.
-    async fn act(
+    pub(crate) async fn act(
         &self,
         id: Uuid,
         cmd: &Command,

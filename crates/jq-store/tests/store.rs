@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jq_core::records::{Lease, WorkerRegistration};
+use jq_core::records::{Assignment, Lease, WorkerRegistration};
 use jq_core::*;
 use jq_store::queues::QueuePatch;
 use jq_store::{CancelOutcome, ListFilter, ResultReport, Store, StoreError, StoreOptions};
@@ -1463,4 +1463,103 @@ async fn jq_110_running_job_a_live_worker_no_longer_lists_is_reclaimed_after_the
         (JobStatus::Pending, 1),
         "a lost attempt counts (JQ-112)"
     );
+}
+
+#[tokio::test]
+async fn jq_110_group_commit_of_acks_and_results_decides_each_call_alone() {
+    let (_db, s) = setup().await;
+    worker(&s, "a", &["default"]).await;
+    worker(&s, "b", &["default"]).await;
+    for _ in 0..6 {
+        s.submit(job("default")).await.unwrap();
+    }
+    let qa = q(&["default"]);
+    let for_a = s.claim("a", &qa, 3).await.unwrap();
+    let for_b = s.claim("b", &qa, 3).await.unwrap();
+    // One batch: a's three acks, b's first with a stale attempt, b's
+    // second twice, and a job that does not exist.
+    let ghost = Uuid::new_v4();
+    let mut calls: Vec<(String, Uuid, u32)> = for_a
+        .iter()
+        .map(|x| ("a".to_string(), x.job_id, x.attempt))
+        .collect();
+    calls.push(("b".into(), for_b[0].job_id, for_b[0].attempt + 1));
+    calls.push(("b".into(), for_b[1].job_id, for_b[1].attempt));
+    calls.push(("b".into(), for_b[1].job_id, for_b[1].attempt));
+    calls.push(("b".into(), ghost, 1));
+    let out = s.ack_many(&calls).await;
+    assert!(out[..3].iter().all(|r| r.is_ok()), "{out:?}");
+    assert!(
+        matches!(
+            out[3],
+            Err(StoreError::Transition(TransitionError::StaleAttempt { .. }))
+        ),
+        "{:?}",
+        out[3]
+    );
+    assert!(out[4].is_ok(), "{out:?}");
+    // Decided after the first, like a second `ack` call would be.
+    assert!(
+        matches!(
+            out[5],
+            Err(StoreError::Transition(TransitionError::InvalidState { .. }))
+        ),
+        "{out:?}"
+    );
+    assert!(matches!(out[6], Err(StoreError::JobNotFound(id)) if id == ghost));
+    for x in &for_a {
+        assert_eq!(s.get_job(x.job_id).await.unwrap().status, JobStatus::Running);
+    }
+    assert_eq!(
+        s.get_job(for_b[0].job_id).await.unwrap().status,
+        JobStatus::Assigned,
+        "the stale ack changed nothing"
+    );
+    // Results: success, failure with retries left, a duplicate, one from
+    // the wrong worker.
+    let rep = |w: &str, x: &Assignment, outcome| ResultReport {
+        worker_id: w.into(),
+        job_id: x.job_id,
+        attempt: x.attempt,
+        outcome,
+        result: b"r".to_vec(),
+        error: matches!(outcome, Outcome::Failed { .. }).then(|| "boom".into()),
+    };
+    let reports = vec![
+        rep("a", &for_a[0], Outcome::Succeeded),
+        rep("a", &for_a[1], Outcome::Failed { retryable: true }),
+        rep("a", &for_a[0], Outcome::Succeeded),
+        rep("b", &for_a[2], Outcome::Succeeded),
+    ];
+    let out = s.report_many(&reports).await;
+    let (o0, queue) = out[0].as_ref().unwrap();
+    assert_eq!(
+        (o0.status, o0.duplicate, queue.as_str()),
+        (JobStatus::Done, false, "default")
+    );
+    assert_eq!(
+        out[1].as_ref().unwrap().0.status,
+        JobStatus::Pending,
+        "retry scheduled"
+    );
+    assert!(out[2].as_ref().unwrap().0.duplicate);
+    assert!(
+        matches!(
+            out[3],
+            Err(StoreError::Transition(TransitionError::NotOwner { .. }))
+        ),
+        "{:?}",
+        out[3]
+    );
+    let done = s.get_job(for_a[0].job_id).await.unwrap();
+    assert_eq!(done.result.as_deref(), Some(&b"r"[..]));
+    assert_eq!(
+        s.get_job(for_a[2].job_id).await.unwrap().status,
+        JobStatus::Running
+    );
+    // Every written transition has its event, exactly once.
+    let a = s.audit_events().await.unwrap();
+    assert_eq!((a.missing, a.duplicated, a.orphans), (0, 0, 0));
+    let events = s.job_events(for_a[0].job_id).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.to == JobStatus::Done).count(), 1);
 }

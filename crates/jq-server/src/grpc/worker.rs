@@ -162,10 +162,15 @@ impl WorkerService for Workers {
         let s = &self.0;
         let r = req.into_inner();
         let id = job_id(&r.job_id)?;
-        match s.store.ack(&r.worker_id, id, r.attempt).await {
+        // Group commit with the other acks arriving now (batch.rs).
+        let res = s
+            .acks
+            .call((r.worker_id.clone(), id, r.attempt))
+            .await
+            .ok_or_else(|| Status::unavailable("the server is shutting down"))?;
+        match res {
             Ok(()) => {
-                // Started: the dispatch lock has done its job.
-                s.locks.release(id).await;
+                // (Its dispatch lock was released with the batch.)
                 if let Some(created) = s.registry.acked(&r.worker_id, id) {
                     let waited = (chrono::Utc::now() - created).num_microseconds().unwrap_or(0) as f64 / 1e6;
                     s.metrics.submit_to_start.observe(waited.max(0.0));
@@ -199,11 +204,14 @@ impl WorkerService for Workers {
             result: r.result,
             error: (!r.error.is_empty()).then_some(r.error),
         };
-        let res = s.store.report(&report).await;
+        let res = s
+            .reports
+            .call(report)
+            .await
+            .ok_or_else(|| Status::unavailable("the server is shutting down"))?;
         s.registry.finished(&r.worker_id, id);
-        let out = res.map_err(from_store)?;
+        let (out, queue) = res.map_err(from_store)?;
         if !out.duplicate {
-            let queue = s.store.get_job(id).await.map(|j| j.queue).unwrap_or_default();
             let label = match out.status {
                 JobStatus::Pending => "FAILED",
                 st => st.as_str(),

@@ -1,0 +1,170 @@
+//! jq-bench: run named scenarios, print one JSON line each and a table.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use jq_bench::{Settings, scenarios};
+use serde_json::Value;
+
+/// jq load generator. Build in release first: `cargo build --release --bins`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "jq-bench",
+    after_help = "\
+Scenarios: submit-unary submit-bulk burst latency scale-workers big-table, or all.
+
+Examples:
+  cargo run --release -p jq-bench -- all
+  cargo run --release -p jq-bench -- burst --jobs 50000 --workers 2
+  cargo run --release -p jq-bench -- big-table --big-rows 10000000"
+)]
+struct Args {
+    /// Scenarios to run (default: all).
+    scenarios: Vec<String>,
+    /// PostgreSQL URL allowed to create databases (one per scenario).
+    #[arg(
+        long,
+        env = "JQ_BENCH_DB_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    db_url: String,
+    /// Redis for the server's dispatch locks; "" for none.
+    #[arg(long, env = "JQ_BENCH_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// jq-server binary (default: next to this one).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Jobs per submit and burst scenario.
+    #[arg(long, default_value_t = 20_000)]
+    jobs: usize,
+    /// Concurrent clients of submit-unary.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Workers of burst.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Slots per worker in burst and scale-workers.
+    #[arg(long, default_value_t = 128)]
+    worker_concurrency: u32,
+    /// Offered rate of latency (jobs/s) and how long.
+    #[arg(long, default_value_t = 500)]
+    rate: u32,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Rows in big-table (mostly DONE) and how many PENDING.
+    #[arg(long, default_value_t = 10_000_000)]
+    big_rows: u64,
+    #[arg(long, default_value_t = 100_000)]
+    big_pending: u64,
+}
+
+fn f(v: &Value, path: &str) -> String {
+    let mut cur = v;
+    for k in path.split('.') {
+        cur = &cur[k];
+    }
+    match cur.as_f64() {
+        Some(x) if x >= 100.0 => format!("{x:.0}"),
+        Some(x) => format!("{x:.2}"),
+        None => "-".into(),
+    }
+}
+
+fn row(v: &Value) -> String {
+    let name = v["scenario"].as_str().unwrap_or("?");
+    let main = match name {
+        "latency" => format!(
+            "start p50 {} / p90 {} / p99 {} / max {} ms; done p50 {} / p99 {} ms",
+            f(v, "submit_to_start.p50_ms"),
+            f(v, "submit_to_start.p90_ms"),
+            f(v, "submit_to_start.p99_ms"),
+            f(v, "submit_to_start.max_ms"),
+            f(v, "submit_to_done.p50_ms"),
+            f(v, "submit_to_done.p99_ms"),
+        ),
+        "big-table" => format!(
+            "claim 100: p50 {} / p95 {} ms ({} rows, {} pending)",
+            f(v, "claim_100.p50_ms"),
+            f(v, "claim_100.p95_ms"),
+            v["rows"],
+            v["pending"]
+        ),
+        _ => {
+            let mut s = format!(
+                "{} jobs/s ({} jobs in {} s)",
+                f(v, "jobs_per_s"),
+                v["jobs"],
+                f(v, "seconds")
+            );
+            if v.get("server_rss_mib").is_some() {
+                s.push_str(&format!(", server RSS {} MiB", f(v, "server_rss_mib")));
+            }
+            s
+        }
+    };
+    format!("{name:<16} {main}")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let server_bin = match a.server_bin {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("jq-server"),
+    };
+    anyhow::ensure!(
+        server_bin.is_file(),
+        "{} not found: build it (cargo build --release --bins) or pass --server-bin",
+        server_bin.display()
+    );
+    let s = Settings {
+        admin_url: a.db_url,
+        redis_url: a.redis_url,
+        server_bin,
+        server_env: vec![],
+    };
+    let all = [
+        "submit-unary",
+        "submit-bulk",
+        "burst",
+        "latency",
+        "scale-workers",
+        "big-table",
+    ];
+    let wanted: Vec<String> = if a.scenarios.is_empty() || a.scenarios.iter().any(|s| s == "all") {
+        all.iter().map(|s| s.to_string()).collect()
+    } else {
+        a.scenarios
+    };
+    let mut results = vec![];
+    for name in &wanted {
+        let mut out = vec![];
+        match name.as_str() {
+            "submit-unary" => out.push(scenarios::submit_unary(&s, a.jobs, a.clients).await?),
+            "submit-bulk" => out.push(scenarios::submit_bulk(&s, a.jobs * 5, 1000).await?),
+            "burst" => {
+                out.push(scenarios::burst(&s, "burst", a.jobs, a.workers, a.worker_concurrency).await?)
+            }
+            "latency" => out.push(scenarios::latency(&s, a.rate, a.seconds, a.workers).await?),
+            "scale-workers" => {
+                for w in [1, 2, 4, 8] {
+                    let v = scenarios::burst(&s, &format!("scale-{w}"), a.jobs / 2, w, a.worker_concurrency)
+                        .await?;
+                    out.push(v);
+                }
+                out.push(scenarios::many_workers(&s, 100, a.jobs / 2).await?);
+            }
+            "big-table" => out.push(scenarios::big_table(&s, a.big_rows, a.big_pending, 200).await?),
+            other => anyhow::bail!("unknown scenario {other:?} (one of {all:?} or all)"),
+        }
+        for v in out {
+            println!("{v}");
+            results.push(v);
+        }
+    }
+    println!();
+    for v in &results {
+        println!("{}", row(v));
+    }
+    Ok(())
+}

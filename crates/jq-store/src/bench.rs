@@ -1,0 +1,75 @@
+//! Statements only the load generator (`jq-bench`) uses: filling a table
+//! with millions of rows for the big-table scenario and reading back the
+//! timestamps latency is computed from. Kept here because all SQL is.
+
+use chrono::{DateTime, Utc};
+
+use crate::{Result, Store};
+
+/// (created, started, completed) of one finished job.
+pub type Timeline = (DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+impl Store {
+    /// Insert `terminal` DONE and then `pending` PENDING jobs into `queue`
+    /// with `generate_series`, `chunk` rows per statement.
+    pub async fn bench_fill(&self, queue: &str, terminal: u64, pending: u64, chunk: u64) -> Result<()> {
+        let total = terminal + pending;
+        let mut from = 1u64;
+        while from <= total {
+            let to = (from + chunk - 1).min(total);
+            sqlx::query(
+                "INSERT INTO jobs (id, queue, status, priority, payload, max_retries, attempt, created_at, \
+                 not_before, started_at, completed_at, updated_at) \
+                 SELECT gen_random_uuid(), $1, \
+                   (CASE WHEN g <= $4 THEN 'DONE' ELSE 'PENDING' END)::job_status, (g % 10)::smallint, \
+                   '\\x7b7d'::bytea, 3, CASE WHEN g <= $4 THEN 1 ELSE 0 END, \
+                   now() - make_interval(secs => ($5 - g)::double precision / 1000), now() - interval '1 day', \
+                   CASE WHEN g <= $4 THEN now() END, CASE WHEN g <= $4 THEN now() END, now() \
+                 FROM generate_series($2::bigint, $3::bigint) AS g",
+            )
+            .bind(queue)
+            .bind(from as i64)
+            .bind(to as i64)
+            .bind(terminal as i64)
+            .bind(total as i64)
+            .execute(&self.pool)
+            .await?;
+            from = to + 1;
+        }
+        sqlx::query("ANALYZE jobs").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Timelines of every DONE job of `queue`.
+    pub async fn bench_timelines(&self, queue: &str) -> Result<Vec<Timeline>> {
+        Ok(sqlx::query_as(
+            "SELECT created_at, started_at, completed_at FROM jobs WHERE queue = $1 AND status = 'DONE'",
+        )
+        .bind(queue)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Jobs of `queue` that are DONE (cheap enough to poll during a run).
+    pub async fn bench_done(&self, queue: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE queue = $1 AND status = 'DONE'")
+            .bind(queue)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+}
+
+/// Drop (if present) and create database `name` on the server of
+/// `admin_url`, for a clean run.
+pub async fn recreate_database(admin_url: &str, name: &str) -> Result<()> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(admin_url).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut c)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut c)
+        .await?;
+    Ok(())
+}
