@@ -200,16 +200,20 @@ impl Env {
         let _ = self.server.kill().await;
     }
 
-    /// Wait until `n` jobs of `queue` are DONE; the elapsed time.
+    /// Wait until no job of `queue` is open (all `n` submitted are
+    /// finished); the elapsed time since `since`.
     pub async fn wait_done(&self, queue: &str, n: u64, since: Instant) -> anyhow::Result<Duration> {
         loop {
-            if self.store.bench_done(queue).await? >= n {
-                return Ok(since.elapsed());
+            if self.store.bench_open(queue).await? == 0 {
+                let took = since.elapsed();
+                let done = self.store.bench_timelines(queue).await?.len() as u64;
+                anyhow::ensure!(done == n, "{done} of {n} jobs DONE");
+                return Ok(took);
             }
             if since.elapsed() > Duration::from_secs(600) {
                 anyhow::bail!("jobs did not finish within 10 minutes");
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

@@ -145,7 +145,9 @@ async fn main() -> anyhow::Result<()> {
             "burst" => {
                 out.push(scenarios::burst(&s, "burst", a.jobs, a.workers, a.worker_concurrency).await?)
             }
-            "latency" => out.push(scenarios::latency(&s, a.rate, a.seconds, a.workers).await?),
+            "latency" => {
+                out.push(scenarios::latency(&s, a.rate, a.seconds, a.workers, a.worker_concurrency).await?)
+            }
             "scale-workers" => {
                 for w in [1, 2, 4, 8] {
                     let v = scenarios::burst(&s, &format!("scale-{w}"), a.jobs / 2, w, a.worker_concurrency)

@@ -110,9 +110,15 @@ pub async fn burst(
 
 /// A fixed offered rate of single submits; submit->start and submit->done
 /// from the database's own timestamps.
-pub async fn latency(s: &Settings, rate: u32, seconds: u64, workers: usize) -> anyhow::Result<Value> {
+pub async fn latency(
+    s: &Settings,
+    rate: u32,
+    seconds: u64,
+    workers: usize,
+    concurrency: u32,
+) -> anyhow::Result<Value> {
     let mut env = Env::start(s, "latency").await?;
-    env.add_workers(workers, 16).await?;
+    env.add_workers(workers, concurrency).await?;
     let n = (rate as u64 * seconds) as usize;
     let every = Duration::from_secs_f64(1.0 / rate as f64);
     let mut tick = tokio::time::interval(every);
@@ -143,7 +149,7 @@ pub async fn latency(s: &Settings, rate: u32, seconds: u64, workers: usize) -> a
     env.stop().await;
     Ok(json!({
         "scenario": "latency", "rate_per_s": rate, "jobs": n, "achieved_rate_per_s": n as f64 / offered_for,
-        "workers": workers, "submit_to_start": Stats::of(start), "submit_to_done": Stats::of(done),
+        "workers": workers, "concurrency": concurrency, "submit_to_start": Stats::of(start), "submit_to_done": Stats::of(done),
     }))
 }
 

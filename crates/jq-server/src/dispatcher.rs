@@ -5,6 +5,7 @@
 //! capacity, a worker connecting — and at least every `interval` as the
 //! safety net (FR-017).
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::Shared;
 use crate::convert;
+use crate::registry::Free;
 
 pub struct Dispatcher {
     pub shared: Arc<Shared>,
@@ -37,26 +39,39 @@ impl Dispatcher {
         tracing::info!("dispatcher stopped");
     }
 
-    /// One cycle; returns how many jobs it assigned.
+    /// One cycle; returns how many jobs it assigned. Workers serving the
+    /// same queues share one claim (one transaction), each getting at most
+    /// its free room (JQ-121).
     pub async fn cycle(&self) -> usize {
         let s = &self.shared;
         let start = Instant::now();
         let mut assigned = 0;
+        let mut groups: BTreeMap<Vec<String>, Vec<Free>> = BTreeMap::new();
         for f in s.registry.free() {
-            let n = f.free.min(self.batch_size);
-            let got = match s.store.claim(&f.worker_id, &f.queues, n).await {
+            let mut key = f.queues.clone();
+            key.sort();
+            groups.entry(key).or_default().push(f);
+        }
+        for (queues, free) in groups {
+            let wants: Vec<(String, u32)> = free
+                .iter()
+                .map(|f| (f.worker_id.clone(), f.free.min(self.batch_size)))
+                .collect();
+            let got = match s.store.claim_for(&wants, &queues).await {
                 Ok(v) => v,
                 Err(e) => {
-                    tracing::warn!(worker_id = %f.worker_id, error = %e, "claim failed");
+                    tracing::warn!(queues = ?queues, error = %e, "claim failed");
                     continue;
                 }
             };
             // FR-015: the Redis lock is the second guard; a job whose lock
             // another dispatcher holds is not sent (the assignment timeout
             // recovers it).
-            let ids: Vec<uuid::Uuid> = got.iter().map(|a| a.job_id).collect();
+            let ids: Vec<uuid::Uuid> = got.iter().map(|(_, a)| a.job_id).collect();
             let locked = s.locks.acquire(&ids).await;
-            for (a, locked) in got.into_iter().zip(locked) {
+            let by_id: HashMap<&str, &Free> = free.iter().map(|f| (f.worker_id.as_str(), f)).collect();
+            for ((worker, a), locked) in got.into_iter().zip(locked) {
+                let f = by_id[worker.as_str()];
                 if !locked {
                     tracing::error!(job_id = %a.job_id, worker_id = %f.worker_id, "dispatch lock held elsewhere; not sending");
                     continue;
@@ -69,7 +84,7 @@ impl Dispatcher {
                     .job_total
                     .with_label_values(&[&a.queue, "ASSIGNED"])
                     .inc();
-                if s.registry.deliver(&f, a.job_id, a.attempt, a.created_at, msg) {
+                if s.registry.deliver(f, a.job_id, a.attempt, a.created_at, msg) {
                     assigned += 1;
                     tracing::debug!(job_id = %a.job_id, worker_id = %f.worker_id, queue = %a.queue, attempt = a.attempt, "assigned");
                 } else {

@@ -7,7 +7,7 @@
 //! guarded by status and attempt as always. Per-queue caps (JQ-140) are taken
 //! under the queue row's lock so they hold across replicas.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use jq_core::records::Assignment;
@@ -81,23 +81,54 @@ impl Store {
     /// Paused queues give nothing (JQ-122); concurrency and rate limits cap
     /// what each queue gives (JQ-140).
     pub async fn claim(&self, worker_id: &str, queues: &[String], limit: u32) -> Result<Vec<Assignment>> {
-        if limit == 0 || queues.is_empty() {
-            return Ok(vec![]);
-        }
-        self.run("claim_jobs", || self.claim_tx(worker_id, queues, limit))
-            .await
+        let wants = [(worker_id.to_string(), limit)];
+        Ok(self
+            .claim_for(&wants, queues)
+            .await?
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect())
     }
 
-    async fn claim_tx(&self, worker_id: &str, queues: &[String], limit: u32) -> Result<Vec<Assignment>> {
+    /// One claim for several workers serving the same `queues`: each
+    /// `(worker, n)` gets at most `n` jobs, in dispatch order, dealt round
+    /// robin — one transaction for all of them instead of one each
+    /// (NFR-011: many workers on one server). Workers not ONLINE get none.
+    pub async fn claim_for(
+        &self,
+        wants: &[(String, u32)],
+        queues: &[String],
+    ) -> Result<Vec<(String, Assignment)>> {
+        if queues.is_empty() || wants.iter().all(|(_, n)| *n == 0) {
+            return Ok(vec![]);
+        }
+        self.run("claim_jobs", || self.claim_tx(wants, queues)).await
+    }
+
+    async fn claim_tx(
+        &self,
+        wants: &[(String, u32)],
+        queues: &[String],
+    ) -> Result<Vec<(String, Assignment)>> {
         let mut tx = self.pool.begin().await?;
         // FOR SHARE: the heartbeat reaper's OFFLINE update waits for this
         // claim, then reclaims what it took — no job is left on a dead worker.
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status::text FROM workers WHERE id = $1 FOR SHARE")
-                .bind(worker_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if status.as_deref() != Some("ONLINE") {
+        let ids: Vec<&str> = wants.iter().map(|(w, _)| w.as_str()).collect();
+        let online: HashSet<String> = sqlx::query_scalar::<_, String>(
+            "SELECT id FROM workers WHERE id = ANY($1) AND status = 'ONLINE' ORDER BY id FOR SHARE",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let mut slots: Vec<(&str, u32)> = wants
+            .iter()
+            .filter(|(w, n)| *n > 0 && online.contains(w))
+            .map(|(w, n)| (w.as_str(), *n))
+            .collect();
+        let limit: u32 = slots.iter().map(|(_, n)| *n).sum();
+        if limit == 0 {
             return Ok(vec![]);
         }
         let mut caps: Vec<QueueCaps> = sqlx::query_as(&format!(
@@ -162,12 +193,24 @@ impl Store {
         });
         candidates.truncate(limit as usize);
 
-        let cmd = Command::Claim {
-            worker_id: worker_id.to_string(),
-        };
+        // Deal the jobs, best first, round robin over the workers' room.
+        let mut owners: Vec<&str> = Vec::with_capacity(candidates.len());
+        let mut turn = 0;
+        let n_slots = slots.len();
+        while owners.len() < candidates.len() {
+            let (w, room) = &mut slots[turn % n_slots];
+            if *room > 0 {
+                *room -= 1;
+                owners.push(w);
+            }
+            turn += 1;
+        }
         let ctx = Context::default();
         let mut planned = Vec::with_capacity(candidates.len());
-        for r in &candidates {
+        for (r, w) in candidates.iter().zip(&owners) {
+            let cmd = Command::Claim {
+                worker_id: w.to_string(),
+            };
             if let Decision::Apply(e) = transition(&r.state(), &cmd, &ctx)? {
                 planned.push(Planned::new(r.id, r.state(), e));
             }
@@ -194,17 +237,21 @@ impl Store {
         Ok(candidates
             .into_iter()
             .zip(planned)
-            .map(|(r, p)| Assignment {
-                timeout: timeouts.get(r.queue.as_str()).copied().flatten(),
-                job_id: r.id,
-                attempt: p.effects.next.attempt,
-                priority: r.priority.clamp(0, 9) as u8,
-                retries: u32_of(r.retries),
-                created_at: r.created_at,
-                payload: r.payload,
-                queue: r.queue,
+            .zip(owners)
+            .map(|((r, p), w)| {
+                let a = Assignment {
+                    timeout: timeouts.get(r.queue.as_str()).copied().flatten(),
+                    job_id: r.id,
+                    attempt: p.effects.next.attempt,
+                    priority: r.priority.clamp(0, 9) as u8,
+                    retries: u32_of(r.retries),
+                    created_at: r.created_at,
+                    payload: r.payload,
+                    queue: r.queue,
+                };
+                debug_assert!(a.attempt > 0);
+                (w.to_string(), a)
             })
-            .inspect(|a| debug_assert!(a.attempt > 0))
             .collect())
     }
 

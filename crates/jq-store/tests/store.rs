@@ -1563,3 +1563,42 @@ async fn jq_110_group_commit_of_acks_and_results_decides_each_call_alone() {
     let events = s.job_events(for_a[0].job_id).await.unwrap();
     assert_eq!(events.iter().filter(|e| e.to == JobStatus::Done).count(), 1);
 }
+
+#[tokio::test]
+async fn jq_121_nfr_011_one_claim_deals_jobs_to_several_workers_within_their_room() {
+    let (_db, s) = setup().await;
+    for w in ["a", "b", "gone"] {
+        worker(&s, w, &["default"]).await;
+    }
+    s.deregister_worker("gone").await.unwrap();
+    for p in 0..10 {
+        s.submit(NewJob {
+            priority: (p % 10) as u8,
+            ..job("default")
+        })
+        .await
+        .unwrap();
+    }
+    let wants = vec![
+        ("a".to_string(), 2),
+        ("b".to_string(), 5),
+        ("gone".to_string(), 3),
+    ];
+    let got = s.claim_for(&wants, &q(&["default"])).await.unwrap();
+    assert_eq!(got.len(), 7, "a's 2 and b's 5; an offline worker gets none");
+    let per = |w: &str| got.iter().filter(|(o, _)| o == w).count();
+    assert_eq!((per("a"), per("b"), per("gone")), (2, 5, 0));
+    // The best seven went out, and each is held by the worker it was dealt to.
+    let prios: Vec<u8> = got.iter().map(|(_, a)| a.priority).collect();
+    let mut sorted = prios.clone();
+    sorted.sort_unstable_by(|x, y| y.cmp(x));
+    assert_eq!(prios, sorted);
+    assert_eq!(prios.last(), Some(&3));
+    for (w, a) in &got {
+        let j = s.get_job(a.job_id).await.unwrap();
+        assert_eq!(
+            (j.status, j.worker_id.as_deref()),
+            (JobStatus::Assigned, Some(w.as_str()))
+        );
+    }
+}
