@@ -29,6 +29,11 @@ use serde::de::DeserializeOwned;
 use serde_yaml_ng::{Mapping, Value};
 
 pub use server::ServerConfig;
+
+/// Semver and git commit of this build, shared by the three binaries
+/// (NFR-017). `build.rs` takes the commit from git, or from
+/// `JQ_GIT_COMMIT` where there is no `.git` (nix, Docker).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("JQ_GIT_COMMIT"), ")");
 pub use worker::WorkerConfig;
 
 /// A configuration type the loader can fill.

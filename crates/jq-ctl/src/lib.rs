@@ -22,7 +22,7 @@ use clap::Parser;
 pub use error::CtlError;
 
 /// Semver and git commit (NFR-017).
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("JQ_GIT_COMMIT"), ")");
+pub const VERSION: &str = jq_config::VERSION;
 
 /// Where output goes and how it looks.
 pub struct Io<'a> {

@@ -51,7 +51,7 @@ use tokio::task::JoinHandle;
 use crate::registry::Registry;
 
 /// Semver and git commit (NFR-017).
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("JQ_GIT_COMMIT"), ")");
+pub const VERSION: &str = jq_config::VERSION;
 
 /// State every service and background task shares.
 pub struct Shared {

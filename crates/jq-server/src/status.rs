@@ -4,7 +4,7 @@
 
 use jq_core::{TransitionError, ValidationError};
 use jq_store::StoreError;
-use tonic::{Code, Status};
+use tonic::Status;
 use uuid::Uuid;
 
 pub fn from_store(e: StoreError) -> Status {
@@ -57,32 +57,12 @@ pub fn job_id(s: &str) -> Result<Uuid, Status> {
         .map_err(|_| Status::invalid_argument(format!("job_id {s:?} is not a valid job id (a UUID)")))
 }
 
-/// Name of a code as it appears in metrics labels.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
+pub use jq_proto::code_name;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
 
     #[test]
     fn jq_171_store_errors_map_to_canonical_codes_without_internals() {

@@ -199,21 +199,7 @@ impl Store {
         self.observed("report_results", self.act_many(&items))
             .await
             .into_iter()
-            .map(|r| {
-                r.map(|(queue, before, effects)| {
-                    let outcome = match effects {
-                        None => ReportOutcome {
-                            status: before.status,
-                            duplicate: true,
-                        },
-                        Some(e) => ReportOutcome {
-                            status: e.next.status,
-                            duplicate: false,
-                        },
-                    };
-                    (outcome, queue)
-                })
-            })
+            .map(|r| r.map(|(queue, before, effects)| (ReportOutcome::of(&before, effects.as_ref()), queue)))
             .collect()
     }
 }

@@ -72,6 +72,22 @@ pub struct ReportOutcome {
     pub duplicate: bool,
 }
 
+impl ReportOutcome {
+    /// From a decision: no effects means the report was already applied.
+    pub(crate) fn of(before: &JobState, effects: Option<&Effects>) -> ReportOutcome {
+        match effects {
+            None => ReportOutcome {
+                status: before.status,
+                duplicate: true,
+            },
+            Some(e) => ReportOutcome {
+                status: e.next.status,
+                duplicate: false,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CancelOutcome {
     /// PENDING/ASSIGNED: dead-lettered now. `notify` names the worker that
@@ -319,16 +335,7 @@ SELECT id FROM upd"#,
                     p.detail = r.error.clone();
                 })
                 .await?;
-            Ok(match effects {
-                None => ReportOutcome {
-                    status: before.status,
-                    duplicate: true,
-                },
-                Some(e) => ReportOutcome {
-                    status: e.next.status,
-                    duplicate: false,
-                },
-            })
+            Ok(ReportOutcome::of(&before, effects.as_ref()))
         })
         .await
     }

@@ -30,7 +30,7 @@ use crate::handler::Handlers;
 use crate::job::{self, Attempt, Outcome, StopReason, Stopper};
 
 /// Semver and git commit (NFR-017).
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("JQ_GIT_COMMIT"), ")");
+pub const VERSION: &str = jq_config::VERSION;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
