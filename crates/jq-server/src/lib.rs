@@ -518,7 +518,14 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
                 .max_encoding_message_size(max),
         )
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc_l),
+            // No Nagle: pushed assignments and small replies must leave at
+            // once, not wait for the peer's delayed ACK (~40 ms per hop).
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(grpc_l), |s| {
+                s.and_then(|s| {
+                    s.set_nodelay(true)?;
+                    Ok(s)
+                })
+            }),
             async move {
                 let _ = stop.changed().await;
             },
