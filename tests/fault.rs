@@ -104,7 +104,10 @@ async fn fault_nfr_007_sigkill_a_worker_mid_job_reruns_its_jobs_elsewhere() {
 
 #[tokio::test]
 async fn fault_jq_110_sigstopped_worker_past_its_heartbeat_timeout_has_its_late_results_refused() {
-    let (db, server) = scene(&[]).await;
+    // A stopped worker cannot stop its jobs (they are not stopped with it),
+    // so the timeout must be well beyond a job's run time even when the
+    // machine is loaded: 150 ms jobs, 10 s timeout.
+    let (db, server) = scene(&[("JQ_SCHEDULER_WORKER_HEARTBEAT_TIMEOUT_S", "10")]).await;
     let s = store(&db.url).await;
     let log = ExecLog::new();
     let kills = Kills::default();

@@ -35,10 +35,7 @@ pub async fn check_postgres(cfg: &ServerConfig) -> Check {
         Ok(s) => s,
         Err(e) => return Check::Failed(e.to_string()),
     };
-    let version: String = sqlx::query_scalar("SHOW server_version")
-        .fetch_one(store.pool())
-        .await
-        .unwrap_or_default();
+    let version = store.server_version().await.unwrap_or_default();
     let migrations = match store.migrations_current().await {
         Ok(true) => "migrations up to date".to_string(),
         Ok(false) => "migrations pending (applied at start)".to_string(),

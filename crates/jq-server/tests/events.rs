@@ -218,3 +218,41 @@ async fn jq_160_two_relaying_servers_publish_every_event_once_without_gaps() {
     b.shutdown().await;
     env.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn fr_042_status_reports_kafka_health_and_the_database_version() {
+    let k = TestKafka::new();
+    let db = TestDb::new().await;
+    let cfg = kafka_config(&db, &k);
+    let mut env = start_with(db, cfg).await;
+    let st = env
+        .admin
+        .get_system_status(v1::GetSystemStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let comp = |n: &str| st.components.iter().find(|c| c.name == n).unwrap().clone();
+    assert_eq!(comp("kafka").state, "ok", "{:?}", comp("kafka"));
+    assert!(
+        comp("database").detail.starts_with("PostgreSQL "),
+        "{:?}",
+        comp("database")
+    );
+    env.server.shutdown().await;
+    // A broker nobody answers on: degraded, not down (events wait).
+    let db = TestDb::new().await;
+    let mut cfg = config(&db);
+    cfg.kafka.brokers = format!("127.0.0.1:{}", jq_testkit::free_port());
+    cfg.kafka.create_topics = false;
+    let mut env = start_with(db, cfg).await;
+    let st = env
+        .admin
+        .get_system_status(v1::GetSystemStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let kafka = st.components.iter().find(|c| c.name == "kafka").unwrap();
+    assert_eq!(kafka.state, "degraded");
+    assert!(kafka.detail.contains("events wait in the outbox"), "{kafka:?}");
+    env.server.shutdown().await;
+}

@@ -176,6 +176,16 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// PostgreSQL's version string (status and `--dry-run` show it).
+    pub async fn server_version(&self) -> Result<String> {
+        self.run("server_version", || async move {
+            Ok(sqlx::query_scalar("SHOW server_version")
+                .fetch_one(&self.pool)
+                .await?)
+        })
+        .await
+    }
+
     fn jitter_unit(&self) -> f64 {
         (self.jitter)()
     }

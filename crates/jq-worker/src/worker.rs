@@ -69,6 +69,8 @@ struct Inner {
     /// The server no longer knows us: register again.
     reregister: Notify,
     heartbeat_ms: AtomicU64,
+    /// The server's heartbeat timeout: past it, it hands our jobs to others.
+    heartbeat_timeout_ms: AtomicU64,
     /// The server told us a (new) heartbeat interval.
     heartbeat_changed: Notify,
 }
@@ -213,6 +215,7 @@ pub async fn start(cfg: WorkerConfig, handlers: Handlers) -> Result<RunningWorke
         hard_stop: watch::channel(false).0,
         reregister: Notify::new(),
         heartbeat_ms: AtomicU64::new(5000),
+        heartbeat_timeout_ms: AtomicU64::new(30_000),
         heartbeat_changed: Notify::new(),
     });
     let (done_tx, done) = watch::channel(false);
@@ -344,6 +347,10 @@ impl Inner {
             // The heartbeat loop may be sleeping out the default interval,
             // longer than this server's timeout.
             self.heartbeat_changed.notify_waiters();
+        }
+        if r.heartbeat_timeout_ms > 0 {
+            self.heartbeat_timeout_ms
+                .store(r.heartbeat_timeout_ms as u64, Ordering::Relaxed);
         }
         Ok(r)
     }
@@ -499,6 +506,7 @@ async fn run(inner: Arc<Inner>) {
 /// message went to another server replica.
 async fn heartbeats(inner: Arc<Inner>) {
     let mut hard = inner.hard_stop.subscribe();
+    let mut last_ok = std::time::Instant::now();
     loop {
         // Listen before reading the interval, so a change in between wakes us.
         let changed = inner.heartbeat_changed.notified();
@@ -514,17 +522,25 @@ async fn heartbeats(inner: Arc<Inner>) {
             worker_id: inner.id.clone(),
             in_flight: inner.leases(),
         };
-        let r = match inner.clients.workers.clone().heartbeat(req).await {
-            Ok(r) => r.into_inner(),
-            Err(e) => {
-                tracing::debug!(worker_id = %inner.id, error = %e.message(), "heartbeat failed");
+        // No longer than an interval: a hung server must not stall the
+        // lease check below.
+        let sent = tokio::time::timeout(every, inner.clients.workers.clone().heartbeat(req)).await;
+        let r = match sent {
+            Ok(Ok(r)) => r.into_inner(),
+            failed => {
+                if let Ok(Err(e)) = failed {
+                    tracing::debug!(worker_id = %inner.id, error = %e.message(), "heartbeat failed");
+                }
+                fence(&inner, last_ok.elapsed(), every);
                 continue;
             }
         };
         if !r.registered {
             inner.reregister.notify_waiters();
+            fence(&inner, last_ok.elapsed(), every);
             continue;
         }
+        last_ok = std::time::Instant::now();
         for l in &r.stale {
             inner.stop_lease(l, StopReason::Abandon);
         }
@@ -540,6 +556,28 @@ async fn heartbeats(inner: Arc<Inner>) {
             }
             _ => {}
         }
+    }
+}
+
+/// Self-fencing: when no heartbeat has been accepted for nearly the
+/// server's timeout, the server is about to hand this worker's jobs to
+/// another one. Stop them first (abandon: nothing is reported), so an
+/// attempt never runs on here while its retry runs elsewhere — whether the
+/// server died, the network split, or this worker was too slow to answer.
+fn fence(inner: &Inner, silent: Duration, interval: Duration) {
+    let timeout = Duration::from_millis(inner.heartbeat_timeout_ms.load(Ordering::Relaxed));
+    let limit = timeout.saturating_sub(interval * 2).max(interval);
+    if silent < limit {
+        return;
+    }
+    let held = inner.leases();
+    if held.is_empty() {
+        return;
+    }
+    tracing::warn!(worker_id = %inner.id, jobs = held.len(), silent_s = silent.as_secs_f64(),
+        "no heartbeat accepted for too long; stopping running jobs before the server hands them to another worker");
+    for l in &held {
+        inner.stop_lease(l, StopReason::Abandon);
     }
 }
 

@@ -439,3 +439,47 @@ async fn fr_019_fr_020_heartbeats_follow_the_servers_interval_from_the_first_one
     assert!(metrics.contains("jq_worker_reconnects_total 0"), "{metrics}");
     w.shutdown().await;
 }
+
+#[tokio::test]
+async fn jq_110_a_worker_cut_off_from_the_server_stops_its_jobs_before_they_are_handed_on() {
+    let db = jq_testkit::TestDb::new().await;
+    let mut cfg = server_config(&db, 0);
+    cfg.scheduler.heartbeat_interval_s = 1;
+    cfg.scheduler.worker_heartbeat_timeout_s = 4;
+    let server = jq_server::start(cfg).await.unwrap();
+    let mut env = Env {
+        api: jq_client::Target::new(server.grpc_addr.to_string())
+            .connect()
+            .await
+            .unwrap(),
+        server,
+        db,
+    };
+    let w = jq_worker::start(
+        worker_config(env.addr(), "w-fence", &["default"], 1),
+        Handlers::builtin(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("job.pid");
+    let script = format!("echo $$ > {}; exec sleep 60", pidfile.display());
+    let id = env
+        .submit(job(
+            "default",
+            &serde_json::json!({"command": ["sh", "-c", script]}).to_string(),
+        ))
+        .await;
+    env.wait_status(&id, JobStatus::Running).await;
+    until("the job to write its pid", || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
+    })
+    .await;
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    // The server goes away for good: nobody accepts heartbeats any more.
+    let Env { server, db: _db, .. } = env;
+    server.shutdown().await;
+    until("the cut-off worker to stop its job", || !alive(pid)).await;
+    assert_eq!(w.held_jobs(), 0);
+    w.shutdown().await;
+}

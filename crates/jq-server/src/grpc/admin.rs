@@ -214,26 +214,26 @@ impl AdminService for Admin {
     ) -> Result<Response<GetSystemStatusResponse>, Status> {
         let s = &self.0;
         let mut components = vec![];
-        let db_ok = s.store.ping().await;
+        let db = s.store.server_version().await;
         components.push(ComponentHealth {
             name: "database".into(),
-            state: if db_ok.is_ok() { "ok" } else { "down" }.into(),
-            detail: db_ok.err().map(|e| e.to_string()).unwrap_or_default(),
+            state: if db.is_ok() { "ok" } else { "down" }.into(),
+            detail: match db {
+                Ok(v) => format!("PostgreSQL {v}"),
+                Err(e) => e.to_string(),
+            },
         });
         components.push(s.redis_health().await);
+        // Kafka down is not an outage of jq: events wait in the outbox.
+        let (state, detail) = match crate::dry_run::check_kafka(&s.cfg).await {
+            crate::dry_run::Check::Ok(d) => ("ok", d),
+            crate::dry_run::Check::Disabled(d) => ("disabled", d),
+            crate::dry_run::Check::Failed(d) => ("degraded", format!("{d}; events wait in the outbox")),
+        };
         components.push(ComponentHealth {
             name: "kafka".into(),
-            state: if s.cfg.kafka.brokers.is_empty() {
-                "disabled"
-            } else {
-                "unknown"
-            }
-            .into(),
-            detail: if s.cfg.kafka.brokers.is_empty() {
-                "no brokers configured; events stay in the outbox".into()
-            } else {
-                format!("brokers {}", s.cfg.kafka.brokers)
-            },
+            state: state.into(),
+            detail,
         });
         let workers = s.store.list_workers(false).await.map_err(from_store)?;
         let mut queues = vec![];
