@@ -15,6 +15,15 @@ const JOBS: &[f64] = &[
     0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
 
+/// The text exposition format of a registry.
+fn exposition(registry: &Registry) -> String {
+    let mut buf = vec![];
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut buf)
+        .expect("text encoding");
+    String::from_utf8(buf).expect("utf-8")
+}
+
 pub struct ServerMetrics {
     registry: Registry,
     pub queue_depth: IntGaugeVec,
@@ -150,11 +159,7 @@ impl ServerMetrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
-        let mut buf = vec![];
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding");
-        String::from_utf8(buf).expect("utf-8")
+        exposition(&self.registry)
     }
 }
 
@@ -236,10 +241,6 @@ impl WorkerMetrics {
     }
 
     pub fn render(&self) -> String {
-        let mut buf = vec![];
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding");
-        String::from_utf8(buf).expect("utf-8")
+        exposition(&self.registry)
     }
 }

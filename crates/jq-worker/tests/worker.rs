@@ -404,20 +404,8 @@ async fn fr_018_worker_reconnects_after_a_server_restart_and_its_running_job_sur
 
 #[tokio::test]
 async fn fr_019_fr_020_heartbeats_follow_the_servers_interval_from_the_first_one() {
-    let db = jq_testkit::TestDb::new().await;
-    let mut cfg = server_config(&db, 0);
     // Shorter than the worker's built-in 5 s default interval.
-    cfg.scheduler.heartbeat_interval_s = 1;
-    cfg.scheduler.worker_heartbeat_timeout_s = 2;
-    let server = jq_server::start(cfg).await.unwrap();
-    let mut env = Env {
-        api: jq_client::Target::new(server.grpc_addr.to_string())
-            .connect()
-            .await
-            .unwrap(),
-        server,
-        db,
-    };
+    let mut env = start_heartbeats(1, 2).await;
     let w = jq_worker::start(
         worker_config(env.addr(), "w-hb", &["default"], 1),
         Handlers::builtin(),
@@ -442,19 +430,7 @@ async fn fr_019_fr_020_heartbeats_follow_the_servers_interval_from_the_first_one
 
 #[tokio::test]
 async fn jq_110_a_worker_cut_off_from_the_server_stops_its_jobs_before_they_are_handed_on() {
-    let db = jq_testkit::TestDb::new().await;
-    let mut cfg = server_config(&db, 0);
-    cfg.scheduler.heartbeat_interval_s = 1;
-    cfg.scheduler.worker_heartbeat_timeout_s = 4;
-    let server = jq_server::start(cfg).await.unwrap();
-    let mut env = Env {
-        api: jq_client::Target::new(server.grpc_addr.to_string())
-            .connect()
-            .await
-            .unwrap(),
-        server,
-        db,
-    };
+    let mut env = start_heartbeats(1, 4).await;
     let w = jq_worker::start(
         worker_config(env.addr(), "w-fence", &["default"], 1),
         Handlers::builtin(),

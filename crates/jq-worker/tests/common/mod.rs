@@ -50,9 +50,23 @@ pub struct Env {
 pub async fn start() -> Env {
     let db = TestDb::new().await;
     let cfg = server_config(&db, 0);
+    start_with(db, cfg).await
+}
+
+/// A server on `db` with `cfg`, and an operator's clients for it.
+pub async fn start_with(db: TestDb, cfg: ServerConfig) -> Env {
     let server = jq_server::start(cfg).await.unwrap();
     let api = Target::new(server.grpc_addr.to_string()).connect().await.unwrap();
     Env { db, server, api }
+}
+
+/// A server with its own heartbeat interval and timeout (seconds).
+pub async fn start_heartbeats(interval_s: u64, timeout_s: u64) -> Env {
+    let db = TestDb::new().await;
+    let mut cfg = server_config(&db, 0);
+    cfg.scheduler.heartbeat_interval_s = interval_s;
+    cfg.scheduler.worker_heartbeat_timeout_s = timeout_s;
+    start_with(db, cfg).await
 }
 
 pub fn job(queue: &str, payload: &str) -> v1::JobSpec {
