@@ -204,7 +204,7 @@ impl Env {
     /// finished); the elapsed time since `since`.
     pub async fn wait_done(&self, queue: &str, n: u64, since: Instant) -> anyhow::Result<Duration> {
         loop {
-            if self.store.bench_open(queue).await? == 0 {
+            if !self.store.bench_any_open(queue).await? {
                 let took = since.elapsed();
                 let done = self.store.bench_timelines(queue).await?.len() as u64;
                 anyhow::ensure!(done == n, "{done} of {n} jobs DONE");

@@ -64,6 +64,8 @@ pub struct Shared {
     pub acks: batch::Batcher<(String, uuid::Uuid, u32), jq_store::Result<()>>,
     /// Group commit of results: the outcome and the job's queue.
     pub reports: batch::Batcher<jq_store::ResultReport, jq_store::Result<(jq_store::ReportOutcome, String)>>,
+    /// Group commit of single submits from many clients.
+    pub submits: batch::Batcher<jq_core::NewJob, jq_store::Result<jq_store::Submitted>>,
     /// Cross-replica wakes, coalesced (one NOTIFY in flight at a time).
     wakes: Arc<WakeOthers>,
     migrated: AtomicBool,
@@ -111,6 +113,12 @@ impl Shared {
     pub fn submitted(&self) {
         self.registry.wake();
         self.wakes.wake();
+    }
+
+    /// New jobs were inserted: the insert itself notified the other
+    /// replicas (`Store::submit_many`), so only this server is woken here.
+    pub fn inserted(&self) {
+        self.registry.wake();
     }
 
     pub async fn redis_health(&self) -> jq_proto::v1::ComponentHealth {
@@ -225,9 +233,14 @@ async fn prepare(s: &Shared) -> Result<(), jq_store::StoreError> {
     Ok(())
 }
 
-/// Batches of acks or results written at once, and how many at a time.
+/// Batches of acks, results or submits written at once, and how many at a
+/// time. One lane per kind: calls that wait for the batch in flight form a
+/// bigger next batch, which costs the database less than two small ones
+/// in parallel (burst +15 % over four lanes, docs/benchmarks.md). Submits
+/// get two so that one batch is being built while the other commits.
 const BATCH_MAX: usize = 512;
-const BATCH_LANES: usize = 4;
+const BATCH_LANES: usize = 1;
+const SUBMIT_LANES: usize = 2;
 
 /// Start the server on the configured (or OS-chosen, with port 0) ports.
 pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
@@ -287,6 +300,13 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
             async move { store.report_many(&r).await }
         })
     };
+    let submits = {
+        let store = store.clone();
+        batch::Batcher::spawn(SUBMIT_LANES, BATCH_MAX, move |jobs: Vec<jq_core::NewJob>| {
+            let store = store.clone();
+            async move { store.submit_each(&jobs).await }
+        })
+    };
     let shared = Arc::new(Shared {
         store: store.clone(),
         registry: Registry::new(),
@@ -295,6 +315,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         locks,
         acks,
         reports,
+        submits,
         wakes: Arc::new(WakeOthers {
             store: store.clone(),
             in_flight: AtomicBool::new(false),
@@ -392,6 +413,16 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
             move || {
                 let s = s.clone();
                 async move { reaper::gauges::pass(&s).await }
+            },
+        )));
+        let s = shared.clone();
+        tasks.push(tokio::spawn(reaper::every(
+            "statistics",
+            Duration::from_secs(1),
+            stop_rx.clone(),
+            move || {
+                let s = s.clone();
+                async move { reaper::statistics::pass(&s).await }
             },
         )));
     }

@@ -88,6 +88,46 @@ async fn fr_002_fr_006_jq_104_bad_submissions_are_refused_and_store_nothing() {
 }
 
 #[tokio::test]
+async fn fr_001_concurrent_single_submits_share_commits_but_keep_their_own_answers() {
+    let env = start().await;
+    // Many clients at once: the server writes them in batches, yet a bad
+    // queue fails only its own call and every good call gets its own job.
+    let mut tasks = vec![];
+    for i in 0..60 {
+        let mut jobs = env.jobs.clone();
+        let queue = if i % 10 == 3 { "nope" } else { "default" };
+        tasks.push(tokio::spawn(async move {
+            jobs.submit_job(v1::SubmitJobRequest {
+                job: Some(spec(queue, &format!("{{\"i\":{i}}}"))),
+            })
+            .await
+            .map(|r| r.into_inner().job_id)
+        }));
+    }
+    let mut ids = HashSet::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(id) => {
+                assert_ne!(i % 10, 3, "job {i} went to a queue that does not exist");
+                ids.insert(id);
+            }
+            Err(e) => {
+                assert_eq!(i % 10, 3, "job {i}: {e}");
+                assert_eq!(e.code(), Code::NotFound);
+                assert!(e.message().contains("nope"), "{}", e.message());
+            }
+        }
+    }
+    assert_eq!(ids.len(), 54);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(env.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 54);
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
 async fn fr_010_fr_031_job_runs_through_a_worker_to_done() {
     let mut env = start().await;
     let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 2).await;

@@ -11,6 +11,10 @@ use uuid::Uuid;
 use crate::rows::{EventRow, JOB_COLUMNS, JobRow};
 use crate::{Result, Store, StoreError};
 
+fn is_foreign_key(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23503"))
+}
+
 /// The answer to one submitted job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Submitted {
@@ -39,7 +43,8 @@ pub struct ListPage {
 }
 
 impl Store {
-    /// Submit one job (FR-001..FR-005, JQ-101, JQ-103).
+    /// Submit one job (FR-001..FR-005, JQ-101, JQ-103). Submits notify
+    /// `jq_wake` in their own statement when they add a job.
     pub async fn submit(&self, job: NewJob) -> Result<Submitted> {
         let mut v = self.submit_many(vec![job]).await?;
         Ok(v.remove(0))
@@ -48,34 +53,50 @@ impl Store {
     /// Submit jobs in one all-or-nothing transaction (JQ-102): every queue
     /// must exist; each new job gets its `job_events` and outbox rows.
     pub async fn submit_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Submitted>> {
+        self.submit_all(&jobs).await
+    }
+
+    /// Group commit of independent submissions (many clients' single
+    /// submits): one transaction for all of them, each answered as
+    /// [`Store::submit`] would have answered it alone. When the batch is
+    /// refused for a reason that wrote nothing and may concern only some
+    /// jobs (an unknown queue), each job is submitted again on its own, so
+    /// one bad request never fails the others.
+    pub async fn submit_each(&self, jobs: &[NewJob]) -> Vec<Result<Submitted>> {
+        match self.submit_all(jobs).await {
+            Ok(v) => v.into_iter().map(Ok).collect(),
+            Err(StoreError::QueueNotFound(_)) if jobs.len() > 1 => {
+                let mut out = Vec::with_capacity(jobs.len());
+                for j in jobs {
+                    out.push(
+                        self.submit_all(std::slice::from_ref(j))
+                            .await
+                            .map(|mut v| v.remove(0)),
+                    );
+                }
+                out
+            }
+            Err(e) => jobs.iter().map(|_| Err(e.clone_shallow())).collect(),
+        }
+    }
+
+    async fn submit_all(&self, jobs: &[NewJob]) -> Result<Vec<Submitted>> {
         if jobs.is_empty() {
             return Ok(vec![]);
         }
         // Ids are fixed before the first try, so a retry after an unknown
         // commit outcome finds its own rows instead of inserting twice.
         let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::new_v4()).collect();
-        let (jobs, ids) = (&jobs, &ids);
+        let ids = &ids;
         self.run("submit_jobs", move || self.submit_tx(jobs, ids)).await
     }
 
+    /// One statement, so one round trip and one commit: the insert is
+    /// all-or-nothing by itself, and the foreign key to `queues` refuses the
+    /// whole statement when a queue is missing (or deleted meanwhile; the
+    /// key check locks the queue row against a concurrent delete).
     async fn submit_tx(&self, jobs: &[NewJob], ids: &[Uuid]) -> Result<Vec<Submitted>> {
         let n = jobs.len();
-        let mut queues: Vec<String> = jobs.iter().map(|j| j.queue.clone()).collect();
-        queues.sort();
-        queues.dedup();
-
-        let mut tx = self.pool.begin().await?;
-        // KEY SHARE: concurrent submits don't block each other, a queue
-        // delete waits for us.
-        let found: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM queues WHERE name = ANY($1) FOR KEY SHARE")
-                .bind(&queues)
-                .fetch_all(&mut *tx)
-                .await?;
-        if let Some(missing) = queues.iter().find(|q| !found.contains(q)) {
-            return Err(StoreError::QueueNotFound(missing.clone()));
-        }
-
         let mut q = Vec::with_capacity(n);
         let mut prio = Vec::with_capacity(n);
         let mut payload = Vec::with_capacity(n);
@@ -102,7 +123,7 @@ impl Store {
             ord.push(i as i32);
         }
         let step = submitted_step();
-        let inserted: Vec<Uuid> = sqlx::query_scalar(
+        let inserted: std::result::Result<Vec<Uuid>, sqlx::Error> = sqlx::query_scalar(
             r#"
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::bytea[], $5::int[], $6::text[],
@@ -114,10 +135,12 @@ WITH input AS (
                 WHEN i.delay_ms IS NOT NULL THEN now() + i.delay_ms * interval '1 millisecond'
                 ELSE now() END AS nb,
            coalesce(i.ttl_ms, q.default_ttl_s::bigint * 1000) AS eff_ttl_ms
-    FROM input i JOIN queues q ON q.name = i.queue
+    FROM input i LEFT JOIN queues q ON q.name = i.queue
 ), ins AS (
+    -- A missing queue gets a placeholder max_retries so that the foreign
+    -- key, not NOT NULL, is what refuses it.
     INSERT INTO jobs (id, queue, priority, payload, max_retries, idempotency_key, not_before, expires_at)
-    SELECT id, queue, priority, payload, eff_max_retries, idempotency_key, nb,
+    SELECT id, queue, priority, payload, coalesce(eff_max_retries, 0), idempotency_key, nb,
            CASE WHEN eff_ttl_ms IS NULL THEN NULL ELSE nb + eff_ttl_ms * interval '1 millisecond' END
     FROM prepared ORDER BY ord
     ON CONFLICT DO NOTHING
@@ -129,8 +152,12 @@ WITH input AS (
 ), ob AS (
     INSERT INTO event_outbox (event_id, topic, partition_key, job_id, queue, to_status, reason, attempt, occurred_at)
     SELECT event_id, $13, job_id::text, job_id, queue, to_status, reason, 0, occurred_at FROM ev
+), wake AS (
+    -- JQ-120: wake every server's dispatcher, sent by the commit itself.
+    SELECT pg_notify('jq_wake', '') FROM (SELECT 1 FROM ins LIMIT 1) one
 )
-SELECT id FROM ins"#,
+-- (The uncorrelated subquery runs once, so the notify is sent.)
+SELECT id FROM ins WHERE (SELECT count(*) FROM wake) >= 0"#,
         )
         .bind(ids)
         .bind(&q)
@@ -145,8 +172,15 @@ SELECT id FROM ins"#,
         .bind(step.to.as_str())
         .bind(step.reason.as_str())
         .bind(TOPIC_SUBMITTED)
-        .fetch_all(&mut *tx)
-        .await?;
+        .fetch_all(&self.pool)
+        .await;
+        let inserted = match inserted {
+            Ok(v) => v,
+            Err(e @ sqlx::Error::Database(_)) if is_foreign_key(&e) => {
+                return Err(self.missing_queue(jobs, e).await);
+            }
+            Err(e) => return Err(e.into()),
+        };
 
         let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
         // Rows not inserted: an idempotency key matched (return the first
@@ -167,11 +201,10 @@ SELECT id FROM ins"#,
             )
             .bind(&kq)
             .bind(&kk)
-            .fetch_all(&mut *tx)
+            .fetch_all(&self.pool)
             .await?;
             existing = rows.into_iter().map(|(id, q, k)| ((q, k), id)).collect();
         }
-        tx.commit().await?;
 
         Ok(jobs
             .iter()
@@ -199,6 +232,27 @@ SELECT id FROM ins"#,
                 }
             })
             .collect())
+    }
+
+    /// The error for a submit the queue foreign key refused: the first
+    /// queue of `jobs` that does not exist.
+    async fn missing_queue(&self, jobs: &[NewJob], refused: sqlx::Error) -> StoreError {
+        let mut queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        let found: Vec<String> = match sqlx::query_scalar("SELECT name FROM queues WHERE name = ANY($1)")
+            .bind(&queues)
+            .fetch_all(&self.pool)
+            .await
+        {
+            Ok(f) => f,
+            Err(e) => return e.into(),
+        };
+        match queues.iter().find(|q| !found.iter().any(|f| f == *q)) {
+            Some(q) => StoreError::QueueNotFound(q.to_string()),
+            // Deleted and re-created in between: say what happened.
+            None => refused.into(),
+        }
     }
 
     /// One job (FR-030).
@@ -300,12 +354,15 @@ SELECT id FROM ins"#,
     /// outbox events stay until published.
     pub async fn delete_job(&self, id: Uuid) -> Result<()> {
         self.run("delete_job", || async move {
-            let deleted =
-                sqlx::query("DELETE FROM jobs WHERE id = $1 AND status IN ('DONE', 'DEAD_LETTERED')")
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected();
+            // The job and its history together (no cascade: ADR 0008).
+            let deleted: i64 = sqlx::query_scalar(
+                "WITH j AS (DELETE FROM jobs WHERE id = $1 AND status IN ('DONE', 'DEAD_LETTERED') RETURNING id), \
+                 e AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM j)) \
+                 SELECT count(*) FROM j",
+            )
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
             if deleted == 1 {
                 return Ok(());
             }

@@ -163,6 +163,11 @@ impl Store {
                     jobs: jobs as u64,
                 });
             }
+            // Jobs go by cascade; their history explicitly (ADR 0008).
+            sqlx::query("DELETE FROM job_events WHERE queue = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("DELETE FROM queues WHERE name = $1")
                 .bind(name)
                 .execute(&mut *tx)

@@ -217,6 +217,96 @@ async fn jq_101_concurrent_submits_with_one_key_create_one_job() {
 }
 
 #[tokio::test]
+async fn fr_001_group_committed_submits_answer_each_job_as_if_alone() {
+    let (_db, s) = setup().await;
+    let keyed = || NewJob {
+        idempotency_key: Some("k".into()),
+        ..job("default")
+    };
+    // One batch of independent submits: an unknown queue fails only its
+    // own job, the others are stored, and a key repeated inside the batch
+    // resolves to the first job as two separate calls would.
+    let out = s
+        .submit_each(&[job("default"), keyed(), job("nope"), keyed(), job("default")])
+        .await;
+    assert_eq!(out.len(), 5);
+    assert!(
+        matches!(&out[2], Err(StoreError::QueueNotFound(q)) if q == "nope"),
+        "{:?}",
+        out[2]
+    );
+    let ok: Vec<&jq_store::Submitted> = out.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(ok.len(), 4);
+    let (first, dup) = (out[1].as_ref().unwrap(), out[3].as_ref().unwrap());
+    assert_eq!(dup.job_id, first.job_id);
+    assert!(!first.already_existed && dup.already_existed);
+    assert_eq!(count(&s, "SELECT count(*) FROM jobs").await, 3);
+    assert_eq!(count(&s, "SELECT count(*) FROM job_events").await, 3);
+    assert_eq!(count(&s, "SELECT count(*) FROM event_outbox").await, 3);
+    // All good: one transaction, every job stored.
+    let out = s.submit_each(&[job("default"), job("default")]).await;
+    assert!(out.iter().all(|r| r.is_ok()));
+    assert_eq!(count(&s, "SELECT count(*) FROM jobs").await, 5);
+    // Nothing to store is nothing to do.
+    assert!(s.submit_each(&[]).await.is_empty());
+}
+
+#[tokio::test]
+async fn jq_120_a_submit_notifies_jq_wake_with_its_commit_and_a_refused_one_does_not() {
+    let (_db, s) = setup().await;
+    let mut l = s.listen_wake().await.unwrap();
+    assert!(matches!(
+        s.submit(job("nope")).await,
+        Err(StoreError::QueueNotFound(_))
+    ));
+    s.submit(job("default")).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), l.recv())
+        .await
+        .expect("a notification")
+        .unwrap();
+    assert_eq!(n.channel(), "jq_wake");
+    // Exactly one: the refused submit sent none.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), l.recv())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn nfr_012_statistics_of_a_table_grown_from_empty_are_refreshed_once() {
+    let (_db, s) = setup().await;
+    let reltuples = || async {
+        sqlx::query_scalar::<_, f32>("SELECT reltuples FROM pg_class WHERE oid = 'jobs'::regclass")
+            .fetch_one(s.pool())
+            .await
+            .unwrap()
+    };
+    assert!(reltuples().await <= 0.0, "never analyzed yet");
+    s.submit_many((0..3000).map(|_| job("default")).collect())
+        .await
+        .unwrap();
+    // The statistics collector publishes counts within about a second.
+    let mut refreshed = vec![];
+    for _ in 0..100 {
+        refreshed = s.refresh_statistics().await.unwrap();
+        if refreshed.contains(&"jobs".to_string()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refreshed.contains(&"jobs".to_string()), "{refreshed:?}");
+    assert!(reltuples().await >= 2500.0);
+    // Up to date now: not analyzed again until it doubles.
+    assert!(
+        !s.refresh_statistics()
+            .await
+            .unwrap()
+            .contains(&"jobs".to_string())
+    );
+}
+
+#[tokio::test]
 async fn jq_102_bulk_submit_of_ten_thousand_is_one_transaction() {
     let (_db, s) = setup().await;
     let jobs: Vec<NewJob> = (0..10_000)
@@ -1148,6 +1238,11 @@ async fn fr_025_fr_026_fr_027_queue_lifecycle() {
         Err(StoreError::QueueNotFound(_))
     ));
     assert_eq!(count(&s, "SELECT count(*) FROM jobs").await, 0);
+    // Its jobs' history went with them (explicitly: ADR 0008).
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM job_events WHERE queue = 'emails'").await,
+        0
+    );
     assert!(matches!(
         s.delete_queue("emails", true).await,
         Err(StoreError::QueueNotFound(_))
@@ -1283,10 +1378,22 @@ async fn fr_031_fr_035_events_of_unknown_job_and_deleting_dead_letters() {
         Err(StoreError::JobNotTerminal(_))
     ));
     s.cancel(id).await.unwrap();
+    let other = s.submit(job("default")).await.unwrap().job_id;
     s.delete_job(id).await.unwrap();
     assert!(matches!(s.get_job(id).await, Err(StoreError::JobNotFound(_))));
+    // Its history went with it, nobody else's (ADR 0008: no cascade).
+    assert!(matches!(s.job_events(id).await, Err(StoreError::JobNotFound(_))));
+    assert_eq!(
+        count(
+            &s,
+            &format!("SELECT count(*) FROM job_events WHERE job_id = '{id}'")
+        )
+        .await,
+        0
+    );
+    assert_eq!(s.job_events(other).await.unwrap().len(), 1);
     // Its events stay in the outbox until published.
-    assert_eq!(count(&s, "SELECT count(*) FROM event_outbox").await, 2);
+    assert_eq!(count(&s, "SELECT count(*) FROM event_outbox").await, 3);
 }
 
 #[tokio::test]

@@ -55,10 +55,16 @@ impl JobService for Jobs {
             .validate(s.cfg.server.max_payload_bytes as usize)
             .map_err(from_validation)?;
         let queue = job.queue.clone();
-        let r = s.store.submit(job).await.map_err(from_store)?;
+        // Group commit with the other single submits arriving now.
+        let r = s
+            .submits
+            .call(job)
+            .await
+            .ok_or_else(|| Status::unavailable("the server is shutting down"))?
+            .map_err(from_store)?;
         if !r.already_existed {
             s.metrics.job_total.with_label_values(&[&queue, "PENDING"]).inc();
-            s.submitted();
+            s.inserted();
             tracing::info!(job_id = %r.job_id, queue = %queue, "job submitted");
         }
         Ok(Response::new(SubmitJobResponse {
@@ -89,7 +95,7 @@ impl JobService for Jobs {
             }
         }
         if new > 0 {
-            s.submitted();
+            s.inserted();
         }
         tracing::info!(jobs = res.len(), new, "bulk submit");
         Ok(Response::new(SubmitJobsResponse {

@@ -1,11 +1,13 @@
 //! Maintenance passes, each in its own module (the River habit): assignment
 //! timeouts (FR-016), dead workers (FR-020, JQ-112), TTL expiry (FR-004),
-//! and the gauges refresher. Every replica runs them; the store's guarded
-//! writes make concurrent passes safe.
+//! the gauges refresher, and planner statistics of fast-growing tables.
+//! Every replica runs them; the store's guarded writes make concurrent
+//! passes safe.
 
 pub mod assignment_timeout;
 pub mod dead_workers;
 pub mod gauges;
+pub mod statistics;
 pub mod ttl;
 
 use std::future::Future;
