@@ -40,6 +40,10 @@ struct Args {
     /// Concurrent clients of submit-unary.
     #[arg(long, default_value_t = 32)]
     clients: usize,
+    /// Concurrent clients of submit-bulk, each sending its batches of 1,000
+    /// one after another.
+    #[arg(long, default_value_t = 1)]
+    bulk_clients: usize,
     /// Workers of burst.
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -96,6 +100,9 @@ fn row(v: &Value) -> String {
                 v["jobs"],
                 f(v, "seconds")
             );
+            if let Some(c) = v.get("clients").filter(|_| name == "submit-bulk") {
+                s.push_str(&format!(", {c} client(s)"));
+            }
             if v.get("server_rss_mib").is_some() {
                 s.push_str(&format!(", server RSS {} MiB", f(v, "server_rss_mib")));
             }
@@ -141,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
         let mut out = vec![];
         match name.as_str() {
             "submit-unary" => out.push(scenarios::submit_unary(&s, a.jobs, a.clients).await?),
-            "submit-bulk" => out.push(scenarios::submit_bulk(&s, a.jobs * 5, 1000).await?),
+            "submit-bulk" => out.push(scenarios::submit_bulk(&s, a.jobs * 5, 1000, a.bulk_clients).await?),
             "burst" => {
                 out.push(scenarios::burst(&s, "burst", a.jobs, a.workers, a.worker_concurrency).await?)
             }

@@ -74,13 +74,36 @@ pub async fn submit_unary(s: &Settings, n: usize, clients: usize) -> anyhow::Res
     }))
 }
 
-/// SubmitJobs in batches of `batch`.
-pub async fn submit_bulk(s: &Settings, n: usize, batch: usize) -> anyhow::Result<Value> {
-    let mut env = Env::start(s, "submit-bulk").await?;
-    let took = bulk_submit(&mut env, n, batch).await?.as_secs_f64();
+/// SubmitJobs in batches of `batch` from `clients` concurrent clients (on
+/// one connection), each sending its next batch when the last returns.
+pub async fn submit_bulk(s: &Settings, n: usize, batch: usize, clients: usize) -> anyhow::Result<Value> {
+    let env = Env::start(s, "submit-bulk").await?;
+    let clients = clients.max(1);
+    let per = n / clients;
+    let t0 = Instant::now();
+    let mut tasks = vec![];
+    for _ in 0..clients {
+        let mut jobs = env.clients.jobs.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut left = per;
+            while left > 0 {
+                let k = left.min(batch);
+                let specs = (0..k).map(|_| noop_spec(Q)).collect();
+                jobs.submit_jobs(v1::SubmitJobsRequest { jobs: specs }).await?;
+                left -= k;
+            }
+            Ok::<_, tonic::Status>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let took = t0.elapsed().as_secs_f64();
+    let done = per * clients;
     env.stop().await;
     Ok(json!({
-        "scenario": "submit-bulk", "jobs": n, "batch": batch, "seconds": took, "jobs_per_s": n as f64 / took,
+        "scenario": "submit-bulk", "jobs": done, "batch": batch, "clients": clients, "seconds": took,
+        "jobs_per_s": done as f64 / took,
     }))
 }
 
