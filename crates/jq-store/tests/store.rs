@@ -1414,6 +1414,11 @@ async fn nfr_012_claim_scans_the_pending_index_not_the_table() {
     let plan = s.explain_claim("default", 100).await.unwrap();
     assert!(plan.contains("jobs_claim"), "{plan}");
     assert!(!plan.contains("Seq Scan"), "{plan}");
+    // The depth gauges (every 2 s on every server) stay off terminal rows.
+    let plan = s.explain_depth().await.unwrap();
+    assert!(!plan.contains("Seq Scan on jobs"), "{plan}");
+    let depth = s.depth_by_queue().await.unwrap();
+    assert_eq!(depth, vec![("default".to_string(), JobStatus::Pending, 200)]);
 }
 
 #[tokio::test]
