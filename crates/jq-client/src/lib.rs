@@ -9,6 +9,10 @@
 //! - [`Target`]: where and how to connect; [`Target::endpoint`] checks it.
 //! - [`Token`]: the interceptor adding `authorization: Bearer …` (JQ-170).
 //! - [`Clients`]: the three service clients over one channel.
+//! - [`batch`]: calls that arrive while one is in flight go together in
+//!   the next (the worker's acks and results; the server's group commits).
+
+pub mod batch;
 
 use std::time::Duration;
 

@@ -13,14 +13,14 @@
 //! - [`registry`]: workers connected to this server and their streams.
 //! - [`dispatcher`]: claims for free capacity and pushes assignments.
 //! - [`locks`]: Redis per-job dispatch locks (a second guard).
-//! - [`batch`]: group commit of acks and results.
+//! - [`batch`] (from jq-client): group commit of acks, results and submits.
 //! - [`reaper`]: assignment timeouts, dead workers, TTL, gauges.
 //! - [`relay`]: the outbox relay to Kafka and the event decoder.
 //! - [`status`], [`convert`]: errors and records at the wire edge.
 //! - [`dry_run`]: `--dry-run` checks (FR-046).
 //! - [`dev`]: the private PostgreSQL behind `--dev`.
 
-pub mod batch;
+pub use jq_client::batch;
 pub mod convert;
 pub mod dev;
 pub mod dispatcher;

@@ -185,6 +185,112 @@ async fn jq_110_stale_attempt_report_is_aborted_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn jq_110_batched_acks_and_results_answer_each_item_as_its_single_call() {
+    let mut env = start().await;
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 3).await;
+    let mut ids = vec![];
+    for i in 0..3 {
+        ids.push(env.submit(spec("default", &format!("{{\"i\":{i}}}"))).await);
+    }
+    let mut got = vec![];
+    for _ in 0..3 {
+        got.push(w.assignment().await);
+    }
+    let ack = |a: &v1::Assignment, attempt: u32| v1::AckJobRequest {
+        worker_id: "w1".into(),
+        job_id: a.job_id.clone(),
+        attempt,
+    };
+    // Two good acks, one with a stale attempt, one malformed id.
+    let r = w
+        .client
+        .ack_jobs(v1::AckJobsRequest {
+            acks: vec![
+                ack(&got[0], got[0].attempt),
+                ack(&got[1], got[1].attempt + 1),
+                ack(&got[2], got[2].attempt),
+                v1::AckJobRequest {
+                    job_id: "not-a-uuid".into(),
+                    ..ack(&got[0], 1)
+                },
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let codes: Vec<Code> = r.iter().map(|s| Code::from_i32(s.code)).collect();
+    assert_eq!(
+        codes,
+        [Code::Ok, Code::Aborted, Code::Ok, Code::InvalidArgument],
+        "{r:?}"
+    );
+    assert_eq!(
+        env.job(&got[0].job_id).await.status,
+        v1::JobStatus::Running as i32
+    );
+    assert_eq!(
+        env.job(&got[1].job_id).await.status,
+        v1::JobStatus::Assigned as i32
+    );
+    assert_eq!(
+        env.job(&got[2].job_id).await.status,
+        v1::JobStatus::Running as i32
+    );
+    let report = |a: &v1::Assignment, attempt: u32| v1::ReportResultRequest {
+        worker_id: "w1".into(),
+        job_id: a.job_id.clone(),
+        attempt,
+        outcome: v1::Outcome::Succeeded as i32,
+        result: b"{}".to_vec(),
+        ..Default::default()
+    };
+    // A good result, the same result again (an idempotent duplicate), a
+    // result for a job that is not running.
+    let r = w
+        .client
+        .report_results(v1::ReportResultsRequest {
+            reports: vec![
+                report(&got[0], got[0].attempt),
+                report(&got[0], got[0].attempt),
+                report(&got[1], got[1].attempt),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(r.len(), 3);
+    let ok = |i: usize| r[i].status.as_ref().map(|s| s.code) == Some(Code::Ok as i32);
+    assert!(ok(0) && ok(1), "{r:?}");
+    let first = r[0].response.as_ref().unwrap();
+    let second = r[1].response.as_ref().unwrap();
+    assert_eq!(first.status, v1::JobStatus::Done as i32);
+    // Same batch, same job: the second is decided after the first.
+    assert!(!first.duplicate && second.duplicate, "{r:?}");
+    assert!(!ok(2) && r[2].response.is_none(), "{r:?}");
+    assert_eq!(env.job(&got[0].job_id).await.status, v1::JobStatus::Done as i32);
+    assert_eq!(
+        env.job(&got[1].job_id).await.status,
+        v1::JobStatus::Assigned as i32
+    );
+    // Too many in one call is refused whole.
+    let e = w
+        .client
+        .ack_jobs(v1::AckJobsRequest {
+            acks: vec![ack(&got[1], got[1].attempt); 1001],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(
+        env.job(&got[1].job_id).await.status,
+        v1::JobStatus::Assigned as i32
+    );
+    env.server.shutdown().await;
+}
+
+#[tokio::test]
 async fn jq_111_assignment_on_a_dropped_stream_goes_back_to_pending() {
     let mut env = start().await;
     let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 1).await;

@@ -13,7 +13,9 @@
 //! - [`job`]: one attempt: payload routing, timeout, stop, report shape.
 //! - [`handler`]: the public handler trait and the stock `noop`/`echo`.
 //! - [`executor`]: payload parsing and safe subprocess execution.
+//! - `calls`: acks and results sent in batches (`AckJobs`, `ReportResults`).
 
+mod calls;
 pub mod executor;
 pub mod handler;
 pub mod job;

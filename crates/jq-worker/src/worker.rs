@@ -25,6 +25,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tonic::Code;
 
+use crate::calls::Calls;
 use crate::executor::ExecConfig;
 use crate::handler::Handlers;
 use crate::job::{self, Attempt, Outcome, StopReason, Stopper};
@@ -57,6 +58,8 @@ struct Inner {
     handlers: Handlers,
     exec: ExecConfig,
     clients: Clients,
+    /// Acks and results, batched (calls.rs).
+    calls: Calls,
     metrics: Arc<WorkerMetrics>,
     permits: Arc<Semaphore>,
     held: Mutex<HashMap<String, Held>>,
@@ -206,6 +209,7 @@ pub async fn start(cfg: WorkerConfig, handlers: Handlers) -> Result<RunningWorke
         cfg,
         handlers,
         exec,
+        calls: Calls::new(&clients),
         clients,
         metrics: metrics.clone(),
         held: Mutex::default(),
@@ -640,8 +644,8 @@ async fn ack(inner: &Inner, a: &v1::Assignment) -> Result<(), tonic::Status> {
             job_id: a.job_id.clone(),
             attempt: a.attempt,
         };
-        match inner.clients.workers.clone().ack_job(req).await {
-            Ok(_) => return Ok(()),
+        match inner.calls.ack(req).await {
+            Ok(()) => return Ok(()),
             // A few tries only: an assignment not acked in time is reclaimed
             // by the server anyway.
             Err(e) if transient(&e) && tries < 5 => {
@@ -678,9 +682,9 @@ async fn report_result(inner: &Inner, a: &Attempt, r: job::Report) {
     };
     let mut delay = Duration::from_millis(100);
     loop {
-        match inner.clients.workers.clone().report_result(req.clone()).await {
+        match inner.calls.report(req.clone()).await {
             Ok(resp) => {
-                let st = v1::JobStatus::try_from(resp.into_inner().status).unwrap_or_default();
+                let st = v1::JobStatus::try_from(resp.status).unwrap_or_default();
                 tracing::info!(job_id = %a.job_id, queue = %a.queue, attempt = a.attempt, outcome = ?outcome,
                     status = ?st, error = r.error.as_deref().unwrap_or(""), "result reported");
                 return;

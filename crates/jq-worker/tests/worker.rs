@@ -139,6 +139,21 @@ async fn fr_021_concurrency_limit_is_never_exceeded_as_observed_by_the_jobs() {
         3,
         "never more than --concurrency"
     );
+    // Acks and results went in batched calls (calls.rs), none one by one.
+    let (_, server_metrics) = http_get(env.server.metrics_addr, "/metrics").await;
+    let calls = |method: &str| {
+        server_metrics
+            .lines()
+            .filter(|l| l.starts_with("jq_grpc_request_duration_seconds_count"))
+            .filter(|l| l.contains(&format!("method=\"/jq.v1.WorkerService/{method}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    assert!(
+        calls("AckJobs") > 0 && calls("ReportResults") > 0,
+        "{server_metrics}"
+    );
+    assert_eq!(calls("AckJob") + calls("ReportResult"), 0, "{server_metrics}");
     w.shutdown().await;
 }
 

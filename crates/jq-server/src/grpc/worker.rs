@@ -8,7 +8,7 @@ use jq_proto::v1::worker_service_server::WorkerService;
 use jq_proto::v1::{self, *};
 use jq_proto::{job_status_to_proto, outcome_from_proto, worker_status_to_proto};
 use jq_store::ResultReport;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::grpc::control;
 use crate::registry::AssignmentStream;
@@ -159,8 +159,87 @@ impl WorkerService for Workers {
     }
 
     async fn ack_job(&self, req: Request<AckJobRequest>) -> Result<Response<AckJobResponse>, Status> {
+        self.ack_one(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn report_result(
+        &self,
+        req: Request<ReportResultRequest>,
+    ) -> Result<Response<ReportResultResponse>, Status> {
+        self.report_one(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn ack_jobs(&self, req: Request<AckJobsRequest>) -> Result<Response<AckJobsResponse>, Status> {
+        let acks = req.into_inner().acks;
+        within_batch_limit(acks.len())?;
+        // All at once into the group commit: they share its next batch.
+        let results = futures::future::join_all(acks.into_iter().map(|r| self.ack_one(r))).await;
+        Ok(Response::new(AckJobsResponse {
+            results: results.iter().map(|r| call_status(r.as_ref().err())).collect(),
+        }))
+    }
+
+    async fn report_results(
+        &self,
+        req: Request<ReportResultsRequest>,
+    ) -> Result<Response<ReportResultsResponse>, Status> {
+        let reports = req.into_inner().reports;
+        within_batch_limit(reports.len())?;
+        let results = futures::future::join_all(reports.into_iter().map(|r| self.report_one(r))).await;
+        Ok(Response::new(ReportResultsResponse {
+            results: results
+                .into_iter()
+                .map(|r| ReportResultsItem {
+                    status: Some(call_status(r.as_ref().err())),
+                    response: r.ok(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn deregister(
+        &self,
+        req: Request<DeregisterRequest>,
+    ) -> Result<Response<DeregisterResponse>, Status> {
         let s = &self.0;
-        let r = req.into_inner();
+        let w = req.into_inner().worker_id;
+        s.store.deregister_worker(&w).await.map_err(from_store)?;
+        s.registry.remove(&w);
+        tracing::info!(worker_id = %w, "worker deregistered");
+        Ok(Response::new(DeregisterResponse {}))
+    }
+}
+
+/// Most calls one AckJobs/ReportResults may carry.
+const MAX_BATCH: usize = 1000;
+
+fn within_batch_limit(n: usize) -> Result<(), Status> {
+    if n > MAX_BATCH {
+        return Err(Status::invalid_argument(format!(
+            "{n} calls in one batch; at most {MAX_BATCH}"
+        )));
+    }
+    Ok(())
+}
+
+/// A batched call's answer: what the single call would have returned.
+fn call_status(err: Option<&Status>) -> CallStatus {
+    match err {
+        None => CallStatus {
+            code: Code::Ok as i32,
+            message: String::new(),
+        },
+        Some(e) => CallStatus {
+            code: e.code() as i32,
+            message: e.message().to_string(),
+        },
+    }
+}
+
+impl Workers {
+    /// ASSIGNED -> RUNNING, group-committed with the other acks arriving now.
+    async fn ack_one(&self, r: AckJobRequest) -> Result<AckJobResponse, Status> {
+        let s = &self.0;
         let id = job_id(&r.job_id)?;
         // Group commit with the other acks arriving now (batch.rs).
         let res = s
@@ -176,7 +255,7 @@ impl WorkerService for Workers {
                     s.metrics.submit_to_start.observe(waited.max(0.0));
                 }
                 tracing::debug!(job_id = %id, worker_id = %r.worker_id, attempt = r.attempt, "job started");
-                Ok(Response::new(AckJobResponse {}))
+                Ok(AckJobResponse {})
             }
             Err(e) => {
                 // The worker must drop this attempt; it no longer counts.
@@ -186,12 +265,9 @@ impl WorkerService for Workers {
         }
     }
 
-    async fn report_result(
-        &self,
-        req: Request<ReportResultRequest>,
-    ) -> Result<Response<ReportResultResponse>, Status> {
+    /// One attempt's result (FR-029), group-committed.
+    async fn report_one(&self, r: ReportResultRequest) -> Result<ReportResultResponse, Status> {
         let s = &self.0;
-        let r = req.into_inner();
         let id = job_id(&r.job_id)?;
         let outcome = outcome_from_proto(r.outcome, r.retryable).ok_or_else(|| {
             Status::invalid_argument("outcome is required (SUCCEEDED, FAILED or CANCELLED)")
@@ -225,21 +301,9 @@ impl WorkerService for Workers {
             }
             tracing::info!(job_id = %id, worker_id = %r.worker_id, queue = %queue, attempt = r.attempt, status = %out.status, "result recorded");
         }
-        Ok(Response::new(ReportResultResponse {
+        Ok(ReportResultResponse {
             status: job_status_to_proto(out.status) as i32,
             duplicate: out.duplicate,
-        }))
-    }
-
-    async fn deregister(
-        &self,
-        req: Request<DeregisterRequest>,
-    ) -> Result<Response<DeregisterResponse>, Status> {
-        let s = &self.0;
-        let w = req.into_inner().worker_id;
-        s.store.deregister_worker(&w).await.map_err(from_store)?;
-        s.registry.remove(&w);
-        tracing::info!(worker_id = %w, "worker deregistered");
-        Ok(Response::new(DeregisterResponse {}))
+        })
     }
 }

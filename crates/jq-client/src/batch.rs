@@ -1,9 +1,9 @@
-//! Group commit for the hottest calls (acks and results from every
-//! worker): calls that arrive while a batch is being written wait for the
-//! next one and are then written together — one round trip and one commit
-//! for many jobs. There is no timer: a lone call goes out at once, so
+//! Batching without a timer: calls that arrive while a batch is in flight
+//! wait for the next one and then go together — one round trip (and, on
+//! the server, one commit) for many. A lone call goes out at once, so
 //! latency at low load is unchanged, and under load batches grow by
-//! themselves. A few lanes write in parallel.
+//! themselves. The server group-commits acks, results and submits with it;
+//! the worker sends its acks and results with it.
 
 use std::future::Future;
 use std::sync::Arc;
