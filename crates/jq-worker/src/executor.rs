@@ -202,6 +202,9 @@ pub async fn run(
 
     let (mut timed_out, mut cancelled) = (false, false);
     let status = tokio::select! {
+        // A process that already exited wins over a timeout or a stop that
+        // became ready at the same time (a worker resumed from SIGSTOP).
+        biased;
         s = child.wait() => Some(s.map_err(ExecError::Wait)?),
         _ = tokio::time::sleep(timeout) => { timed_out = true; None }
         // wait_for sees a cancel that came before the job started, too.

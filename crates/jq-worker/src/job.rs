@@ -164,6 +164,9 @@ fn plan(payload: &[u8]) -> Result<Plan, String> {
 /// to report). Never panics on bad input: that is a permanent failure.
 pub async fn execute(a: &Attempt, handlers: &Handlers, exec: &ExecConfig, stop: &Stopper) -> Option<Report> {
     let started = Instant::now();
+    // Whether the stop cut the attempt short (an attempt that ended by
+    // itself first is reported even when a stop came after).
+    let mut interrupted = false;
     let report = match plan(&a.payload) {
         Err(msg) => Report::failed(msg, false, started),
         Ok(Plan::Subprocess(mut spec)) => {
@@ -174,7 +177,10 @@ pub async fn execute(a: &Attempt, handlers: &Handlers, exec: &ExecConfig, stop: 
             spec.env.insert("JQ_JOB_QUEUE".into(), a.queue.clone());
             spec.env.insert("JQ_WORKER_ID".into(), a.worker_id.clone());
             match executor::run(&spec, exec, a.timeout, stop.subscribe()).await {
-                Ok(r) => subprocess_report(&spec, r),
+                Ok(r) => {
+                    interrupted = r.cancelled;
+                    subprocess_report(&spec, r)
+                }
                 Err(e) => Report::failed(e.to_string(), true, started),
             }
         }
@@ -202,6 +208,8 @@ pub async fn execute(a: &Attempt, handlers: &Handlers, exec: &ExecConfig, stop: 
                 let mut task = tokio::spawn(h.call(ctx));
                 let mut stopped = stop.subscribe();
                 let res = tokio::select! {
+                    // A handler that already returned wins over a stop.
+                    biased;
                     r = &mut task => match r {
                         Ok(r) => Some(r),
                         Err(e) => Some(Err(HandlerError::retryable(format!("handler {name:?} panicked: {e}")))),
@@ -222,13 +230,21 @@ pub async fn execute(a: &Attempt, handlers: &Handlers, exec: &ExecConfig, stop: 
                         duration: started.elapsed(),
                     },
                     Some(Err(e)) => Report::failed(e.message, e.retryable, started),
-                    None => Report::failed("stopped".into(), true, started),
+                    None => {
+                        interrupted = true;
+                        Report::failed("stopped".into(), true, started)
+                    }
                 }
             }
         },
     };
     match stop.reason() {
-        Some(StopReason::Abandon) => None,
+        // Abandoned mid-run: nothing to report. One that finished first
+        // (say its process exited while the worker was frozen and the
+        // fence ran on waking) is reported; the server refuses it if its
+        // attempt is no longer current.
+        Some(StopReason::Abandon) if interrupted => None,
+        Some(StopReason::Abandon) => Some(report),
         Some(StopReason::Cancel) => Some(Report {
             outcome: Outcome::Cancelled,
             error: Some("cancelled by an operator".into()),
@@ -323,6 +339,74 @@ mod tests {
             let e = plan(bad).unwrap_err();
             assert!(e.contains(why), "{e}");
         }
+    }
+
+    fn attempt(payload: &str) -> Attempt {
+        Attempt {
+            job_id: "j".into(),
+            queue: "default".into(),
+            attempt: 1,
+            retries: 0,
+            payload: payload.as_bytes().to_vec(),
+            timeout: None,
+            worker_id: "w".into(),
+        }
+    }
+
+    fn exec() -> ExecConfig {
+        ExecConfig {
+            inherited_env: vec![],
+            default_timeout: Duration::from_secs(30),
+            kill_grace: Duration::from_secs(1),
+            output_cap: 1024,
+        }
+    }
+
+    #[tokio::test]
+    async fn jq_110_an_attempt_that_finished_before_the_fence_is_still_reported() {
+        // The fence (abandon) fires while the attempt is already done —
+        // as when a SIGSTOPped worker wakes up after its job's process
+        // exited. The result goes to the server (which refuses it if the
+        // attempt is stale) instead of being dropped.
+        let stop = Stopper::default();
+        let fence = stop.clone();
+        let handlers = Handlers::empty().with("done-then-fenced", move |_job: JobContext| {
+            let fence = fence.clone();
+            async move {
+                // Done, and the fence fires as it returns: both are ready
+                // when the attempt looks next.
+                fence.stop(StopReason::Abandon);
+                Ok(b"done".to_vec())
+            }
+        });
+        let r = execute(
+            &attempt(r#"{"handler":"done-then-fenced"}"#),
+            &handlers,
+            &exec(),
+            &stop,
+        )
+        .await;
+        let r = r.expect("a finished attempt is reported");
+        assert_eq!(r.outcome, Outcome::Succeeded);
+        assert_eq!(r.result, b"done");
+    }
+
+    #[tokio::test]
+    async fn jq_110_an_attempt_cut_short_by_the_fence_reports_nothing() {
+        let stop = Stopper::default();
+        let fence = stop.clone();
+        let handlers = Handlers::empty().with("fenced-while-running", move |_job: JobContext| {
+            fence.stop(StopReason::Abandon);
+            std::future::pending::<Result<Vec<u8>, HandlerError>>()
+        });
+        let r = execute(
+            &attempt(r#"{"handler":"fenced-while-running"}"#),
+            &handlers,
+            &exec(),
+            &stop,
+        )
+        .await;
+        assert!(r.is_none(), "{r:?}");
     }
 
     #[test]
