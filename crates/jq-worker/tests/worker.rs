@@ -471,6 +471,8 @@ async fn jq_110_a_worker_cut_off_from_the_server_stops_its_jobs_before_they_are_
     let Env { server, db: _db, .. } = env;
     server.shutdown().await;
     until("the cut-off worker to stop its job", || !alive(pid)).await;
-    assert_eq!(w.held_jobs(), 0);
+    // The process is gone first; the attempt is let go of just after it
+    // (output collected, nothing reported).
+    until("the worker to let go of the attempt", || w.held_jobs() == 0).await;
     w.shutdown().await;
 }
