@@ -569,9 +569,7 @@ async fn heartbeats(inner: Arc<Inner>) {
 /// attempt never runs on here while its retry runs elsewhere — whether the
 /// server died, the network split, or this worker was too slow to answer.
 fn fence(inner: &Inner, silent: Duration, interval: Duration) {
-    let timeout = Duration::from_millis(inner.heartbeat_timeout_ms.load(Ordering::Relaxed));
-    let limit = timeout.saturating_sub(interval * 2).max(interval);
-    if silent < limit {
+    if silent < lease_limit(inner, interval) {
         return;
     }
     let held = inner.leases();
@@ -583,6 +581,13 @@ fn fence(inner: &Inner, silent: Duration, interval: Duration) {
     for l in &held {
         inner.stop_lease(l, StopReason::Abandon);
     }
+}
+
+/// How long a lease can be trusted without an accepted heartbeat: the
+/// server's timeout less two intervals (its reaper runs on its own clock).
+fn lease_limit(inner: &Inner, interval: Duration) -> Duration {
+    let timeout = Duration::from_millis(inner.heartbeat_timeout_ms.load(Ordering::Relaxed));
+    timeout.saturating_sub(interval * 2).max(interval)
 }
 
 /// One assignment from slot to report.
@@ -601,8 +606,19 @@ async fn run_assignment(inner: Arc<Inner>, a: v1::Assignment, stopper: Stopper) 
         inner.held.lock().unwrap().remove(&job_id);
         return;
     };
+    let asked = std::time::Instant::now();
     if let Err(e) = ack(&inner, &a).await {
         tracing::warn!(job_id = %job_id, attempt = a.attempt, code = ?e.code(), error = %e.message(), "ack refused; not running it");
+        inner.held.lock().unwrap().remove(&job_id);
+        return;
+    }
+    // An answer that took longer than a lease can be trusted (this worker
+    // was frozen, or the network stalled, with the ack in flight) may be
+    // for a job the server has handed on meanwhile: do not start it.
+    let every = Duration::from_millis(inner.heartbeat_ms.load(Ordering::Relaxed));
+    if asked.elapsed() >= lease_limit(&inner, every) {
+        tracing::warn!(job_id = %job_id, attempt = a.attempt, waited_s = asked.elapsed().as_secs_f64(),
+            "ack answered too late to trust the lease; not running it");
         inner.held.lock().unwrap().remove(&job_id);
         return;
     }
