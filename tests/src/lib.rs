@@ -77,8 +77,20 @@ impl Server {
             child: None,
             log: log_dir().join(format!("{name}-{}.log", uuid::Uuid::new_v4().simple())),
         };
-        s.spawn().await;
-        s
+        // A free port can be taken by someone else (another test's private
+        // PostgreSQL, say) before the server binds it: new ports, again.
+        for _ in 0..5 {
+            s.spawn_child();
+            match s.try_ready().await {
+                Ok(()) => return s,
+                Err(log) if log.contains("Address already in use") => {
+                    (s.grpc, s.health, s.metrics) = (free_port(), free_port(), free_port());
+                    s.log = log_dir().join(format!("{name}-{}.log", uuid::Uuid::new_v4().simple()));
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("{} found no free ports in five tries", s.name);
     }
 
     pub fn addr(&self) -> String {
@@ -86,6 +98,11 @@ impl Server {
     }
 
     async fn spawn(&mut self) {
+        self.spawn_child();
+        self.wait_ready().await;
+    }
+
+    fn spawn_child(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -106,27 +123,38 @@ impl Server {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        self.wait_ready().await;
     }
 
     /// Until `/readyz` answers 200 (bounded).
     pub async fn wait_ready(&mut self) {
+        if let Err(why) = self.try_ready().await {
+            panic!("{why}");
+        }
+    }
+
+    /// Until `/readyz` answers 200; why not, with the log, if it exits or
+    /// never does.
+    async fn try_ready(&mut self) -> Result<(), String> {
         for _ in 0..600 {
             if http_get(self.health, "/readyz").await.0 == 200 {
-                return;
+                return Ok(());
             }
             if let Some(c) = self.child.as_mut()
                 && let Ok(Some(st)) = c.try_wait()
             {
-                panic!(
+                return Err(format!(
                     "{} exited during start ({st}); log:\n{}",
                     self.name,
                     self.log_tail()
-                );
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("{} never became ready; log:\n{}", self.name, self.log_tail());
+        Err(format!(
+            "{} never became ready; log:\n{}",
+            self.name,
+            self.log_tail()
+        ))
     }
 
     pub fn log_tail(&self) -> String {
