@@ -176,7 +176,7 @@ SELECT id FROM ins WHERE (SELECT count(*) FROM wake) >= 0"#,
         .await;
         let inserted = match inserted {
             Ok(v) => v,
-            Err(e @ sqlx::Error::Database(_)) if is_foreign_key(&e) => {
+            Err(e) if is_foreign_key(&e) => {
                 return Err(self.missing_queue(jobs, e).await);
             }
             Err(e) => return Err(e.into()),
