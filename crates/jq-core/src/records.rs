@@ -148,6 +148,10 @@ pub struct Assignment {
     pub retries: u32,
     pub timeout: Option<Duration>,
     pub created_at: DateTime<Utc>,
+    /// The job's state as the claim left it. The server decides the
+    /// worker's ack and result from it without reading the row again; the
+    /// write still checks that it is the row's state.
+    pub state: crate::JobState,
 }
 
 /// One unsent event from the transactional outbox (JQ-160): a job

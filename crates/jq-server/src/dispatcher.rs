@@ -84,7 +84,13 @@ impl Dispatcher {
                     .job_total
                     .with_label_values(&[&a.queue, "ASSIGNED"])
                     .inc();
-                if s.registry.deliver(f, a.job_id, a.attempt, a.created_at, msg) {
+                let expected = jq_store::Expected {
+                    state: a.state.clone(),
+                    queue: a.queue.clone(),
+                };
+                if s.registry
+                    .deliver(f, a.job_id, a.attempt, a.created_at, Some(expected), msg)
+                {
                     assigned += 1;
                     tracing::debug!(job_id = %a.job_id, worker_id = %f.worker_id, queue = %a.queue, attempt = a.attempt, "assigned");
                 } else {

@@ -60,10 +60,8 @@ pub struct Shared {
     pub metrics: Arc<ServerMetrics>,
     pub cfg: Arc<ServerConfig>,
     pub locks: Arc<locks::Locks>,
-    /// Group commit of acks: (worker, job, attempt).
-    pub acks: batch::Batcher<(String, uuid::Uuid, u32), jq_store::Result<()>>,
-    /// Group commit of results: the outcome and the job's queue.
-    pub reports: batch::Batcher<jq_store::ResultReport, jq_store::Result<(jq_store::ReportOutcome, String)>>,
+    /// Group commit of workers' acks and results, together.
+    pub worker_calls: batch::Batcher<jq_store::WorkerCall, jq_store::Result<jq_store::CallOutcome>>,
     /// Group commit of single submits from many clients.
     pub submits: batch::Batcher<jq_core::NewJob, jq_store::Result<jq_store::Submitted>>,
     /// Cross-replica wakes, coalesced (one NOTIFY in flight at a time).
@@ -233,11 +231,12 @@ async fn prepare(s: &Shared) -> Result<(), jq_store::StoreError> {
     Ok(())
 }
 
-/// Batches of acks, results or submits written at once, and how many at a
-/// time. One lane per kind: calls that wait for the batch in flight form a
-/// bigger next batch, which costs the database less than two small ones
-/// in parallel (burst +15 % over four lanes, docs/benchmarks.md). Submits
-/// get two so that one batch is being built while the other commits.
+/// Batches of worker calls or submits written at once, and how many at a
+/// time. One lane for acks and results together: calls that wait for the
+/// batch in flight form a bigger next batch, which costs the database less
+/// than two small ones in parallel (burst +15 % over four lanes; one lane
+/// for both kinds instead of one each, docs/benchmarks.md). Submits get
+/// two so that one batch is being built while the other commits.
 const BATCH_MAX: usize = 512;
 const BATCH_LANES: usize = 1;
 const SUBMIT_LANES: usize = 2;
@@ -270,34 +269,27 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         metrics.clone(),
     )?;
     let locks = Arc::new(locks);
-    let acks = {
+    let worker_calls = {
         let (store, locks) = (store.clone(), locks.clone());
-        batch::Batcher::spawn(
-            BATCH_LANES,
-            BATCH_MAX,
-            move |calls: Vec<(String, uuid::Uuid, u32)>| {
-                let (store, locks) = (store.clone(), locks.clone());
-                async move {
-                    let out = store.ack_many(&calls).await;
-                    // Started jobs' dispatch locks have done their job: one
-                    // pipelined release for the batch.
-                    let started: Vec<uuid::Uuid> = calls
-                        .iter()
-                        .zip(&out)
-                        .filter(|(_, r)| r.is_ok())
-                        .map(|(c, _)| c.1)
-                        .collect();
+        batch::Batcher::spawn(BATCH_LANES, BATCH_MAX, move |calls: Vec<jq_store::WorkerCall>| {
+            let (store, locks) = (store.clone(), locks.clone());
+            async move {
+                let out = store.worker_calls_many(&calls).await;
+                // Started jobs' dispatch locks have done their job: one
+                // pipelined release for the batch.
+                let started: Vec<uuid::Uuid> = calls
+                    .iter()
+                    .zip(&out)
+                    .filter_map(|(c, r)| match (c, r) {
+                        (jq_store::WorkerCall::Ack { job_id, .. }, Ok(_)) => Some(*job_id),
+                        _ => None,
+                    })
+                    .collect();
+                if !started.is_empty() {
                     locks.release_many(&started).await;
-                    out
                 }
-            },
-        )
-    };
-    let reports = {
-        let store = store.clone();
-        batch::Batcher::spawn(BATCH_LANES, BATCH_MAX, move |r: Vec<jq_store::ResultReport>| {
-            let store = store.clone();
-            async move { store.report_many(&r).await }
+                out
+            }
         })
     };
     let submits = {
@@ -313,8 +305,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         cfg: cfg.clone(),
         locks,
-        acks,
-        reports,
+        worker_calls,
         submits,
         wakes: Arc::new(WakeOthers {
             store: store.clone(),

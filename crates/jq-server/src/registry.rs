@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use chrono::{DateTime, Utc};
+use jq_core::JobState;
 use jq_proto::v1;
+use jq_store::Expected;
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::Stream;
 use tonic::Status;
@@ -22,6 +24,9 @@ struct InFlight {
     attempt: u32,
     acked: bool,
     created_at: DateTime<Utc>,
+    /// The job's state as the claim, then the ack, left it: the worker's
+    /// next call is decided from it without a read (jq_store::batch).
+    expected: Option<Expected>,
 }
 
 struct Conn {
@@ -124,6 +129,7 @@ impl Registry {
         job: Uuid,
         attempt: u32,
         created_at: DateTime<Utc>,
+        expected: Option<Expected>,
         msg: v1::ServerMessage,
     ) -> bool {
         let mut conns = self.conns.lock().unwrap();
@@ -142,6 +148,7 @@ impl Registry {
                 attempt,
                 acked: false,
                 created_at,
+                expected,
             },
         );
         true
@@ -156,12 +163,24 @@ impl Registry {
             .is_some_and(|c| c.tx.try_send(Ok(msg)).is_ok())
     }
 
-    /// The worker started the job; returns when it was created.
-    pub fn acked(&self, worker_id: &str, job: Uuid) -> Option<DateTime<Utc>> {
+    /// The worker started the job, which is now in `state`; returns when
+    /// it was created.
+    pub fn acked(&self, worker_id: &str, job: Uuid, state: JobState) -> Option<DateTime<Utc>> {
         let mut conns = self.conns.lock().unwrap();
         let j = conns.get_mut(worker_id)?.jobs.get_mut(&job)?;
         j.acked = true;
+        if let Some(e) = j.expected.as_mut() {
+            e.state = state;
+        }
         Some(j.created_at)
+    }
+
+    /// The state this server last left `job` in for this worker and
+    /// attempt, if it holds one.
+    pub fn expected(&self, worker_id: &str, job: Uuid, attempt: u32) -> Option<Expected> {
+        let conns = self.conns.lock().unwrap();
+        let j = conns.get(worker_id)?.jobs.get(&job)?;
+        (j.attempt == attempt).then(|| j.expected.clone()).flatten()
     }
 
     /// The job left the worker (result, refusal, stale lease).
@@ -250,9 +269,9 @@ mod tests {
         let (_g, _rx) = r.connect("w", vec!["default".into()], 2);
         let f = r.free().remove(0);
         assert_eq!(f.free, 2);
-        assert!(r.deliver(&f, Uuid::new_v4(), 1, Utc::now(), msg()));
+        assert!(r.deliver(&f, Uuid::new_v4(), 1, Utc::now(), None, msg()));
         assert_eq!(r.free()[0].free, 1);
-        assert!(r.deliver(&f, Uuid::new_v4(), 1, Utc::now(), msg()));
+        assert!(r.deliver(&f, Uuid::new_v4(), 1, Utc::now(), None, msg()));
         assert!(r.free().is_empty(), "no room, nothing to claim");
     }
 
@@ -262,12 +281,12 @@ mod tests {
         let (g, rx) = r.connect("w", vec!["default".into()], 4);
         let f = r.free().remove(0);
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        r.deliver(&f, a, 3, Utc::now(), msg());
-        r.deliver(&f, b, 1, Utc::now(), msg());
-        r.acked("w", a);
+        r.deliver(&f, a, 3, Utc::now(), None, msg());
+        r.deliver(&f, b, 1, Utc::now(), None, msg());
+        r.acked("w", a, JobState::new(0));
         drop(rx);
         assert!(
-            !r.deliver(&f, Uuid::new_v4(), 1, Utc::now(), msg()),
+            !r.deliver(&f, Uuid::new_v4(), 1, Utc::now(), None, msg()),
             "closed stream takes nothing"
         );
         assert_eq!(r.disconnect("w", g), vec![(b, 1)]);

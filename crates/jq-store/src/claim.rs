@@ -248,6 +248,7 @@ impl Store {
                     created_at: r.created_at,
                     payload: r.payload,
                     queue: r.queue,
+                    state: p.effects.next,
                 };
                 debug_assert!(a.attempt > 0);
                 (w.to_string(), a)

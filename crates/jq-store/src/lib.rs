@@ -38,6 +38,7 @@ mod rows;
 pub mod transitions;
 pub mod workers;
 
+pub use batch::{CallOutcome, Expected, WorkerCall};
 pub use error::{StoreError, is_transient};
 pub use jobs::{ListFilter, ListPage, Submitted};
 pub use outbox::{EventAudit, RelayLease};

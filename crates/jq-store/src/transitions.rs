@@ -1,9 +1,9 @@
 //! Carrying out lifecycle decisions (SPEC §3).
 //!
 //! [`Store::apply_planned`] writes a batch of decided transitions in one
-//! statement: each job row is updated only if it is still at the status and
-//! attempt the decision saw, and only updated jobs get their `job_events`
-//! and `event_outbox` rows. Single-job operations read the job, ask
+//! statement: each job row is updated only if it is still in the state the
+//! decision saw (every column of [`JobState`], a compare-and-set), and only
+//! updated jobs get their `job_events` and `event_outbox` rows. Single-job operations read the job, ask
 //! [`jq_core::transition`], write, and on a lost race decide again.
 
 use jq_core::events::topic_for;
@@ -123,6 +123,12 @@ impl Store {
         let mut result = Vec::with_capacity(n);
         let mut set_error = Vec::with_capacity(n);
         let mut error = Vec::with_capacity(n);
+        // The rest of the state the decision saw, for the guard.
+        let mut from_retries = Vec::with_capacity(n);
+        let mut from_worker = Vec::with_capacity(n);
+        let mut from_cancel = Vec::with_capacity(n);
+        let mut from_report_attempt = Vec::with_capacity(n);
+        let mut from_report_kind = Vec::with_capacity(n);
         // One row per step.
         let mut e_id = vec![];
         let mut e_job = vec![];
@@ -161,6 +167,11 @@ impl Store {
             result.push(p.result.clone().flatten());
             set_error.push(p.error.is_some());
             error.push(p.error.clone().flatten());
+            from_retries.push(p.before.retries as i32);
+            from_worker.push(p.before.worker_id.as_deref());
+            from_cancel.push(p.before.cancel_requested);
+            from_report_attempt.push(p.before.last_report.map(|r| r.attempt as i32));
+            from_report_kind.push(p.before.last_report.map(|r| r.kind.as_str()));
             for (i, s) in p.effects.steps.iter().enumerate() {
                 e_id.push(Uuid::new_v4());
                 e_job.push(p.id);
@@ -179,9 +190,11 @@ impl Store {
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::int[], $6::int[], $7::text[],
                          $8::bool[], $9::bigint[], $10::bool[], $11::int[], $12::text[], $13::bool[],
-                         $14::bytea[], $15::bool[], $16::text[])
+                         $14::bytea[], $15::bool[], $16::text[], $27::int[], $28::text[], $29::bool[],
+                         $30::int[], $31::text[])
         AS t(id, from_status, from_attempt, to_status, attempt, retries, worker_id, cancel_requested,
-             delay_ms, clear_expiry, report_attempt, report_kind, set_result, result, set_error, error)
+             delay_ms, clear_expiry, report_attempt, report_kind, set_result, result, set_error, error,
+             from_retries, from_worker, from_cancel, from_report_attempt, from_report_kind)
 ), upd AS (
     UPDATE jobs j SET
         status = i.to_status::job_status,
@@ -206,6 +219,10 @@ WITH input AS (
         updated_at = now()
     FROM input i
     WHERE j.id = i.id AND j.status = i.from_status::job_status AND j.attempt = i.from_attempt
+      AND j.retries = i.from_retries AND j.worker_id IS NOT DISTINCT FROM i.from_worker
+      AND j.cancel_requested = i.from_cancel
+      AND j.last_report_attempt IS NOT DISTINCT FROM i.from_report_attempt
+      AND j.last_report_kind IS NOT DISTINCT FROM i.from_report_kind
     RETURNING j.id, j.queue
 ), ev AS (
     INSERT INTO job_events (event_id, job_id, queue, from_status, to_status, reason, worker_id, attempt, detail)
@@ -253,6 +270,11 @@ SELECT id FROM upd"#,
         .bind(&e_detail)
         .bind(&e_topic)
         .bind(&e_ord)
+        .bind(&from_retries)
+        .bind(&from_worker)
+        .bind(&from_cancel)
+        .bind(&from_report_attempt)
+        .bind(&from_report_kind)
         .fetch_all(exec)
         .await?;
         Ok(ids)

@@ -8,7 +8,10 @@ use std::time::Duration;
 use jq_core::records::{Assignment, Lease, WorkerRegistration};
 use jq_core::*;
 use jq_store::queues::QueuePatch;
-use jq_store::{CancelOutcome, ListFilter, ResultReport, Store, StoreError, StoreOptions};
+use jq_store::{
+    CallOutcome, CancelOutcome, Expected, ListFilter, ResultReport, Store, StoreError, StoreOptions,
+    WorkerCall,
+};
 use jq_testkit::TestDb;
 use uuid::Uuid;
 
@@ -1674,6 +1677,89 @@ async fn jq_110_group_commit_of_acks_and_results_decides_each_call_alone() {
     assert_eq!((a.missing, a.duplicated, a.orphans), (0, 0, 0));
     let events = s.job_events(for_a[0].job_id).await.unwrap();
     assert_eq!(events.iter().filter(|e| e.to == JobStatus::Done).count(), 1);
+}
+
+#[tokio::test]
+async fn jq_110_a_call_decided_from_an_expected_state_is_written_only_if_the_row_is_in_it() {
+    let (_db, s) = setup().await;
+    worker(&s, "a", &["default"]).await;
+    for _ in 0..2 {
+        s.submit(job("default")).await.unwrap();
+    }
+    let got = s.claim("a", &q(&["default"]), 2).await.unwrap();
+    let (x, y) = (&got[0], &got[1]);
+    assert_eq!(
+        (x.state.status, x.state.attempt, x.state.worker_id.as_deref()),
+        (JobStatus::Assigned, x.attempt, Some("a")),
+        "the claim hands out the state it left"
+    );
+    let expect = |state: &JobState| {
+        Some(Expected {
+            state: state.clone(),
+            queue: "default".into(),
+        })
+    };
+    let ack = |a: &Assignment, expected| WorkerCall::Ack {
+        worker_id: "a".into(),
+        job_id: a.job_id,
+        attempt: a.attempt,
+        expected,
+    };
+    // Right expectations: ack, then success, each from the state before.
+    let out = s.worker_calls_many(&[ack(x, expect(&x.state))]).await;
+    let Ok(CallOutcome::Acked { state: running }) = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(running.status, JobStatus::Running);
+    let report = ResultReport {
+        worker_id: "a".into(),
+        job_id: x.job_id,
+        attempt: x.attempt,
+        outcome: Outcome::Succeeded,
+        result: b"r".to_vec(),
+        error: None,
+    };
+    let out = s
+        .worker_calls_many(&[WorkerCall::Report {
+            report,
+            expected: expect(running),
+        }])
+        .await;
+    assert!(
+        matches!(&out[0], Ok(CallOutcome::Reported { outcome, queue })
+            if outcome.status == JobStatus::Done && !outcome.duplicate && queue == "default"),
+        "{out:?}"
+    );
+    let done = s.get_job(x.job_id).await.unwrap();
+    assert_eq!(
+        (done.status, done.result.as_deref()),
+        (JobStatus::Done, Some(&b"r"[..]))
+    );
+    // A wrong expectation in a column the decision copies (retries): the
+    // guarded write refuses it and the call is decided from the row.
+    let mut wrong = y.state.clone();
+    wrong.retries = 2;
+    let out = s.worker_calls_many(&[ack(y, expect(&wrong))]).await;
+    assert!(
+        matches!(&out[0], Ok(CallOutcome::Acked { state }) if state.retries == 0),
+        "{out:?}"
+    );
+    let row = s.get_job(y.job_id).await.unwrap();
+    assert_eq!((row.status, row.retries), (JobStatus::Running, 0));
+    // A stale expectation (the claim's, after the ack): refused as the
+    // row's state says, and nothing written twice.
+    let out = s.worker_calls_many(&[ack(y, expect(&y.state))]).await;
+    assert!(
+        matches!(
+            out[0],
+            Err(StoreError::Transition(TransitionError::InvalidState { .. }))
+        ),
+        "{out:?}"
+    );
+    let events = s.job_events(y.job_id).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.to == JobStatus::Running).count(), 1);
+    let a = s.audit_events().await.unwrap();
+    assert_eq!((a.missing, a.duplicated, a.orphans), (0, 0, 0));
 }
 
 #[tokio::test]

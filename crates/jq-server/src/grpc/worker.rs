@@ -7,7 +7,7 @@ use jq_core::{JobStatus, WorkerStatus};
 use jq_proto::v1::worker_service_server::WorkerService;
 use jq_proto::v1::{self, *};
 use jq_proto::{job_status_to_proto, outcome_from_proto, worker_status_to_proto};
-use jq_store::ResultReport;
+use jq_store::{CallOutcome, ResultReport, WorkerCall};
 use tonic::{Code, Request, Response, Status};
 
 use crate::grpc::control;
@@ -243,14 +243,22 @@ impl Workers {
         let id = job_id(&r.job_id)?;
         // Group commit with the other acks arriving now (batch.rs).
         let res = s
-            .acks
-            .call((r.worker_id.clone(), id, r.attempt))
+            .worker_calls
+            .call(WorkerCall::Ack {
+                worker_id: r.worker_id.clone(),
+                job_id: id,
+                attempt: r.attempt,
+                expected: s.registry.expected(&r.worker_id, id, r.attempt),
+            })
             .await
             .ok_or_else(|| Status::unavailable("the server is shutting down"))?;
         match res {
-            Ok(()) => {
+            Ok(out) => {
                 // (Its dispatch lock was released with the batch.)
-                if let Some(created) = s.registry.acked(&r.worker_id, id) {
+                let CallOutcome::Acked { state } = out else {
+                    return Err(Status::internal("an ack was answered as a result"));
+                };
+                if let Some(created) = s.registry.acked(&r.worker_id, id, state) {
                     let waited = (chrono::Utc::now() - created).num_microseconds().unwrap_or(0) as f64 / 1e6;
                     s.metrics.submit_to_start.observe(waited.max(0.0));
                 }
@@ -280,13 +288,17 @@ impl Workers {
             result: r.result,
             error: (!r.error.is_empty()).then_some(r.error),
         };
+        let expected = s.registry.expected(&r.worker_id, id, r.attempt);
         let res = s
-            .reports
-            .call(report)
+            .worker_calls
+            .call(WorkerCall::Report { report, expected })
             .await
             .ok_or_else(|| Status::unavailable("the server is shutting down"))?;
         s.registry.finished(&r.worker_id, id);
-        let (out, queue) = res.map_err(from_store)?;
+        let (out, queue) = match res.map_err(from_store)? {
+            CallOutcome::Reported { outcome, queue } => (outcome, queue),
+            CallOutcome::Acked { .. } => return Err(Status::internal("a result was answered as an ack")),
+        };
         if !out.duplicate {
             let label = match out.status {
                 JobStatus::Pending => "FAILED",
