@@ -51,15 +51,60 @@ const CANDIDATE_COLUMNS: &str = "j.id, j.queue, j.status::text AS status, j.prio
     j.last_report_attempt, j.last_report_kind, j.created_at, j.not_before, j.expires_at, j.assigned_at, \
     j.started_at, j.completed_at, j.updated_at, j.seq";
 
-/// The per-queue candidate scan: the index `jobs_claim` in order, stopping
-/// at the limit, skipping rows other claimers hold.
+/// The scan of one queue's candidates: the index `jobs_claim` in dispatch
+/// order, stopping at the limit, skipping rows other claimers hold.
+const CANDIDATES_SCAN: &str = "FROM jobs j \
+     WHERE j.queue = $1 AND j.status = 'PENDING' AND j.not_before <= now() \
+       AND (j.expires_at IS NULL OR j.expires_at > now()) \
+     ORDER BY j.priority DESC, j.created_at, j.seq LIMIT $2 FOR UPDATE SKIP LOCKED";
+
+/// One capped queue's candidates, read under its queue row's lock.
 fn candidates_sql() -> String {
+    format!("SELECT {CANDIDATE_COLUMNS} {CANDIDATES_SCAN}")
+}
+
+/// The claim's read, one round trip: every requested queue that is not
+/// paused with its caps, the requested workers (`$2`) that are ONLINE,
+/// locked FOR SHARE, and — for queues without caps — up to `$3` candidates
+/// (one row each; a queue with none, or with caps, gives one row without).
+/// Capped queues are scanned after their row lock, so that claimers on
+/// several replicas take their jobs in dispatch order.
+fn claim_sql() -> String {
+    let scan = CANDIDATES_SCAN.replace("$1", "q.name").replace(
+        "$2",
+        "CASE WHEN q.concurrency_limit IS NULL AND q.rate_limit_per_s IS NULL THEN $3 ELSE 0 END",
+    );
     format!(
-        "SELECT {CANDIDATE_COLUMNS} FROM jobs j \
-         WHERE j.queue = $1 AND j.status = 'PENDING' AND j.not_before <= now() \
-           AND (j.expires_at IS NULL OR j.expires_at > now()) \
-         ORDER BY j.priority DESC, j.created_at, j.seq LIMIT $2 FOR UPDATE SKIP LOCKED"
+        "SELECT {CAPS_COLUMNS_Q}, \
+                (SELECT coalesce(array_agg(w.id), '{{}}') FROM \
+                    (SELECT id FROM workers WHERE id = ANY($2) AND status = 'ONLINE' ORDER BY id FOR SHARE) w \
+                ) AS online, j.* \
+         FROM queues q LEFT JOIN LATERAL (SELECT {CANDIDATE_COLUMNS} {scan}) j ON true \
+         WHERE q.name = ANY($1) AND NOT q.paused"
     )
+}
+
+const CAPS_COLUMNS_Q: &str = "q.name, q.concurrency_limit, q.rate_limit_per_s, q.rate_tokens, \
+    extract(epoch FROM now() - q.rate_refilled_at)::float8 AS elapsed_s, q.default_timeout_s";
+
+/// A row of [`claim_sql`]: a queue's caps, the workers ONLINE, and one
+/// candidate if there is one.
+struct ClaimRow {
+    caps: QueueCaps,
+    online: Vec<String>,
+    job: Option<JobRow>,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ClaimRow {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> std::result::Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        let id: Option<Uuid> = row.try_get("id")?;
+        Ok(ClaimRow {
+            caps: QueueCaps::from_row(row)?,
+            online: row.try_get("online")?,
+            job: id.map(|_| JobRow::from_row(row)).transpose()?,
+        })
+    }
 }
 
 impl Store {
@@ -67,8 +112,9 @@ impl Store {
     /// operators debugging a slow claim).
     pub async fn explain_claim(&self, queue: &str, limit: u32) -> Result<String> {
         let mut tx = self.pool.begin().await?;
-        let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {}", candidates_sql()))
-            .bind(queue)
+        let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {}", claim_sql()))
+            .bind([queue])
+            .bind(Vec::<String>::new())
             .bind(i64::from(limit))
             .fetch_all(&mut *tx)
             .await?;
@@ -110,18 +156,23 @@ impl Store {
         wants: &[(String, u32)],
         queues: &[String],
     ) -> Result<Vec<(String, Assignment)>> {
-        let mut tx = self.pool.begin().await?;
-        // FOR SHARE: the heartbeat reaper's OFFLINE update waits for this
-        // claim, then reclaims what it took — no job is left on a dead worker.
+        let asked: u32 = wants.iter().map(|(_, n)| *n).sum();
         let ids: Vec<&str> = wants.iter().map(|(w, _)| w.as_str()).collect();
-        let online: HashSet<String> = sqlx::query_scalar::<_, String>(
-            "SELECT id FROM workers WHERE id = ANY($1) AND status = 'ONLINE' ORDER BY id FOR SHARE",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
+        let mut tx = self.pool.begin().await?;
+        // One statement: the candidates, their queues' caps and the workers
+        // that are ONLINE (FOR SHARE: the heartbeat reaper's OFFLINE update
+        // waits for this claim, then reclaims what it took — no job is left
+        // on a dead worker). Caps are applied below; rows locked beyond
+        // them are simply not claimed and unlock at commit.
+        let rows: Vec<ClaimRow> = sqlx::query_as(&claim_sql())
+            .bind(queues)
+            .bind(&ids)
+            .bind(i64::from(asked))
+            .fetch_all(&mut *tx)
+            .await?;
+        let online: HashSet<String> = rows
+            .first()
+            .map_or_else(HashSet::new, |r| r.online.iter().cloned().collect());
         let mut slots: Vec<(&str, u32)> = wants
             .iter()
             .filter(|(w, n)| *n > 0 && online.contains(w))
@@ -129,23 +180,29 @@ impl Store {
             .collect();
         let limit: u32 = slots.iter().map(|(_, n)| *n).sum();
         if limit == 0 {
+            // Explicitly: a dropped transaction rolls back only when its
+            // connection is next used, and until then it would hold the
+            // candidates' locks, hiding them from every other claim.
+            tx.rollback().await?;
             return Ok(vec![]);
         }
-        let mut caps: Vec<QueueCaps> = sqlx::query_as(&format!(
-            "SELECT {CAPS_COLUMNS} FROM queues WHERE name = ANY($1) AND NOT paused ORDER BY name"
-        ))
-        .bind(queues)
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut caps: Vec<QueueCaps> = vec![];
+        let mut candidates: Vec<JobRow> = vec![];
+        for r in rows {
+            candidates.extend(r.job);
+            if !caps.iter().any(|c| c.name == r.caps.name) {
+                caps.push(r.caps);
+            }
+        }
         let limited: Vec<String> = caps
             .iter()
             .filter(|c| c.limited())
             .map(|c| c.name.clone())
             .collect();
-        let mut in_flight: HashMap<String, i64> = HashMap::new();
         if !limited.is_empty() {
-            // Re-read the limited queues under their row lock (name order:
-            // no deadlocks between claimers).
+            // Re-read the capped queues under their row lock (name order:
+            // no deadlocks between claimers), count what runs, then take
+            // what each allows.
             let locked: Vec<QueueCaps> = sqlx::query_as(&format!(
                 "SELECT {CAPS_COLUMNS} FROM queues WHERE name = ANY($1) AND NOT paused ORDER BY name \
                  FOR NO KEY UPDATE"
@@ -153,8 +210,6 @@ impl Store {
             .bind(&limited)
             .fetch_all(&mut *tx)
             .await?;
-            caps.retain(|c| !c.limited());
-            caps.extend(locked);
             let counts: Vec<(String, i64)> = sqlx::query_as(
                 "SELECT queue, count(*) FROM jobs WHERE queue = ANY($1) AND status IN ('ASSIGNED', 'RUNNING') \
                  GROUP BY queue",
@@ -162,29 +217,27 @@ impl Store {
             .bind(&limited)
             .fetch_all(&mut *tx)
             .await?;
-            in_flight = counts.into_iter().collect();
-        }
-
-        // Candidates per queue: each an index scan in dispatch order that
-        // stops at its limit.
-        let mut candidates: Vec<JobRow> = vec![];
-        for c in &caps {
-            let mut room = i64::from(limit);
-            if let Some(cl) = c.concurrency_limit {
-                room = room.min(i64::from(cl) - in_flight.get(&c.name).copied().unwrap_or(0));
+            let in_flight: HashMap<String, i64> = counts.into_iter().collect();
+            for c in &locked {
+                let mut room = i64::from(limit);
+                if let Some(cl) = c.concurrency_limit {
+                    room = room.min(i64::from(cl) - in_flight.get(&c.name).copied().unwrap_or(0));
+                }
+                if let Some(tokens) = c.tokens_now() {
+                    room = room.min(tokens.floor() as i64);
+                }
+                if room <= 0 {
+                    continue;
+                }
+                let rows: Vec<JobRow> = sqlx::query_as(&candidates_sql())
+                    .bind(&c.name)
+                    .bind(room)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                candidates.extend(rows);
             }
-            if let Some(tokens) = c.tokens_now() {
-                room = room.min(tokens.floor() as i64);
-            }
-            if room <= 0 {
-                continue;
-            }
-            let rows: Vec<JobRow> = sqlx::query_as(&candidates_sql())
-                .bind(&c.name)
-                .bind(room)
-                .fetch_all(&mut *tx)
-                .await?;
-            candidates.extend(rows);
+            caps.retain(|c| !c.limited());
+            caps.extend(locked);
         }
         candidates.sort_by_key(|r| DispatchKey {
             priority: r.priority.clamp(0, 9) as u8,
