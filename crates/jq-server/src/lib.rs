@@ -232,14 +232,13 @@ async fn prepare(s: &Shared) -> Result<(), jq_store::StoreError> {
 }
 
 /// Batches of worker calls or submits written at once, and how many at a
-/// time. One lane for acks and results together: calls that wait for the
-/// batch in flight form a bigger next batch, which costs the database less
-/// than two small ones in parallel (burst +15 % over four lanes; one lane
-/// for both kinds instead of one each, docs/benchmarks.md). Submits get
-/// two so that one batch is being built while the other commits.
+/// time. One lane for acks and results together, one for submits: calls
+/// that wait for the batch in flight form a bigger next batch, which costs
+/// the database less than two small ones in parallel (burst +15 % over
+/// four lanes; unary submit 0-8 % over two lanes; docs/benchmarks.md).
 const BATCH_MAX: usize = 512;
 const BATCH_LANES: usize = 1;
-const SUBMIT_LANES: usize = 2;
+const SUBMIT_LANES: usize = 1;
 
 /// Start the server on the configured (or OS-chosen, with port 0) ports.
 pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
