@@ -156,9 +156,20 @@ impl Store {
         wants: &[(String, u32)],
         queues: &[String],
     ) -> Result<Vec<(String, Assignment)>> {
+        let mut tx = self.pool.begin().await?;
+        let got = Self::claim_in(&mut tx, wants, queues).await;
+        // Committed or rolled back here, also when it gives nothing: its
+        // read may have locked candidates.
+        crate::finish(tx, got).await
+    }
+
+    async fn claim_in(
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        wants: &[(String, u32)],
+        queues: &[String],
+    ) -> Result<Vec<(String, Assignment)>> {
         let asked: u32 = wants.iter().map(|(_, n)| *n).sum();
         let ids: Vec<&str> = wants.iter().map(|(w, _)| w.as_str()).collect();
-        let mut tx = self.pool.begin().await?;
         // One statement: the candidates, their queues' caps and the workers
         // that are ONLINE (FOR SHARE: the heartbeat reaper's OFFLINE update
         // waits for this claim, then reclaims what it took — no job is left
@@ -168,7 +179,7 @@ impl Store {
             .bind(queues)
             .bind(&ids)
             .bind(i64::from(asked))
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
         let online: HashSet<String> = rows
             .first()
@@ -180,10 +191,6 @@ impl Store {
             .collect();
         let limit: u32 = slots.iter().map(|(_, n)| *n).sum();
         if limit == 0 {
-            // Explicitly: a dropped transaction rolls back only when its
-            // connection is next used, and until then it would hold the
-            // candidates' locks, hiding them from every other claim.
-            tx.rollback().await?;
             return Ok(vec![]);
         }
         let mut caps: Vec<QueueCaps> = vec![];
@@ -208,14 +215,14 @@ impl Store {
                  FOR NO KEY UPDATE"
             ))
             .bind(&limited)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
             let counts: Vec<(String, i64)> = sqlx::query_as(
                 "SELECT queue, count(*) FROM jobs WHERE queue = ANY($1) AND status IN ('ASSIGNED', 'RUNNING') \
                  GROUP BY queue",
             )
             .bind(&limited)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
             let in_flight: HashMap<String, i64> = counts.into_iter().collect();
             for c in &locked {
@@ -232,7 +239,7 @@ impl Store {
                 let rows: Vec<JobRow> = sqlx::query_as(&candidates_sql())
                     .bind(&c.name)
                     .bind(room)
-                    .fetch_all(&mut *tx)
+                    .fetch_all(&mut **tx)
                     .await?;
                 candidates.extend(rows);
             }
@@ -268,7 +275,7 @@ impl Store {
                 planned.push(Planned::new(r.id, r.state(), e));
             }
         }
-        let applied: Vec<Uuid> = Store::apply_planned(&mut *tx, &planned).await?;
+        let applied: Vec<Uuid> = Store::apply_planned(&mut **tx, &planned).await?;
         debug_assert_eq!(applied.len(), planned.len(), "locked rows cannot change under us");
 
         // Spend the rate tokens of what each rate-limited queue gave.
@@ -278,10 +285,9 @@ impl Store {
             sqlx::query("UPDATE queues SET rate_tokens = $2, rate_refilled_at = now() WHERE name = $1")
                 .bind(&c.name)
                 .bind(left.max(0.0))
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
-        tx.commit().await?;
 
         let timeouts: HashMap<&str, Option<Duration>> = caps
             .iter()

@@ -52,6 +52,26 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Embedded migrations from `migrations/` (NFR-020).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
+/// End a transaction by its body's result: commit on success, roll back on
+/// error, before the caller hears back. A dropped sqlx transaction is
+/// rolled back by a task after its connection is released, so its row
+/// locks outlive the call for a moment: a claim made right after one that
+/// gave nothing skipped the jobs it had locked (the conformance test found
+/// it), and a refused `queue delete` briefly blocks submits to the queue.
+pub(crate) async fn finish<T>(tx: sqlx::Transaction<'_, sqlx::Postgres>, body: Result<T>) -> Result<T> {
+    match body {
+        Ok(v) => {
+            tx.commit().await?;
+            Ok(v)
+        }
+        Err(e) => {
+            // The connection is closed by sqlx if even this fails.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
 /// Hears how long each named store operation took, for
 /// `jq_db_query_duration_seconds{query_name}` (FR-040) without this crate
 /// knowing about metrics.

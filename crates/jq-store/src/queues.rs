@@ -113,27 +113,30 @@ impl Store {
     pub async fn update_queue(&self, name: &str, patch: &QueuePatch) -> Result<Queue> {
         self.run("update_queue", || async move {
             let mut tx = self.pool.begin().await?;
-            let row: Option<QueueRow> = sqlx::query_as(&format!(
-                "SELECT {QUEUE_COLUMNS} FROM queues WHERE name = $1 FOR NO KEY UPDATE"
-            ))
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let current: Queue = row
-                .ok_or_else(|| StoreError::QueueNotFound(name.to_string()))?
-                .into();
-            let s = patch.apply(&current.settings);
-            s.validate()?;
-            let sql = format!(
-                "UPDATE queues SET max_retries = $2, default_ttl_s = $3, default_timeout_s = $4, \
-                 backoff_base_ms = $5, backoff_max_ms = $6, concurrency_limit = $7, rate_limit_per_s = $8, \
-                 updated_at = now() WHERE name = $1 RETURNING {QUEUE_COLUMNS}"
-            );
-            let row = bind_settings(sqlx::query_as(&sql).bind(name), &s)
-                .fetch_one(&mut *tx)
+            let body = async {
+                let row: Option<QueueRow> = sqlx::query_as(&format!(
+                    "SELECT {QUEUE_COLUMNS} FROM queues WHERE name = $1 FOR NO KEY UPDATE"
+                ))
+                .bind(name)
+                .fetch_optional(&mut *tx)
                 .await?;
-            tx.commit().await?;
-            Ok(row.into())
+                let current: Queue = row
+                    .ok_or_else(|| StoreError::QueueNotFound(name.to_string()))?
+                    .into();
+                let s = patch.apply(&current.settings);
+                s.validate()?;
+                let sql = format!(
+                    "UPDATE queues SET max_retries = $2, default_ttl_s = $3, default_timeout_s = $4, \
+                     backoff_base_ms = $5, backoff_max_ms = $6, concurrency_limit = $7, rate_limit_per_s = $8, \
+                     updated_at = now() WHERE name = $1 RETURNING {QUEUE_COLUMNS}"
+                );
+                let row: QueueRow = bind_settings(sqlx::query_as(&sql).bind(name), &s)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                Ok(row.into())
+            }
+            .await;
+            crate::finish(tx, body).await
         })
         .await
     }
@@ -143,37 +146,40 @@ impl Store {
     pub async fn delete_queue(&self, name: &str, force: bool) -> Result<u64> {
         self.run("delete_queue", || async move {
             let mut tx = self.pool.begin().await?;
-            // FOR UPDATE waits for in-flight submits (they hold KEY SHARE)
-            // and keeps new ones out until we are done.
-            let found: Option<String> =
-                sqlx::query_scalar("SELECT name FROM queues WHERE name = $1 FOR UPDATE")
+            let body = async {
+                // FOR UPDATE waits for in-flight submits (they hold KEY SHARE)
+                // and keeps new ones out until we are done.
+                let found: Option<String> =
+                    sqlx::query_scalar("SELECT name FROM queues WHERE name = $1 FOR UPDATE")
+                        .bind(name)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if found.is_none() {
+                    return Err(StoreError::QueueNotFound(name.to_string()));
+                }
+                let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE queue = $1")
                     .bind(name)
-                    .fetch_optional(&mut *tx)
+                    .fetch_one(&mut *tx)
                     .await?;
-            if found.is_none() {
-                return Err(StoreError::QueueNotFound(name.to_string()));
+                if jobs > 0 && !force {
+                    return Err(StoreError::QueueNotEmpty {
+                        name: name.to_string(),
+                        jobs: jobs as u64,
+                    });
+                }
+                // Jobs go by cascade; their history explicitly (ADR 0008).
+                sqlx::query("DELETE FROM job_events WHERE queue = $1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM queues WHERE name = $1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(jobs as u64)
             }
-            let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE queue = $1")
-                .bind(name)
-                .fetch_one(&mut *tx)
-                .await?;
-            if jobs > 0 && !force {
-                return Err(StoreError::QueueNotEmpty {
-                    name: name.to_string(),
-                    jobs: jobs as u64,
-                });
-            }
-            // Jobs go by cascade; their history explicitly (ADR 0008).
-            sqlx::query("DELETE FROM job_events WHERE queue = $1")
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM queues WHERE name = $1")
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(jobs as u64)
+            .await;
+            crate::finish(tx, body).await
         })
         .await
     }
