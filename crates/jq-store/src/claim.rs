@@ -4,7 +4,7 @@
 //! PostgreSQL alone guarantees single assignment (FR-015 jq+): candidates
 //! are locked with `FOR UPDATE SKIP LOCKED`, so concurrent claimers — other
 //! tasks or other server replicas — never see the same row, and the update is
-//! guarded by status and attempt as always. Per-queue caps (JQ-140) are taken
+//! guarded by the state read, as always. Per-queue caps (JQ-140) are taken
 //! under the queue row's lock so they hold across replicas.
 
 use std::collections::{HashMap, HashSet};

@@ -4,9 +4,9 @@
 //!
 //! Every state change goes through [`jq_core::transition`]; the store carries
 //! out its [`Effects`](jq_core::Effects) in one atomic statement that updates
-//! the job *only if* it is still in the status and attempt the decision was
-//! made on, and writes one `job_events` row and one `event_outbox` row per
-//! step. A lost race therefore changes nothing and is simply decided again.
+//! the job *only if* it is still in the state the decision was made on
+//! (every column of `JobState`), and writes one `job_events` row and one
+//! `event_outbox` row per step. A lost race therefore changes nothing and is simply decided again.
 //! All times come from the database clock (`now()`).
 //!
 //! # Layout
