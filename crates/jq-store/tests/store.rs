@@ -1255,6 +1255,85 @@ async fn fr_025_fr_026_fr_027_queue_lifecycle() {
     assert_eq!(s.delete_queue("empty", false).await.unwrap(), 0);
 }
 
+/// A refused queue delete or update has let go of the queue row by the
+/// time its caller hears back. The store runs on a runtime of its own that
+/// is not driven between the calls, so sqlx's release task (which would
+/// roll back a dropped transaction a moment later) cannot hide a lock the
+/// call itself left behind.
+#[test]
+fn fr_026_a_refused_queue_delete_or_update_holds_no_lock_once_it_returns() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (db, s) = rt.block_on(async {
+        let (db, s) = setup().await;
+        s.create_queue("emails", &QueueSettings::default()).await.unwrap();
+        s.submit(job("emails")).await.unwrap();
+        (db, s)
+    });
+    let err = rt.block_on(s.delete_queue("emails", false)).unwrap_err();
+    assert!(matches!(err, StoreError::QueueNotEmpty { .. }), "{err}");
+    assert!(
+        lockable(&db.url, QUEUE_ROW),
+        "the refused delete still locks the queue"
+    );
+    let bad = QueuePatch {
+        concurrency_limit: Some(Some(0)),
+        ..Default::default()
+    };
+    let err = rt.block_on(s.update_queue("emails", &bad)).unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    assert!(
+        lockable(&db.url, QUEUE_ROW),
+        "the refused update still locks the queue"
+    );
+}
+
+/// The same for a claim that gives nothing: its read locked candidates
+/// before it learned that its worker is draining.
+#[test]
+fn fr_023_a_claim_that_gives_nothing_holds_no_lock_once_it_returns() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (db, s) = rt.block_on(async {
+        let (db, s) = setup().await;
+        s.submit(job("default")).await.unwrap();
+        worker(&s, "d", &["default"]).await;
+        s.drain_worker("d").await.unwrap();
+        (db, s)
+    });
+    let got = rt.block_on(s.claim("d", &q(&["default"]), 3)).unwrap();
+    assert!(got.is_empty());
+    assert!(
+        lockable(
+            &db.url,
+            "SELECT id FROM jobs WHERE status = 'PENDING' FOR UPDATE NOWAIT"
+        ),
+        "the empty claim still locks the job it read"
+    );
+}
+
+const QUEUE_ROW: &str = "SELECT name FROM queues WHERE name = 'emails' FOR UPDATE NOWAIT";
+
+/// Whether another session can take the locks of `sql` (a `NOWAIT` read)
+/// at once.
+fn lockable(url: &str, sql: &str) -> bool {
+    use sqlx::Connection;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        let locked = sqlx::query(sql).fetch_all(&mut c).await;
+        let _ = c.close().await;
+        locked.is_ok()
+    })
+}
+
 #[tokio::test]
 async fn fr_028_queue_stats_match_what_happened() {
     let (_db, s) = setup().await;
