@@ -43,8 +43,9 @@ impl QueueCaps {
     }
 }
 
-const CAPS_COLUMNS: &str = "name, concurrency_limit, rate_limit_per_s, rate_tokens, \
-    extract(epoch FROM now() - rate_refilled_at)::float8 AS elapsed_s, default_timeout_s";
+/// A queue's caps, from `queues q`.
+const CAPS_COLUMNS: &str = "q.name, q.concurrency_limit, q.rate_limit_per_s, q.rate_tokens, \
+    extract(epoch FROM now() - q.rate_refilled_at)::float8 AS elapsed_s, q.default_timeout_s";
 
 const CANDIDATE_COLUMNS: &str = "j.id, j.queue, j.status::text AS status, j.priority, j.payload, j.result, \
     j.error, j.attempt, j.retries, j.max_retries, j.worker_id, j.idempotency_key, j.cancel_requested, \
@@ -75,7 +76,7 @@ fn claim_sql() -> String {
         "CASE WHEN q.concurrency_limit IS NULL AND q.rate_limit_per_s IS NULL THEN $3 ELSE 0 END",
     );
     format!(
-        "SELECT {CAPS_COLUMNS_Q}, \
+        "SELECT {CAPS_COLUMNS}, \
                 (SELECT coalesce(array_agg(w.id), '{{}}') FROM \
                     (SELECT id FROM workers WHERE id = ANY($2) AND status = 'ONLINE' ORDER BY id FOR SHARE) w \
                 ) AS online, j.* \
@@ -83,9 +84,6 @@ fn claim_sql() -> String {
          WHERE q.name = ANY($1) AND NOT q.paused"
     )
 }
-
-const CAPS_COLUMNS_Q: &str = "q.name, q.concurrency_limit, q.rate_limit_per_s, q.rate_tokens, \
-    extract(epoch FROM now() - q.rate_refilled_at)::float8 AS elapsed_s, q.default_timeout_s";
 
 /// A row of [`claim_sql`]: a queue's caps, the workers ONLINE, and one
 /// candidate if there is one.
@@ -211,7 +209,7 @@ impl Store {
             // no deadlocks between claimers), count what runs, then take
             // what each allows.
             let locked: Vec<QueueCaps> = sqlx::query_as(&format!(
-                "SELECT {CAPS_COLUMNS} FROM queues WHERE name = ANY($1) AND NOT paused ORDER BY name \
+                "SELECT {CAPS_COLUMNS} FROM queues q WHERE q.name = ANY($1) AND NOT q.paused ORDER BY q.name \
                  FOR NO KEY UPDATE"
             ))
             .bind(&limited)

@@ -1262,10 +1262,7 @@ async fn fr_025_fr_026_fr_027_queue_lifecycle() {
 /// call itself left behind.
 #[test]
 fn fr_026_a_refused_queue_delete_or_update_holds_no_lock_once_it_returns() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = own_runtime();
     let (db, s) = rt.block_on(async {
         let (db, s) = setup().await;
         s.create_queue("emails", &QueueSettings::default()).await.unwrap();
@@ -1294,10 +1291,7 @@ fn fr_026_a_refused_queue_delete_or_update_holds_no_lock_once_it_returns() {
 /// before it learned that its worker is draining.
 #[test]
 fn fr_023_a_claim_that_gives_nothing_holds_no_lock_once_it_returns() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = own_runtime();
     let (db, s) = rt.block_on(async {
         let (db, s) = setup().await;
         s.submit(job("default")).await.unwrap();
@@ -1318,14 +1312,20 @@ fn fr_023_a_claim_that_gives_nothing_holds_no_lock_once_it_returns() {
 
 const QUEUE_ROW: &str = "SELECT name FROM queues WHERE name = 'emails' FOR UPDATE NOWAIT";
 
+/// A runtime that runs only while the test blocks on it: between calls
+/// nothing it spawned (such as sqlx's release of a connection) gets to run.
+fn own_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Whether another session can take the locks of `sql` (a `NOWAIT` read)
 /// at once.
 fn lockable(url: &str, sql: &str) -> bool {
     use sqlx::Connection;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = own_runtime();
     rt.block_on(async {
         let mut c = sqlx::PgConnection::connect(url).await.unwrap();
         let locked = sqlx::query(sql).fetch_all(&mut c).await;
