@@ -84,8 +84,10 @@ async fn fault_nfr_007_sigkill_a_worker_mid_job_reruns_its_jobs_elsewhere() {
     let ids = submit_many(&server.addr(), &vec![log.payload(150); 200], json!({})).await;
     wait_done(&s, 30).await;
     wait_busy(&log, "fault-a").await;
+    // Recorded once it is dead: a job started in the instant before the
+    // kill must still count as cut by it.
+    a.kill9_and_wait().await;
     kills.record("fault-a");
-    a.kill9();
     let v = check(&s, &log, &kills, &ids, 0).await;
     let cut: Vec<Exec> = log
         .read()

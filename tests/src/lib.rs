@@ -252,6 +252,17 @@ impl Worker {
         }
     }
 
+    /// SIGKILL and reap. A kill recorded after this is no earlier than any
+    /// job start the worker's children logged: a child logs its start only
+    /// while the worker lives (it dies with it, `PR_SET_PDEATHSIG`), and
+    /// the time is taken before the line is written.
+    pub async fn kill9_and_wait(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(&c, libc::SIGKILL);
+            let _ = c.wait().await;
+        }
+    }
+
     pub fn sigstop(&self) {
         signal(self.child.as_ref().unwrap(), libc::SIGSTOP);
     }
