@@ -18,6 +18,8 @@ use crate::registry::Free;
 
 pub struct Dispatcher {
     pub shared: Arc<Shared>,
+    /// The claims' own handle: cycles run one at a time, on one connection.
+    pub store: jq_store::Store,
     pub batch_size: u32,
     pub interval: Duration,
 }
@@ -33,19 +35,23 @@ impl Dispatcher {
             if *stop.borrow() {
                 break;
             }
-            // Keep cycling while cycles fill workers; stop when idle.
-            while self.cycle().await > 0 && !*stop.borrow() {}
+            // Cycle again at once only while a claim took all it asked for
+            // (more may be waiting). One that took less drained what it could
+            // see; jobs submitted since woke the dispatcher again, and the
+            // interval covers jobs that come due. An empty claim is not free:
+            // its lock on the worker rows makes it a commit to flush.
+            while self.cycle().await.more && !*stop.borrow() {}
         }
         tracing::info!("dispatcher stopped");
     }
 
-    /// One cycle; returns how many jobs it assigned. Workers serving the
-    /// same queues share one claim (one transaction), each getting at most
-    /// its free room (JQ-121).
-    pub async fn cycle(&self) -> usize {
+    /// One cycle. Workers serving the same queues share one claim (one
+    /// transaction), each getting at most its free room (JQ-121).
+    pub async fn cycle(&self) -> Cycle {
         let s = &self.shared;
         let start = Instant::now();
         let mut assigned = 0;
+        let mut more = false;
         let mut groups: BTreeMap<Vec<String>, Vec<Free>> = BTreeMap::new();
         for f in s.registry.free() {
             let mut key = f.queues.clone();
@@ -57,13 +63,15 @@ impl Dispatcher {
                 .iter()
                 .map(|f| (f.worker_id.clone(), f.free.min(self.batch_size)))
                 .collect();
-            let got = match s.store.claim_for(&wants, &queues).await {
+            let got = match self.store.claim_for(&wants, &queues).await {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(queues = ?queues, error = %e, "claim failed");
                     continue;
                 }
             };
+            let asked: u32 = wants.iter().map(|(_, n)| *n).sum();
+            more |= asked > 0 && got.len() >= asked as usize;
             // FR-015: the Redis lock is the second guard; a job whose lock
             // another dispatcher holds is not sent (the assignment timeout
             // recovers it).
@@ -103,7 +111,17 @@ impl Dispatcher {
                 }
             }
         }
+        s.registry.cycle_ended(more);
         s.metrics.scheduler_cycle.observe(start.elapsed().as_secs_f64());
-        assigned
+        Cycle { assigned, more }
     }
+}
+
+/// What one dispatch cycle did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cycle {
+    /// Jobs pushed to workers.
+    pub assigned: usize,
+    /// Some claim was given all it asked for: there may be more to claim.
+    pub more: bool,
 }

@@ -268,8 +268,9 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         metrics.clone(),
     )?;
     let locks = Arc::new(locks);
+    // The lanes and the dispatcher each keep a connection (ADR 0010).
     let worker_calls = {
-        let (store, locks) = (store.clone(), locks.clone());
+        let (store, locks) = (store.pinned(), locks.clone());
         batch::Batcher::spawn(BATCH_LANES, BATCH_MAX, move |calls: Vec<jq_store::WorkerCall>| {
             let (store, locks) = (store.clone(), locks.clone());
             async move {
@@ -292,7 +293,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         })
     };
     let submits = {
-        let store = store.clone();
+        let store = store.pinned();
         batch::Batcher::spawn(SUBMIT_LANES, BATCH_MAX, move |jobs: Vec<jq_core::NewJob>| {
             let store = store.clone();
             async move { store.submit_each(&jobs).await }
@@ -349,6 +350,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     let sc = &cfg.scheduler;
     tasks.push(tokio::spawn(
         dispatcher::Dispatcher {
+            store: shared.store.pinned(),
             shared: shared.clone(),
             batch_size: sc.batch_size,
             interval: Duration::from_millis(sc.interval_ms),
@@ -459,6 +461,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
                 loop {
                     tokio::select! {
                         n = listener.recv() => match n {
+                            Ok(n) if s.store.own_wake(&n) => {}
                             Ok(_) => s.registry.wake(),
                             Err(e) => {
                                 tracing::debug!(error = %e, "LISTEN connection lost; reconnecting");

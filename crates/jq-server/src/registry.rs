@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use chrono::{DateTime, Utc};
@@ -46,11 +46,26 @@ pub struct Free {
     pub free: u32,
 }
 
-#[derive(Default)]
 pub struct Registry {
     conns: Mutex<HashMap<String, Conn>>,
     generation: AtomicU64,
     wake: Notify,
+    /// Whether the dispatcher's last cycle may have left claimable jobs for
+    /// want of room (a worker was full, or a claim got all it asked for):
+    /// only then does a finished job wake it. Otherwise that wake-up would
+    /// run one more claim that finds nothing; new jobs wake it themselves.
+    room_wanted: AtomicBool,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            conns: Mutex::default(),
+            generation: AtomicU64::default(),
+            wake: Notify::new(),
+            room_wanted: AtomicBool::new(true),
+        }
+    }
 }
 
 impl Registry {
@@ -183,12 +198,29 @@ impl Registry {
         (j.attempt == attempt).then(|| j.expected.clone()).flatten()
     }
 
-    /// The job left the worker (result, refusal, stale lease).
+    /// The job left the worker (result, refusal, stale lease): its room
+    /// is free again, which matters if the dispatcher wants room.
     pub fn finished(&self, worker_id: &str, job: Uuid) {
         if let Some(c) = self.conns.lock().unwrap().get_mut(worker_id) {
             c.jobs.remove(&job);
         }
-        self.wake();
+        if self.room_wanted.load(Ordering::Acquire) {
+            self.wake();
+        }
+    }
+
+    /// After a dispatch cycle: whether it may have left jobs for want of
+    /// room (`more`: a claim got all it asked for), or any connected worker
+    /// is full.
+    pub fn cycle_ended(&self, more: bool) {
+        let full = more
+            || self
+                .conns
+                .lock()
+                .unwrap()
+                .values()
+                .any(|c| c.jobs.len() as u32 >= c.concurrency);
+        self.room_wanted.store(full, Ordering::Release);
     }
 
     /// Forget these jobs wherever they are (reclaimed by a reaper).
@@ -291,6 +323,32 @@ mod tests {
         );
         assert_eq!(r.disconnect("w", g), vec![(b, 1)]);
         assert_eq!(r.connected(), 0);
+    }
+
+    /// A finished job frees room; that wakes the dispatcher only when its
+    /// last cycle may have left jobs for want of room. Otherwise the cycle
+    /// would only run a claim that finds nothing (new jobs wake it).
+    #[test]
+    fn jq_120_a_finished_job_wakes_the_dispatcher_only_when_room_is_wanted() {
+        use futures::FutureExt;
+        let r = Registry::default();
+        let woken = |r: &Registry| r.woken().now_or_never().is_some();
+        let (_g, _rx) = r.connect("w", vec!["default".into()], 2);
+        assert!(woken(&r), "a connecting worker wakes it");
+        let f = r.free().remove(0);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        r.deliver(&f, a, 1, Utc::now(), None, msg());
+        r.cycle_ended(false);
+        r.finished("w", a);
+        assert!(!woken(&r), "the queue was drained and the worker had room");
+        r.cycle_ended(true);
+        r.finished("w", b);
+        assert!(woken(&r), "the last claim got all it asked for");
+        r.deliver(&f, a, 1, Utc::now(), None, msg());
+        r.deliver(&f, b, 1, Utc::now(), None, msg());
+        r.cycle_ended(false);
+        r.finished("w", a);
+        assert!(woken(&r), "the worker was full");
     }
 
     #[test]

@@ -129,7 +129,7 @@ impl Store {
         if planned.is_empty() {
             return;
         }
-        match Store::apply_planned(&self.pool, &planned).await {
+        match self.apply_planned_here(&planned).await {
             Ok(changed) => {
                 let changed: HashSet<Uuid> = changed.into_iter().collect();
                 for (p, k) in planned.into_iter().zip(planned_at) {
@@ -150,18 +150,21 @@ impl Store {
     /// Read the jobs' states, decide every call, write in one statement.
     async fn act_read(&self, items: &[&Item]) -> Vec<Decided> {
         let ids: Vec<Uuid> = items.iter().map(|i| i.id).collect();
-        let rows: Vec<StateRow> = match sqlx::query_as(
-            "SELECT j.id, j.queue, j.status::text AS status, j.attempt, j.retries, j.max_retries, j.worker_id, \
-             j.cancel_requested, j.last_report_attempt, j.last_report_kind, q.backoff_base_ms, q.backoff_max_ms \
-             FROM jobs j JOIN queues q ON q.name = j.queue WHERE j.id = ANY($1)",
-        )
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await
-        {
+        let read = async {
+            let mut conn = self.conn().await?;
+            let rows = sqlx::query_as(
+                "SELECT j.id, j.queue, j.status::text AS status, j.attempt, j.retries, j.max_retries, \
+                 j.worker_id, j.cancel_requested, j.last_report_attempt, j.last_report_kind, q.backoff_base_ms, \
+                 q.backoff_max_ms FROM jobs j JOIN queues q ON q.name = j.queue WHERE j.id = ANY($1)",
+            )
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await;
+            conn.settle(rows).map_err(StoreError::from)
+        };
+        let rows: Vec<StateRow> = match read.await {
             Ok(r) => r,
             Err(e) => {
-                let e = StoreError::from(e);
                 return items.iter().map(|_| Err(e.clone_shallow())).collect();
             }
         };
@@ -195,7 +198,7 @@ impl Store {
                 }
             }
         }
-        match Store::apply_planned(&self.pool, &planned).await {
+        match self.apply_planned_here(&planned).await {
             Ok(changed) => {
                 let changed: HashSet<Uuid> = changed.into_iter().collect();
                 for (p, k) in planned.into_iter().zip(planned_at) {

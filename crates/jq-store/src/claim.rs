@@ -70,16 +70,23 @@ fn candidates_sql() -> String {
 /// (one row each; a queue with none, or with caps, gives one row without).
 /// Capped queues are scanned after their row lock, so that claimers on
 /// several replicas take their jobs in dispatch order.
+///
+/// The workers are read (and locked) only on a row that may lead to a
+/// claim: one with a candidate, or a capped queue. A claim that finds
+/// nothing then locks nothing, so it is a read-only transaction whose
+/// commit has no WAL to flush; such claims follow every wake-up that
+/// finds its job already taken.
 fn claim_sql() -> String {
-    let scan = CANDIDATES_SCAN.replace("$1", "q.name").replace(
-        "$2",
-        "CASE WHEN q.concurrency_limit IS NULL AND q.rate_limit_per_s IS NULL THEN $3 ELSE 0 END",
-    );
+    let capped = "(q.concurrency_limit IS NOT NULL OR q.rate_limit_per_s IS NOT NULL)";
+    let scan = CANDIDATES_SCAN
+        .replace("$1", "q.name")
+        .replace("$2", &format!("CASE WHEN {capped} THEN 0 ELSE $3 END"));
     format!(
         "SELECT {CAPS_COLUMNS}, \
-                (SELECT coalesce(array_agg(w.id), '{{}}') FROM \
-                    (SELECT id FROM workers WHERE id = ANY($2) AND status = 'ONLINE' ORDER BY id FOR SHARE) w \
-                ) AS online, j.* \
+                CASE WHEN j.id IS NOT NULL OR {capped} THEN \
+                    (SELECT coalesce(array_agg(w.id), '{{}}') FROM \
+                        (SELECT id FROM workers WHERE id = ANY($2) AND status = 'ONLINE' ORDER BY id FOR SHARE) w) \
+                END AS online, j.* \
          FROM queues q LEFT JOIN LATERAL (SELECT {CANDIDATE_COLUMNS} {scan}) j ON true \
          WHERE q.name = ANY($1) AND NOT q.paused"
     )
@@ -89,7 +96,8 @@ fn claim_sql() -> String {
 /// candidate if there is one.
 struct ClaimRow {
     caps: QueueCaps,
-    online: Vec<String>,
+    /// Set on rows that may lead to a claim (see [`claim_sql`]).
+    online: Option<Vec<String>>,
     job: Option<JobRow>,
 }
 
@@ -154,11 +162,13 @@ impl Store {
         wants: &[(String, u32)],
         queues: &[String],
     ) -> Result<Vec<(String, Assignment)>> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conn().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let got = Self::claim_in(&mut tx, wants, queues).await;
         // Committed or rolled back here, also when it gives nothing: its
         // read may have locked candidates.
-        crate::finish(tx, got).await
+        let got = crate::finish(tx, got).await;
+        conn.settle(got)
     }
 
     async fn claim_in(
@@ -180,8 +190,9 @@ impl Store {
             .fetch_all(&mut **tx)
             .await?;
         let online: HashSet<String> = rows
-            .first()
-            .map_or_else(HashSet::new, |r| r.online.iter().cloned().collect());
+            .iter()
+            .find_map(|r| r.online.as_ref())
+            .map_or_else(HashSet::new, |o| o.iter().cloned().collect());
         let mut slots: Vec<(&str, u32)> = wants
             .iter()
             .filter(|(w, n)| *n > 0 && online.contains(w))
@@ -361,7 +372,8 @@ impl Store {
     /// (JQ-120: a submit on one replica wakes the others).
     pub async fn notify_wake(&self) -> Result<()> {
         self.run("notify_wake", || async move {
-            sqlx::query("SELECT pg_notify('jq_wake', '')")
+            sqlx::query("SELECT pg_notify('jq_wake', $1)")
+                .bind(&*self.wake_tag)
                 .execute(&self.pool)
                 .await?;
             Ok(())
@@ -374,5 +386,12 @@ impl Store {
         let mut l = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
         l.listen("jq_wake").await?;
         Ok(l)
+    }
+
+    /// Whether a wake notification came from this store (any of its
+    /// handles): its sender woke its own dispatcher directly, so hearing it
+    /// again would only run one more claim that finds nothing.
+    pub fn own_wake(&self, n: &sqlx::postgres::PgNotification) -> bool {
+        n.payload() == &*self.wake_tag
     }
 }

@@ -123,6 +123,7 @@ impl Store {
             ord.push(i as i32);
         }
         let step = submitted_step();
+        let mut conn = self.conn().await?;
         let inserted: std::result::Result<Vec<Uuid>, sqlx::Error> = sqlx::query_scalar(
             r#"
 WITH input AS (
@@ -154,7 +155,7 @@ WITH input AS (
     SELECT event_id, $13, job_id::text, job_id, queue, to_status, reason, 0, occurred_at FROM ev
 ), wake AS (
     -- JQ-120: wake every server's dispatcher, sent by the commit itself.
-    SELECT pg_notify('jq_wake', '') FROM (SELECT 1 FROM ins LIMIT 1) one
+    SELECT pg_notify('jq_wake', $14) FROM (SELECT 1 FROM ins LIMIT 1) one
 )
 -- (The uncorrelated subquery runs once, so the notify is sent.)
 SELECT id FROM ins WHERE (SELECT count(*) FROM wake) >= 0"#,
@@ -172,8 +173,11 @@ SELECT id FROM ins WHERE (SELECT count(*) FROM wake) >= 0"#,
         .bind(step.to.as_str())
         .bind(step.reason.as_str())
         .bind(TOPIC_SUBMITTED)
-        .fetch_all(&self.pool)
+        .bind(&*self.wake_tag)
+        .fetch_all(&mut *conn)
         .await;
+        let inserted = conn.settle(inserted);
+        drop(conn);
         let inserted = match inserted {
             Ok(v) => v,
             Err(e) if is_foreign_key(&e) => {

@@ -29,6 +29,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 pub mod batch;
 pub mod bench;
 pub mod claim;
+mod conn;
 mod error;
 pub mod jobs;
 pub mod outbox;
@@ -39,6 +40,7 @@ pub mod transitions;
 pub mod workers;
 
 pub use batch::{CallOutcome, Expected, WorkerCall};
+pub use conn::MIN_POOL_TO_PIN;
 pub use error::{StoreError, is_transient};
 pub use jobs::{ListFilter, ListPage, Submitted};
 pub use outbox::{EventAudit, RelayLease};
@@ -109,6 +111,10 @@ pub struct Store {
     pool: PgPool,
     jitter: JitterSource,
     observer: Option<Arc<dyn QueryObserver>>,
+    /// Set on `pinned` handles: the connection they keep.
+    pinned: Option<conn::Pinned>,
+    /// The payload of this store's `jq_wake` notifications (`own_wake`).
+    wake_tag: Arc<str>,
 }
 
 impl std::fmt::Debug for Store {
@@ -118,6 +124,9 @@ impl std::fmt::Debug for Store {
             .finish_non_exhaustive()
     }
 }
+
+/// A pooled (or pinned) connection idle longer than this is pinged before reuse.
+pub(crate) const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Transient errors are retried this many times (4 tries in all).
 const TRANSIENT_RETRIES: u32 = 3;
@@ -138,10 +147,23 @@ impl Store {
         // third of the database's time per job at 500 jobs/s. Plans are
         // rebuilt when statistics change (`refresh_statistics`).
         conn = conn.options([("plan_cache_mode", "force_generic_plan")]);
+        // A connection handed out again within a second is not pinged first:
+        // sqlx's default test costs a round trip per operation (half of a
+        // single-statement submit's). One that broke anyway fails its
+        // statement with a connection error, which `run` retries.
         let pool = PgPoolOptions::new()
             .max_connections(opts.max_connections)
             .min_connections(opts.min_connections)
             .acquire_timeout(opts.acquire_timeout)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_IDLE_AFTER {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(conn);
         Ok(Store::from_pool(pool))
     }
@@ -158,6 +180,8 @@ impl Store {
             pool,
             jitter: Arc::new(rand::random::<f64>),
             observer: None,
+            pinned: None,
+            wake_tag: uuid::Uuid::new_v4().simple().to_string().into(),
         }
     }
 

@@ -98,6 +98,16 @@ pub enum CancelOutcome {
 }
 
 impl Store {
+    /// `apply_planned` on this handle's connection (pinned or pooled).
+    pub(crate) async fn apply_planned_here(&self, planned: &[Planned]) -> Result<Vec<Uuid>> {
+        if planned.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut conn = self.conn().await?;
+        let r = Store::apply_planned(&mut *conn, planned).await;
+        conn.settle(r)
+    }
+
     /// Write decided transitions; returns the ids actually changed.
     pub(crate) async fn apply_planned<'e>(
         exec: impl PgExecutor<'e>,

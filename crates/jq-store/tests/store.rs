@@ -1879,3 +1879,142 @@ async fn jq_121_nfr_011_one_claim_deals_jobs_to_several_workers_within_their_roo
         );
     }
 }
+
+/// A pinned handle (the server's submit and worker-call lanes and its
+/// dispatcher) does every operation on the one connection it keeps:
+/// submit, claim, a read-less ack and a read-decide-write ack.
+#[tokio::test]
+async fn nfr_001_a_pinned_handle_serves_submit_claim_and_calls_on_one_connection() {
+    let (_db, s) = setup().await;
+    let p = s.pinned();
+    assert!(p.is_pinned(), "a pool of 8 pins");
+    let pid = p.backend_pid().await.unwrap();
+    worker(&s, "a", &["default"]).await;
+    p.submit_each(&[job("default"), job("default")]).await;
+    let got = p
+        .claim_for(&[("a".to_string(), 2)], &q(&["default"]))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    let ack = |a: &Assignment, expected| WorkerCall::Ack {
+        worker_id: "a".into(),
+        job_id: a.job_id,
+        attempt: a.attempt,
+        expected,
+    };
+    let (x, y) = (&got[0].1, &got[1].1);
+    let expected = Some(Expected {
+        state: x.state.clone(),
+        queue: "default".into(),
+    });
+    let out = p.worker_calls_many(&[ack(x, expected), ack(y, None)]).await;
+    assert!(
+        out.iter().all(|o| matches!(o, Ok(CallOutcome::Acked { .. }))),
+        "{out:?}"
+    );
+    assert_eq!(
+        p.backend_pid().await.unwrap(),
+        pid,
+        "every operation on the kept connection"
+    );
+    assert_ne!(
+        s.backend_pid().await.unwrap(),
+        pid,
+        "the plain handle does not take it"
+    );
+}
+
+/// NFR-005: the kept connection dies between operations (PostgreSQL
+/// restarted, an operator ended the backend): the next submit is retried on
+/// a fresh connection and lands; nothing is lost or doubled.
+#[tokio::test]
+async fn nfr_005_a_pinned_connection_that_dies_is_replaced_and_the_submit_lands() {
+    let (_db, s) = setup().await;
+    let p = s.pinned();
+    let pid = p.backend_pid().await.unwrap();
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    assert!(ended);
+    let out = p.submit_each(&[job("default")]).await;
+    let id = out[0].as_ref().expect("the submit lands").job_id;
+    assert_eq!(s.get_job(id).await.unwrap().status, JobStatus::Pending);
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    assert_eq!(pending, 1);
+    assert_ne!(p.backend_pid().await.unwrap(), pid, "a new connection is kept");
+}
+
+/// Small pools don't pin: three lanes keeping a connection each would
+/// leave the reapers and reads of a two-connection pool nothing.
+#[tokio::test]
+async fn nfr_001_a_pool_smaller_than_eight_does_not_pin() {
+    let db = TestDb::new().await;
+    let small = Store::connect_lazy(
+        &db.url,
+        &StoreOptions {
+            max_connections: jq_store::MIN_POOL_TO_PIN - 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(!small.pinned().is_pinned());
+    let default = Store::connect_lazy(&db.url, &StoreOptions::default()).unwrap();
+    assert!(default.pinned().is_pinned(), "the default pool (16) pins");
+}
+
+/// JQ-120: every submit wakes the dispatchers, and most wakes find the job
+/// already taken. Such a claim reads and locks nothing, so it is a
+/// read-only transaction (no WAL to flush at commit); one that finds a job
+/// locks its worker's row FOR SHARE as before (against the heartbeat
+/// reaper).
+#[tokio::test]
+async fn jq_120_a_claim_that_finds_no_job_locks_no_worker_row() {
+    let (_db, s) = setup().await;
+    worker(&s, "a", &["default"]).await;
+    let locker = || async {
+        sqlx::query_scalar::<_, String>("SELECT xmax::text FROM workers WHERE id = 'a'")
+            .fetch_one(s.pool())
+            .await
+            .unwrap()
+    };
+    assert_eq!(locker().await, "0");
+    let got = s
+        .claim_for(&[("a".to_string(), 4)], &q(&["default"]))
+        .await
+        .unwrap();
+    assert!(got.is_empty());
+    assert_eq!(locker().await, "0", "the empty claim locked the worker row");
+    s.submit(job("default")).await.unwrap();
+    let got = s
+        .claim_for(&[("a".to_string(), 4)], &q(&["default"]))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_ne!(
+        locker().await,
+        "0",
+        "a claim that takes a job locks its worker row"
+    );
+}
+
+/// JQ-120: a submit's notification is known as its own by the store that
+/// sent it (and its pinned handles), which woke its dispatcher directly,
+/// and as news by every other store (another replica).
+#[tokio::test]
+async fn jq_120_a_stores_own_wake_is_told_apart_from_another_replicas() {
+    let (db, s) = setup().await;
+    let other = db.store();
+    let mut l = s.listen_wake().await.unwrap();
+    s.pinned().submit(job("default")).await.unwrap();
+    let n = l.recv().await.unwrap();
+    assert!(s.own_wake(&n) && s.pinned().own_wake(&n));
+    assert!(!other.own_wake(&n));
+    other.notify_wake().await.unwrap();
+    let n = l.recv().await.unwrap();
+    assert!(!s.own_wake(&n) && other.own_wake(&n));
+}
