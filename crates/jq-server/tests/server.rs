@@ -891,6 +891,34 @@ async fn jq_120_a_submit_on_one_replica_wakes_the_dispatcher_of_another() {
     b.shutdown().await;
 }
 
+/// FR-017 / JQ-120: one wake-up claims in batches of `batch_size` and
+/// cycles again at once while a claim gets all it asked for, so a bulk
+/// submit bigger than a batch is delivered without waiting for the
+/// interval; the cycle that gets less ends the round.
+#[tokio::test]
+async fn fr_017_jq_120_a_wake_keeps_claiming_while_claims_fill_their_batch() {
+    let db = jq_testkit::TestDb::new().await;
+    let mut cfg = config(&db);
+    cfg.scheduler.interval_ms = 60_000;
+    cfg.scheduler.batch_size = 2;
+    let mut env = start_with(db, cfg).await;
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w", &["default"], 8).await;
+    assert!(w.next_within(Duration::from_millis(300)).await.is_none());
+    let jobs: Vec<v1::JobSpec> = (0..5).map(|i| spec("default", &i.to_string())).collect();
+    env.jobs
+        .submit_jobs(v1::SubmitJobsRequest { jobs })
+        .await
+        .unwrap();
+    for k in 0..5 {
+        let got = w.next_within(Duration::from_secs(20)).await;
+        assert!(
+            matches!(got, Some(Kind::Assignment(_))),
+            "assignment {k}: {got:?}"
+        );
+    }
+    env.server.shutdown().await;
+}
+
 #[tokio::test]
 async fn nfr_020_fr_027_server_migrates_an_empty_database_on_start() {
     let admin = jq_testkit::postgres::server().await.admin_url.clone();
