@@ -6,7 +6,7 @@
 //! dispatcher) keeps one connection instead: `Store::pinned` (ADR 0010).
 
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use sqlx::pool::PoolConnection;
@@ -17,6 +17,12 @@ use crate::{PING_IDLE_AFTER, Result, Store, StoreError};
 
 /// The connection a pinned store keeps, and when it was last given back.
 pub(crate) type Pinned = Arc<Mutex<Option<(PoolConnection<Postgres>, Instant)>>>;
+
+/// Every pinned handle's slot, shared by all clones of a store, so that
+/// `close` can take their connections back: the pool's close waits until
+/// every connection is returned, and the handles outlive it (the server's
+/// batch lanes end only when the server is dropped).
+pub(crate) type Pins = Arc<std::sync::Mutex<Vec<Weak<Mutex<Option<(PoolConnection<Postgres>, Instant)>>>>>>;
 
 /// Pools smaller than this don't pin: three lanes holding a connection each
 /// would starve the reapers, heartbeats and reads of the rest.
@@ -117,9 +123,26 @@ impl Store {
     /// pool is smaller than `MIN_POOL_TO_PIN`.
     pub fn pinned(&self) -> Store {
         let mut s = self.clone();
-        s.pinned = (self.pool.options().get_max_connections() >= MIN_POOL_TO_PIN)
-            .then(|| Arc::new(Mutex::new(None)));
+        s.pinned = (self.pool.options().get_max_connections() >= MIN_POOL_TO_PIN).then(|| {
+            let slot: Pinned = Arc::new(Mutex::new(None));
+            let mut pins = self.pins.lock().expect("pins lock");
+            pins.retain(|w| w.strong_count() > 0);
+            pins.push(Arc::downgrade(&slot));
+            slot
+        });
         s
+    }
+
+    /// Give every pinned connection back to the pool (before closing it).
+    /// A handle in the middle of an operation finishes it first.
+    pub(crate) async fn unpin_all(&self) {
+        let pins: Vec<Pinned> = {
+            let pins = self.pins.lock().expect("pins lock");
+            pins.iter().filter_map(Weak::upgrade).collect()
+        };
+        for slot in pins {
+            slot.lock().await.take();
+        }
     }
 
     /// Whether this handle keeps its own connection.

@@ -113,6 +113,8 @@ pub struct Store {
     observer: Option<Arc<dyn QueryObserver>>,
     /// Set on `pinned` handles: the connection they keep.
     pinned: Option<conn::Pinned>,
+    /// The slots of every pinned handle of this store (`close`).
+    pins: conn::Pins,
     /// The payload of this store's `jq_wake` notifications (`own_wake`).
     wake_tag: Arc<str>,
 }
@@ -181,6 +183,7 @@ impl Store {
             jitter: Arc::new(rand::random::<f64>),
             observer: None,
             pinned: None,
+            pins: Arc::default(),
             wake_tag: uuid::Uuid::new_v4().simple().to_string().into(),
         }
     }
@@ -223,9 +226,14 @@ impl Store {
         .await
     }
 
-    /// Close the pool (graceful shutdown, NFR-014).
+    /// Close the pool (graceful shutdown, NFR-014), with the connections
+    /// that pinned handles keep: the close waits for every connection.
     pub async fn close(&self) {
-        self.pool.close().await;
+        // Marks the pool closed at once, so no handle pins a new connection
+        // after its old one is taken back; then waits for every connection.
+        let closed = self.pool.close();
+        self.unpin_all().await;
+        closed.await;
     }
 
     /// PostgreSQL's version string (status and `--dry-run` show it).

@@ -2018,3 +2018,21 @@ async fn jq_120_a_stores_own_wake_is_told_apart_from_another_replicas() {
     let n = l.recv().await.unwrap();
     assert!(!s.own_wake(&n) && other.own_wake(&n));
 }
+
+/// NFR-014: closing the pool (graceful shutdown) gets back the connections
+/// that pinned handles keep, though the handles live on (the server's
+/// batch lanes end after the pool is closed). Without that the close waits
+/// for them forever; the 30 s bound only turns a hang into a failure.
+#[tokio::test]
+async fn nfr_014_closing_the_store_takes_back_pinned_connections() {
+    let (_db, s) = setup().await;
+    let p = s.pinned();
+    p.submit(job("default")).await.unwrap();
+    assert!(p.backend_pid().await.is_ok());
+    let closed = tokio::time::timeout(Duration::from_secs(30), s.close()).await;
+    assert!(closed.is_ok(), "close waited for the pinned connection");
+    assert!(
+        p.submit(job("default")).await.is_err(),
+        "a closed store takes no work"
+    );
+}
