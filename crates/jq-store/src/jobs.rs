@@ -301,25 +301,17 @@ SELECT id FROM ins WHERE (SELECT count(*) FROM wake) >= 0"#,
                     .push("::job_status");
             }
             if let Some(t) = after {
-                let at = chrono::DateTime::from_timestamp_micros(t.created_at_micros).unwrap_or_default();
-                qb.push(" AND (j.created_at, j.id) < (")
-                    .push_bind(at)
-                    .push(", ")
-                    .push_bind(t.id)
-                    .push(")");
+                qb.push(" AND j.seq < ").push_bind(t.seq);
             }
-            qb.push(" ORDER BY j.created_at DESC, j.id DESC LIMIT ")
-                .push_bind(limit + 1);
+            // Submission order, newest first: `jobs_list` or, with a queue,
+            // `jobs_queue_list` read backwards (schema v3, ADR 0011).
+            qb.push(" ORDER BY j.seq DESC LIMIT ").push_bind(limit + 1);
             let mut rows: Vec<JobRow> = qb.build_query_as().fetch_all(&self.pool).await?;
             let more = rows.len() as i64 > limit;
             rows.truncate(limit as usize);
             let next_page_token = more.then(|| {
                 let last = rows.last().expect("a full page has a last row");
-                PageToken {
-                    created_at_micros: last.created_at.timestamp_micros(),
-                    id: last.id,
-                }
-                .encode()
+                PageToken { seq: last.seq }.encode()
             });
             Ok(ListPage {
                 jobs: rows.into_iter().map(JobRow::into_job).collect(),

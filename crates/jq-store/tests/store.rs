@@ -1448,6 +1448,89 @@ async fn fr_032_list_is_cursor_paginated_newest_first() {
 }
 
 #[tokio::test]
+async fn fr_032_list_runs_newest_first_in_submission_order() {
+    let (_db, s) = setup().await;
+    // Jobs of one bulk submit share created_at: only the submission order
+    // (seq) tells them apart.
+    let mut submitted: Vec<Uuid> = vec![];
+    for _ in 0..3 {
+        let bulk = s
+            .submit_many((0..7).map(|_| job("default")).collect())
+            .await
+            .unwrap();
+        submitted.extend(bulk.iter().map(|r| r.job_id));
+        submitted.push(s.submit(job("default")).await.unwrap().job_id);
+    }
+    let mut listed = vec![];
+    let mut token = None;
+    loop {
+        let page = s
+            .list_jobs(&ListFilter {
+                queue: Some("default".into()),
+                limit: Some(5),
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        listed.extend(page.jobs.iter().map(|j| j.id));
+        token = page.next_page_token;
+        if token.is_none() {
+            break;
+        }
+    }
+    submitted.reverse();
+    assert_eq!(listed, submitted);
+    let all = s
+        .list_jobs(&ListFilter {
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), submitted);
+}
+
+#[tokio::test]
+async fn fr_032_listing_pages_read_an_index_in_order_not_a_sort() {
+    let (db, s) = setup().await;
+    s.ensure_queue("other").await.unwrap();
+    // A rare queue is where the per-queue index matters: read in order
+    // through the all-queue index it would be a scan of the whole table.
+    for _ in 0..4 {
+        s.submit_many((0..1000).map(|_| job("default")).collect())
+            .await
+            .unwrap();
+    }
+    s.submit_many((0..50).map(|_| job("other")).collect())
+        .await
+        .unwrap();
+    sqlx::query("ANALYZE jobs").execute(db.pool()).await.unwrap();
+    // The shapes list_jobs builds: all queues, and one queue, after a cursor.
+    for (sql, index) in [
+        (
+            "SELECT id FROM jobs j WHERE true AND j.seq < 5000 ORDER BY j.seq DESC LIMIT 21",
+            "jobs_list",
+        ),
+        (
+            "SELECT id FROM jobs j WHERE true AND j.queue = 'other' AND j.seq < 5000 ORDER BY j.seq DESC LIMIT 21",
+            "jobs_queue_list",
+        ),
+    ] {
+        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains(&format!("Index Scan Backward using {index} ")),
+            "{sql}:\n{plan}"
+        );
+        assert!(!plan.contains("Sort"), "{sql}:\n{plan}");
+    }
+}
+
+#[tokio::test]
 async fn fr_031_fr_035_events_of_unknown_job_and_deleting_dead_letters() {
     let (_db, s) = setup().await;
     assert!(matches!(
