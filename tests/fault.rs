@@ -137,6 +137,13 @@ async fn fault_jq_110_sigstopped_worker_past_its_heartbeat_timeout_has_its_late_
     )
     .await;
     a.sigcont();
+    // It may have been frozen between an ack and the start of that job,
+    // which then starts on waking (its result is refused like the others):
+    // let every run of it end before the log is read.
+    until("stop-a's runs to end", Duration::from_secs(30), || async {
+        log.read().iter().all(|e| e.worker != "stop-a" || e.end.is_some())
+    })
+    .await;
     let v = check(&s, &log, &kills, &ids, 0).await;
     // Its attempts finished while it was frozen (the job processes ran on),
     // and their late reports were refused: a newer attempt's result stands.

@@ -397,9 +397,15 @@ impl ExecLog {
     /// Each line is one small O_APPEND write, so lines never interleave.
     pub fn payload(&self, ms: u64) -> serde_json::Value {
         let p = self.path();
+        // A run the worker stops (SIGTERM to the job's group: cancel, timeout,
+        // its own fence) logs when it ended too.
+        let end = format!(
+            "echo \"E $JQ_JOB_ID $JQ_JOB_ATTEMPT $JQ_WORKER_ID $(date +%s%N)\" >> {}",
+            p.display()
+        );
         let script = format!(
-            "echo \"S $JQ_JOB_ID $JQ_JOB_ATTEMPT $JQ_WORKER_ID $(date +%s%N)\" >> {p}; sleep {s}; \
-             echo \"E $JQ_JOB_ID $JQ_JOB_ATTEMPT $JQ_WORKER_ID $(date +%s%N)\" >> {p}",
+            "trap '{end}; exit 143' TERM; \
+             echo \"S $JQ_JOB_ID $JQ_JOB_ATTEMPT $JQ_WORKER_ID $(date +%s%N)\" >> {p}; sleep {s}; {end}",
             p = p.display(),
             s = ms as f64 / 1000.0
         );

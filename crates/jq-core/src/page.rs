@@ -7,6 +7,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::error::ParseError;
 
+const EXPECTED: &str = "a token returned by a previous list call";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageToken {
     /// `jobs.seq` of the last job listed; the next page starts below it.
@@ -20,21 +22,17 @@ impl PageToken {
 
     pub fn decode(s: &str) -> Result<PageToken, ParseError> {
         let bad = |why: &'static str| ParseError::new("page token", s, why);
-        let raw = URL_SAFE_NO_PAD
-            .decode(s.trim())
-            .map_err(|_| bad("a token returned by a previous list call"))?;
-        let text = String::from_utf8(raw).map_err(|_| bad("a token returned by a previous list call"))?;
+        let raw = URL_SAFE_NO_PAD.decode(s.trim()).map_err(|_| bad(EXPECTED))?;
+        let text = String::from_utf8(raw).map_err(|_| bad(EXPECTED))?;
         match text.split_once(':') {
             Some(("v2", seq)) => Ok(PageToken {
-                seq: seq
-                    .parse()
-                    .map_err(|_| bad("a token returned by a previous list call"))?,
+                seq: seq.parse().map_err(|_| bad(EXPECTED))?,
             }),
             // Tokens of servers before schema v3 ordered by (created_at, id).
             Some(("v1", _)) => Err(bad(
                 "a token of this server version; that one came from an older one, so list again from the first page",
             )),
-            _ => Err(bad("a token returned by a previous list call")),
+            _ => Err(bad(EXPECTED)),
         }
     }
 }

@@ -38,24 +38,19 @@ pub(crate) enum Conn<'a> {
 }
 
 impl Conn<'_> {
-    /// The operation ended cleanly: a pinned connection stays pinned.
-    /// Without this (an error, a panic, a cancelled call) it goes back to
-    /// the pool, whose test on return also ends any transaction left open,
-    /// and the next operation takes a fresh one.
-    pub(crate) fn keep(&mut self) {
-        if let Conn::Pinned { keep, .. } = self {
-            *keep = true;
-        }
-    }
-
-    /// Keep the connection unless `r` failed in a way that may have left it
-    /// broken (anything but the database refusing a statement); pass `r` on.
+    /// Keep a pinned connection unless `r` failed in a way that may have
+    /// left it broken (anything but the database refusing a statement);
+    /// pass `r` on. Without this (an error, a panic, a cancelled call) the
+    /// connection goes back to the pool, whose test on return also ends any
+    /// transaction left open, and the next operation takes a fresh one.
     pub(crate) fn settle<T, E: MayBreak>(
         &mut self,
         r: std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
-        if r.as_ref().err().is_none_or(|e| !e.may_break()) {
-            self.keep();
+        if let Conn::Pinned { keep, .. } = self
+            && r.as_ref().err().is_none_or(|e| !e.may_break())
+        {
+            *keep = true;
         }
         r
     }
