@@ -78,13 +78,17 @@ fn row(v: &Value) -> String {
     let name = v["scenario"].as_str().unwrap_or("?");
     let main = match name {
         "latency" => format!(
-            "start p50 {} / p90 {} / p99 {} / max {} ms; done p50 {} / p99 {} ms",
+            "start p50 {} / p90 {} / p99 {} / max {} ms; done p50 {} / p99 {} ms; \
+             p50 per stage: claimed {}, started {}, done {} ms",
             f(v, "submit_to_start.p50_ms"),
             f(v, "submit_to_start.p90_ms"),
             f(v, "submit_to_start.p99_ms"),
             f(v, "submit_to_start.max_ms"),
             f(v, "submit_to_done.p50_ms"),
             f(v, "submit_to_done.p99_ms"),
+            f(v, "submit_to_assigned.p50_ms"),
+            f(v, "assigned_to_started.p50_ms"),
+            f(v, "started_to_done.p50_ms"),
         ),
         "big-table" => format!(
             "claim 100: p50 {} / p95 {} ms ({} rows, {} pending)",

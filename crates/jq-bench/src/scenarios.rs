@@ -167,12 +167,19 @@ pub async fn latency(
     let ms = |a: chrono::DateTime<chrono::Utc>, b: Option<chrono::DateTime<chrono::Utc>>| {
         b.map(|b| (b - a).num_microseconds().unwrap_or(0) as f64 / 1000.0)
     };
-    let start: Vec<f64> = tl.iter().filter_map(|(c, s, _)| ms(*c, *s)).collect();
-    let done: Vec<f64> = tl.iter().filter_map(|(c, _, d)| ms(*c, *d)).collect();
+    let start: Vec<f64> = tl.iter().filter_map(|(c, _, s, _)| ms(*c, *s)).collect();
+    let done: Vec<f64> = tl.iter().filter_map(|(c, _, _, d)| ms(*c, *d)).collect();
+    // Where the start latency goes: the claim (submit -> assigned), then
+    // the push and the worker's ack (assigned -> started).
+    let claimed: Vec<f64> = tl.iter().filter_map(|(c, a, _, _)| ms(*c, *a)).collect();
+    let acked: Vec<f64> = tl.iter().filter_map(|(_, a, s, _)| ms((*a)?, *s)).collect();
+    let ran: Vec<f64> = tl.iter().filter_map(|(_, _, s, d)| ms((*s)?, *d)).collect();
     env.stop().await;
     Ok(json!({
         "scenario": "latency", "rate_per_s": rate, "jobs": n, "achieved_rate_per_s": n as f64 / offered_for,
         "workers": workers, "concurrency": concurrency, "submit_to_start": Stats::of(start), "submit_to_done": Stats::of(done),
+        "submit_to_assigned": Stats::of(claimed), "assigned_to_started": Stats::of(acked),
+        "started_to_done": Stats::of(ran),
     }))
 }
 

@@ -29,7 +29,13 @@ pub const ALL_TOPICS: [&str; 8] = [
 /// claim and a re-queue get topics of their own so every transition has an
 /// event (FR-036) without overloading `job.submitted` or `job.started`.
 pub fn topic_for(step: &Step) -> &'static str {
-    match (step.from, step.to) {
+    topic_of(step.from, step.to)
+}
+
+/// [`topic_for`] from an event's statuses alone: the relay derives the
+/// topic of a `job_events` row, which stores no topic.
+pub fn topic_of(from: Option<JobStatus>, to: JobStatus) -> &'static str {
+    match (from, to) {
         (None, _) => TOPIC_SUBMITTED,
         (_, JobStatus::Pending) => TOPIC_RETRIED,
         (_, JobStatus::Assigned) => TOPIC_ASSIGNED,

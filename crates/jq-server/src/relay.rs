@@ -4,9 +4,11 @@
 //!
 //! - Exactly one relay in the cluster publishes at a time (the store's
 //!   `RelayLease`, an advisory lock); others wait to take over.
-//! - Events are enqueued in outbox order on an idempotent producer and
-//!   marked sent only after the broker acknowledged them — and only the
-//!   contiguous acknowledged prefix, so nothing is skipped and order holds.
+//! - Events are enqueued in order on an idempotent producer and marked
+//!   sent only after the broker acknowledged them: an `event_outbox` row
+//!   when it and every row before it were acknowledged, a window of
+//!   `job_events` (the relay cursor moves) when all of it was (ADR 0012).
+//!   Nothing is skipped and one job's events keep their order.
 //! - Kafka down: jobs keep flowing (the relay is off the critical path),
 //!   errors are counted per topic, the backlog is exported, and everything
 //!   is delivered, in order, when Kafka returns (FR-038). At-least-once:
@@ -29,6 +31,10 @@ use tokio::sync::watch;
 use crate::Shared;
 
 const BATCH: u32 = 500;
+/// The widest window of job events read at once.
+const MAX_WINDOW: u32 = 64 * BATCH;
+/// How long the relay waits when there is nothing to publish.
+const IDLE: Duration = Duration::from_millis(200);
 
 /// librdkafka settings shared by producer, admin and consumers.
 pub fn client_config(k: &jq_config::server::Kafka) -> ClientConfig {
@@ -214,6 +220,7 @@ impl Relay {
                 }
             };
             tracing::info!("this server is the outbox relay");
+            let mut limit = BATCH;
             loop {
                 if *stop.borrow() {
                     break 'outer;
@@ -222,6 +229,9 @@ impl Relay {
                     tracing::warn!("lost the relay lease; trying to take it again");
                     continue 'outer;
                 }
+                // First `event_outbox` (worker events, events from before
+                // schema v4 and deleted jobs' events), then `job_events`
+                // by windows of transaction ids (ADR 0012).
                 let batch = match s.store.outbox_unsent(BATCH).await {
                     Ok(b) => b,
                     Err(e) => {
@@ -232,17 +242,52 @@ impl Relay {
                         continue;
                     }
                 };
-                if batch.is_empty() {
-                    if pause(Duration::from_millis(200)).await {
+                if !batch.is_empty() {
+                    let acked = self.publish(&batch).await;
+                    if let Err(e) = s.store.outbox_mark_sent(&acked).await {
+                        tracing::warn!(error = %e, "cannot mark events sent; they will be sent again");
+                    }
+                    if acked.len() < batch.len() {
+                        if pause(Duration::from_secs(1)).await {
+                            break 'outer;
+                        }
+                        continue;
+                    }
+                    if batch.len() == BATCH as usize {
+                        // Older events first: drain the outbox.
+                        continue;
+                    }
+                }
+                let window = match s.store.job_events_window(limit).await {
+                    Ok(w) => w,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read job events");
+                        if pause(Duration::from_secs(1)).await {
+                            break 'outer;
+                        }
+                        continue;
+                    }
+                };
+                if window.events.is_empty() {
+                    // Held back: widen the window until the earlier event
+                    // of the same job falls inside it.
+                    limit = if window.held {
+                        (limit * 2).min(MAX_WINDOW)
+                    } else {
+                        BATCH
+                    };
+                    if batch.is_empty() && pause(IDLE).await {
                         break 'outer;
                     }
                     continue;
                 }
-                let acked = self.publish(&batch).await;
-                if let Err(e) = s.store.outbox_mark_sent(&acked).await {
-                    tracing::warn!(error = %e, "cannot mark events sent; they will be sent again");
-                }
-                if acked.len() < batch.len() && pause(Duration::from_secs(1)).await {
+                limit = BATCH;
+                let acked = self.publish(&window.events).await;
+                if acked.len() == window.events.len() {
+                    if let Err(e) = s.store.job_events_published(window.upto).await {
+                        tracing::warn!(error = %e, "cannot move the relay cursor; events will be sent again");
+                    }
+                } else if pause(Duration::from_secs(1)).await {
                     break 'outer;
                 }
             }

@@ -6,8 +6,14 @@ use chrono::{DateTime, Utc};
 
 use crate::{Result, Store};
 
-/// (created, started, completed) of one finished job.
-pub type Timeline = (DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+/// (created, assigned, started, completed) of one finished job: the
+/// latency scenario's stages come from these database timestamps.
+pub type Timeline = (
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
 
 impl Store {
     /// Insert `terminal` DONE and then `pending` PENDING jobs into `queue`
@@ -46,7 +52,7 @@ impl Store {
     /// Timelines of every DONE job of `queue`.
     pub async fn bench_timelines(&self, queue: &str) -> Result<Vec<Timeline>> {
         Ok(sqlx::query_as(
-            "SELECT created_at, started_at, completed_at FROM jobs WHERE queue = $1 AND status = 'DONE'",
+            "SELECT created_at, assigned_at, started_at, completed_at FROM jobs WHERE queue = $1 AND status = 'DONE'",
         )
         .bind(queue)
         .fetch_all(&self.pool)

@@ -357,17 +357,6 @@ impl Store {
         Ok(lines.join("\n"))
     }
 
-    /// Outbox events not yet published (FR-038 backlog).
-    pub async fn outbox_backlog(&self) -> Result<u64> {
-        self.run("outbox_backlog", || async move {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM event_outbox WHERE sent_at IS NULL")
-                .fetch_one(&self.pool)
-                .await?;
-            Ok(n as u64)
-        })
-        .await
-    }
-
     /// Tell every server listening (LISTEN jq_wake) that jobs may be ready
     /// (JQ-120: a submit on one replica wakes the others).
     pub async fn notify_wake(&self) -> Result<()> {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use jq_core::events::{TOPIC_SUBMITTED, submitted_step};
+use jq_core::events::submitted_step;
 use jq_core::records::{Job, JobEvent};
 use jq_core::{JobStatus, NewJob, PageToken, Schedule, ValidationError};
 use sqlx::{Postgres, QueryBuilder};
@@ -149,13 +149,9 @@ WITH input AS (
 ), ev AS (
     INSERT INTO job_events (event_id, job_id, queue, from_status, to_status, reason, attempt)
     SELECT gen_random_uuid(), id, queue, NULL, $11::job_status, $12, 0 FROM ins
-    RETURNING event_id, job_id, queue, to_status, reason, occurred_at
-), ob AS (
-    INSERT INTO event_outbox (event_id, topic, partition_key, job_id, queue, to_status, reason, attempt, occurred_at)
-    SELECT event_id, $13, job_id::text, job_id, queue, to_status, reason, 0, occurred_at FROM ev
 ), wake AS (
     -- JQ-120: wake every server's dispatcher, sent by the commit itself.
-    SELECT pg_notify('jq_wake', $14) FROM (SELECT 1 FROM ins LIMIT 1) one
+    SELECT pg_notify('jq_wake', $13) FROM (SELECT 1 FROM ins LIMIT 1) one
 )
 -- (The uncorrelated subquery runs once, so the notify is sent.)
 SELECT id FROM ins WHERE (SELECT count(*) FROM wake) >= 0"#,
@@ -172,7 +168,6 @@ SELECT id FROM ins WHERE (SELECT count(*) FROM wake) >= 0"#,
         .bind(&ord)
         .bind(step.to.as_str())
         .bind(step.reason.as_str())
-        .bind(TOPIC_SUBMITTED)
         .bind(&*self.wake_tag)
         .fetch_all(&mut *conn)
         .await;
@@ -347,15 +342,17 @@ SELECT id FROM ins WHERE (SELECT count(*) FROM wake) >= 0"#,
     }
 
     /// Delete a DONE or DEAD_LETTERED job and its history (FR-035). Its
-    /// outbox events stay until published.
+    /// events not yet published are kept in `event_outbox` until they are.
     pub async fn delete_job(&self, id: Uuid) -> Result<()> {
         self.run("delete_job", || async move {
             // The job and its history together (no cascade: ADR 0008).
-            let deleted: i64 = sqlx::query_scalar(
+            let deleted: i64 = sqlx::query_scalar(&format!(
                 "WITH j AS (DELETE FROM jobs WHERE id = $1 AND status IN ('DONE', 'DEAD_LETTERED') RETURNING id), \
+                 k AS ({}), \
                  e AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM j)) \
                  SELECT count(*) FROM j",
-            )
+                crate::outbox::keep_unpublished("e.job_id IN (SELECT id FROM j)")
+            ))
             .bind(id)
             .fetch_one(&self.pool)
             .await?;

@@ -5,8 +5,9 @@
 //! Every state change goes through [`jq_core::transition`]; the store carries
 //! out its [`Effects`](jq_core::Effects) in one atomic statement that updates
 //! the job *only if* it is still in the state the decision was made on
-//! (every column of `JobState`), and writes one `job_events` row and one
-//! `event_outbox` row per step. A lost race therefore changes nothing and is simply decided again.
+//! (every column of `JobState`), and writes one `job_events` row per step,
+//! which is also the step's outbox entry (ADR 0012). A lost race therefore
+//! changes nothing and is simply decided again.
 //! All times come from the database clock (`now()`).
 //!
 //! # Layout
@@ -43,7 +44,7 @@ pub use batch::{CallOutcome, Expected, WorkerCall};
 pub use conn::MIN_POOL_TO_PIN;
 pub use error::{StoreError, is_transient};
 pub use jobs::{ListFilter, ListPage, Submitted};
-pub use outbox::{EventAudit, RelayLease};
+pub use outbox::{EventAudit, EventWindow, RelayLease};
 pub use reaper::ReapReport;
 pub use transitions::{CancelOutcome, ReportOutcome, ResultReport};
 pub use workers::HeartbeatOutcome;
@@ -148,7 +149,11 @@ impl Store {
         // the array-parameter statements on every call: planning was a
         // third of the database's time per job at 500 jobs/s. Plans are
         // rebuilt when statistics change (`refresh_statistics`).
-        conn = conn.options([("plan_cache_mode", "force_generic_plan")]);
+        // JIT compiles a plan whose estimated cost is high, and generic
+        // plans over CTEs can be estimated at millions of rows: the relay's
+        // window read (4 ms) spent 200-270 ms compiling. Short statements
+        // like these never gain from it.
+        conn = conn.options([("plan_cache_mode", "force_generic_plan"), ("jit", "off")]);
         // A connection handed out again within a second is not pinged first:
         // sqlx's default test costs a round trip per operation (half of a
         // single-statement submit's). One that broke anyway fails its

@@ -1,12 +1,21 @@
-//! The transactional outbox's read side (JQ-160): the relay reads unsent
-//! events in order, marks them sent once Kafka acknowledged them, and
-//! prunes sent ones after the retention.
+//! The transactional outbox's read side (JQ-160), two sources (ADR 0012):
+//!
+//! - `job_events` is the outbox of job events. The relay publishes them by
+//!   windows of writing-transaction ids ([`EventWindow`]) and marks them
+//!   sent by moving one cursor, so publishing writes nothing per event.
+//! - `event_outbox` holds worker events, events written before schema v4,
+//!   and the unpublished events of deleted jobs; the relay marks each row
+//!   sent once Kafka acknowledged it and prunes sent rows after the
+//!   retention.
 //!
 //! Only one relay in the cluster publishes at a time: it must hold the
 //! [`RelayLease`], a session advisory lock on a connection of its own. If
 //! that server dies, PostgreSQL drops the lock with the connection and
 //! another replica's relay takes over where the first stopped.
 
+use std::collections::HashSet;
+
+use jq_core::events::topic_of;
 use jq_core::records::OutboxEvent;
 use sqlx::Connection;
 use uuid::Uuid;
@@ -33,7 +42,8 @@ impl RelayLease {
 struct Row {
     id: i64,
     event_id: Uuid,
-    topic: String,
+    /// NULL on copies of a deleted job's events: derived from the statuses.
+    topic: Option<String>,
     partition_key: String,
     job_id: Option<Uuid>,
     queue: Option<String>,
@@ -83,7 +93,14 @@ impl Store {
                 .map(|r| OutboxEvent {
                     id: r.id,
                     event_id: r.event_id,
-                    topic: r.topic,
+                    topic: match (r.topic, r.to_status.as_deref()) {
+                        (Some(t), _) => t,
+                        (None, to) => topic_of(
+                            r.from_status.as_deref().map(status),
+                            to.map_or(jq_core::JobStatus::Pending, status),
+                        )
+                        .to_string(),
+                    },
                     key: r.partition_key,
                     job_id: r.job_id,
                     queue: r.queue,
@@ -132,18 +149,211 @@ impl Store {
     }
 }
 
+/// SQL that copies the unpublished events of the jobs chosen by `cond`
+/// (over `job_events e`) into `event_outbox`, for a statement that deletes
+/// those jobs' history: their events are still published, in order.
+pub(crate) fn keep_unpublished(cond: &str) -> String {
+    format!(
+        "INSERT INTO event_outbox (event_id, topic, partition_key, job_id, queue, from_status, to_status, \
+                                   reason, worker_id, attempt, detail, occurred_at) \
+         SELECT e.event_id, NULL, e.job_id::text, e.job_id, e.queue, e.from_status, e.to_status, e.reason, \
+                e.worker_id, e.attempt, e.detail, e.occurred_at \
+         FROM job_events e WHERE ({cond}) \
+           AND e.txid >= (SELECT published_below FROM relay_cursor) ORDER BY e.id"
+    )
+}
+
+/// Job events the relay may publish next (ADR 0012): every event written
+/// by the transactions whose ids are in `[cursor, upto)`, in `job_events`
+/// id order. Those transactions have all ended (the window stops below
+/// the oldest one still running), so no event can still appear in it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventWindow {
+    pub events: Vec<OutboxEvent>,
+    /// The relay's cursor once `events` are published.
+    pub upto: i64,
+    /// Events were found but none could go yet: each follows an event of
+    /// the same job beyond the window. The caller widens the next window.
+    pub held: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct WindowRow {
+    cursor: i64,
+    upto: i64,
+    id: Option<i64>,
+    event_id: Option<Uuid>,
+    job_id: Option<Uuid>,
+    queue: Option<String>,
+    from_status: Option<String>,
+    to_status: Option<String>,
+    reason: Option<String>,
+    worker_id: Option<String>,
+    attempt: Option<i32>,
+    detail: Option<String>,
+    occurred_at: Option<chrono::DateTime<chrono::Utc>>,
+    txid: Option<i64>,
+    /// An event of the same job with a smaller id lies beyond the window.
+    later_pred: Option<bool>,
+}
+
+/// The window's read, one statement. (The CTEs are materialized: inlined,
+/// each bound was computed again for every row.) `upto` is the oldest transaction
+/// still running, or lower so that about `$1` events are read — but never
+/// so low that one transaction's events are split.
+const WINDOW_SQL: &str = "\
+WITH h AS MATERIALIZED (
+    SELECT c.published_below AS cursor, pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin
+    FROM relay_cursor c
+), b AS MATERIALIZED (
+    SELECT h.cursor, h.xmin,
+           (SELECT min(e.txid) FROM job_events e WHERE e.txid >= h.cursor AND e.txid < h.xmin) AS first,
+           (SELECT e.txid FROM job_events e WHERE e.txid >= h.cursor AND e.txid < h.xmin
+            ORDER BY e.txid OFFSET $1 LIMIT 1) AS nth
+    FROM h
+), w AS MATERIALIZED (
+    SELECT cursor, CASE WHEN nth IS NULL THEN xmin WHEN nth = first THEN nth + 1 ELSE nth END AS upto FROM b
+)
+SELECT w.cursor, w.upto, e.id, e.event_id, e.job_id, e.queue, e.from_status::text AS from_status,
+       e.to_status::text AS to_status, e.reason, e.worker_id, e.attempt, e.detail, e.occurred_at, e.txid,
+       EXISTS (SELECT 1 FROM job_events p WHERE p.job_id = e.job_id AND p.id < e.id AND p.txid >= w.upto)
+           AS later_pred
+FROM w LEFT JOIN job_events e ON e.txid >= w.cursor AND e.txid < w.upto
+ORDER BY e.id";
+
+/// Lower `upto` until no event below it follows an event of the same job
+/// at or above it, so that one job's events go out in order even when a
+/// transaction with a smaller id wrote its later event (it waited for the
+/// job's row lock). `rows` are `(id order) (job, txid, later_pred)`.
+fn settle_window(rows: &[(Uuid, i64, bool)], mut upto: i64) -> i64 {
+    for (_, txid, later) in rows {
+        if *later {
+            upto = upto.min(*txid);
+        }
+    }
+    loop {
+        let before = upto;
+        let mut blocked: HashSet<Uuid> = HashSet::new();
+        for (job, txid, _) in rows {
+            if *txid >= upto {
+                blocked.insert(*job);
+            } else if blocked.contains(job) {
+                upto = *txid;
+                blocked.insert(*job);
+            }
+        }
+        if upto == before {
+            return upto;
+        }
+    }
+}
+
+impl Store {
+    /// The next [`EventWindow`] of about `limit` job events.
+    pub async fn job_events_window(&self, limit: u32) -> Result<EventWindow> {
+        self.run("job_events_window", || async move {
+            let rows: Vec<WindowRow> = sqlx::query_as(WINDOW_SQL)
+                .bind(i64::from(limit.max(1)) - 1)
+                .fetch_all(&self.pool)
+                .await?;
+            let Some(first) = rows.first() else {
+                return Ok(EventWindow::default());
+            };
+            let (cursor, upto) = (first.cursor, first.upto);
+            let rows: Vec<WindowRow> = rows.into_iter().filter(|r| r.id.is_some()).collect();
+            let keys: Vec<(Uuid, i64, bool)> = rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.job_id.unwrap_or_default(),
+                        r.txid.unwrap_or(upto),
+                        r.later_pred == Some(true),
+                    )
+                })
+                .collect();
+            let upto = settle_window(&keys, upto);
+            let events: Vec<OutboxEvent> = rows
+                .into_iter()
+                .filter(|r| r.txid.is_some_and(|t| t < upto))
+                .map(|r| {
+                    let from = r.from_status.as_deref().map(status);
+                    let to = r.to_status.as_deref().map_or(jq_core::JobStatus::Pending, status);
+                    let job = r.job_id.unwrap_or_default();
+                    OutboxEvent {
+                        id: r.id.unwrap_or_default(),
+                        event_id: r.event_id.unwrap_or_default(),
+                        topic: topic_of(from, to).to_string(),
+                        key: job.to_string(),
+                        job_id: Some(job),
+                        queue: r.queue,
+                        from,
+                        to: Some(to),
+                        reason: r.reason,
+                        worker_id: r.worker_id,
+                        attempt: r.attempt.map(u32_of),
+                        detail: r.detail,
+                        worker_status: None,
+                        active_jobs: None,
+                        concurrency: None,
+                        occurred_at: r.occurred_at.unwrap_or_default(),
+                    }
+                })
+                .collect();
+            let held = events.is_empty() && !keys.is_empty();
+            Ok(EventWindow {
+                events,
+                upto: upto.max(cursor),
+                held,
+            })
+        })
+        .await
+    }
+
+    /// Every job event of the transactions below `upto` is published.
+    pub async fn job_events_published(&self, upto: i64) -> Result<()> {
+        self.run("job_events_published", || async move {
+            sqlx::query("UPDATE relay_cursor SET published_below = $1 WHERE published_below < $1")
+                .bind(upto)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Events not yet published (FR-038 backlog): both sources.
+    pub async fn outbox_backlog(&self) -> Result<u64> {
+        self.run("outbox_backlog", || async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT (SELECT count(*) FROM event_outbox WHERE sent_at IS NULL) \
+                      + (SELECT count(*) FROM job_events \
+                         WHERE txid >= (SELECT published_below FROM relay_cursor))",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}
+
 /// How job history and outbox agree (the "every transition has exactly
-/// one event" property the fault-injection suite checks).
+/// one event" property the fault-injection suite checks). Since schema v4
+/// a job event is its own outbox entry (ADR 0012), so what can go wrong is
+/// in the rows from before it and in `event_outbox` copies.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventAudit {
     /// Rows in `job_events`.
     pub transitions: u64,
-    /// Transitions with no outbox row of the same event id (not counting
-    /// rows already pruned after delivery).
+    /// Transitions that will never be published: a row from before
+    /// schema v4 (no `txid`) with no outbox row of the same event id (not
+    /// counting rows already pruned after delivery).
     pub missing: u64,
-    /// Event ids with more than one outbox row.
+    /// Event ids that would be published twice: in two outbox rows, or in
+    /// an outbox row and a `job_events` row published by its `txid`.
     pub duplicated: u64,
-    /// Job outbox rows whose event id is in no `job_events` row.
+    /// Job outbox rows with a topic (not copies of a deleted job's
+    /// events) whose event id is in no `job_events` row.
     pub orphans: u64,
 }
 
@@ -153,11 +363,13 @@ impl Store {
         self.run("audit_events", || async move {
             let (transitions, missing, duplicated, orphans): (i64, i64, i64, i64) = sqlx::query_as(
                 "SELECT (SELECT count(*) FROM job_events), \
-                 (SELECT count(*) FROM job_events e WHERE NOT EXISTS \
+                 (SELECT count(*) FROM job_events e WHERE e.txid IS NULL AND NOT EXISTS \
                     (SELECT 1 FROM event_outbox o WHERE o.event_id = e.event_id)), \
-                 (SELECT count(*) FROM (SELECT event_id FROM event_outbox GROUP BY event_id HAVING count(*) > 1) d), \
-                 (SELECT count(*) FROM event_outbox o WHERE o.job_id IS NOT NULL AND NOT EXISTS \
-                    (SELECT 1 FROM job_events e WHERE e.event_id = o.event_id))",
+                 (SELECT count(*) FROM (SELECT event_id FROM event_outbox GROUP BY event_id HAVING count(*) > 1) d) \
+                 + (SELECT count(*) FROM job_events e WHERE e.txid IS NOT NULL AND EXISTS \
+                    (SELECT 1 FROM event_outbox o WHERE o.event_id = e.event_id)), \
+                 (SELECT count(*) FROM event_outbox o WHERE o.job_id IS NOT NULL AND o.topic IS NOT NULL \
+                    AND NOT EXISTS (SELECT 1 FROM job_events e WHERE e.event_id = o.event_id))",
             )
             .fetch_one(&self.pool)
             .await?;
@@ -169,5 +381,29 @@ impl Store {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jq_160_a_held_event_holds_every_later_event_of_its_job() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        // In id order: a@10, b@11, a@12 (its predecessor is beyond), b@13.
+        let rows = [(a, 10, false), (b, 11, false), (a, 12, true), (b, 13, false)];
+        assert_eq!(settle_window(&rows, 20), 12);
+        // a@15 is beyond the window (14), so a@12 after it waits; b@13 is
+        // then beyond too, but b has nothing after it.
+        let rows = [(a, 15, false), (b, 11, false), (a, 12, false), (b, 13, false)];
+        assert_eq!(settle_window(&rows, 14), 12);
+        // A chain: a@15 holds a@12 (window 12), so b@13 is beyond it and
+        // holds b@11 after it (window 11).
+        let rows = [(a, 15, false), (b, 13, false), (a, 12, false), (b, 11, false)];
+        assert_eq!(settle_window(&rows, 14), 11, "b@13 >= 12 holds b@11 after it");
+        // Nothing held: the window stays.
+        let rows = [(a, 10, false), (b, 11, false)];
+        assert_eq!(settle_window(&rows, 14), 14);
     }
 }

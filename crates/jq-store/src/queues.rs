@@ -167,7 +167,12 @@ impl Store {
                         jobs: jobs as u64,
                     });
                 }
-                // Jobs go by cascade; their history explicitly (ADR 0008).
+                // Jobs go by cascade; their history explicitly (ADR 0008),
+                // keeping what the relay has not yet published (ADR 0012).
+                sqlx::query(&crate::outbox::keep_unpublished("e.queue = $1"))
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query("DELETE FROM job_events WHERE queue = $1")
                     .bind(name)
                     .execute(&mut *tx)

@@ -3,10 +3,10 @@
 //! [`Store::apply_planned`] writes a batch of decided transitions in one
 //! statement: each job row is updated only if it is still in the state the
 //! decision saw (every column of [`JobState`], a compare-and-set), and only
-//! updated jobs get their `job_events` and `event_outbox` rows. Single-job operations read the job, ask
+//! updated jobs get their `job_events` rows, which are also the outbox the
+//! relay publishes (ADR 0012). Single-job operations read the job, ask
 //! [`jq_core::transition`], write, and on a lost race decide again.
 
-use jq_core::events::topic_for;
 use jq_core::{Command, Context, Decision, Effects, JobState, JobStatus, Outcome, TransitionError};
 use sqlx::PgExecutor;
 use uuid::Uuid;
@@ -148,7 +148,6 @@ impl Store {
         let mut e_worker = vec![];
         let mut e_attempt = vec![];
         let mut e_detail = vec![];
-        let mut e_topic = vec![];
         let mut e_ord = vec![];
         for p in planned {
             let next = &p.effects.next;
@@ -191,7 +190,6 @@ impl Store {
                 e_worker.push(p.event_worker());
                 e_attempt.push(next.attempt as i32);
                 e_detail.push(if i == 0 { p.detail.as_deref() } else { None });
-                e_topic.push(topic_for(s));
                 e_ord.push(e_ord.len() as i32);
             }
         }
@@ -200,8 +198,8 @@ impl Store {
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::int[], $6::int[], $7::text[],
                          $8::bool[], $9::bigint[], $10::bool[], $11::int[], $12::text[], $13::bool[],
-                         $14::bytea[], $15::bool[], $16::text[], $27::int[], $28::text[], $29::bool[],
-                         $30::int[], $31::text[])
+                         $14::bytea[], $15::bool[], $16::text[], $26::int[], $27::text[], $28::bool[],
+                         $29::int[], $30::text[])
         AS t(id, from_status, from_attempt, to_status, attempt, retries, worker_id, cancel_requested,
              delay_ms, clear_expiry, report_attempt, report_kind, set_result, result, set_error, error,
              from_retries, from_worker, from_cancel, from_report_attempt, from_report_kind)
@@ -239,18 +237,10 @@ WITH input AS (
     SELECT e.event_id, e.job_id, u.queue, e.from_status::job_status, e.to_status::job_status, e.reason,
            e.worker_id, e.attempt, e.detail
     FROM unnest($17::uuid[], $18::uuid[], $19::text[], $20::text[], $21::text[], $22::text[], $23::int[],
-                $24::text[], $25::text[], $26::int[])
-        AS e(event_id, job_id, from_status, to_status, reason, worker_id, attempt, detail, topic, ord)
+                $24::text[], $25::int[])
+        AS e(event_id, job_id, from_status, to_status, reason, worker_id, attempt, detail, ord)
     JOIN upd u ON u.id = e.job_id
     ORDER BY e.ord
-    RETURNING event_id, job_id, queue, from_status, to_status, reason, worker_id, attempt, detail, occurred_at
-), ob AS (
-    INSERT INTO event_outbox (event_id, topic, partition_key, job_id, queue, from_status, to_status, reason,
-                              worker_id, attempt, detail, occurred_at)
-    SELECT ev.event_id, t.topic, ev.job_id::text, ev.job_id, ev.queue, ev.from_status, ev.to_status, ev.reason,
-           ev.worker_id, ev.attempt, ev.detail, ev.occurred_at
-    FROM ev JOIN unnest($17::uuid[], $25::text[], $26::int[]) AS t(event_id, topic, ord) ON t.event_id = ev.event_id
-    ORDER BY t.ord
 )
 SELECT id FROM upd"#,
         )
@@ -278,7 +268,6 @@ SELECT id FROM upd"#,
         .bind(&e_worker)
         .bind(&e_attempt)
         .bind(&e_detail)
-        .bind(&e_topic)
         .bind(&e_ord)
         .bind(&from_retries)
         .bind(&from_worker)

@@ -346,7 +346,7 @@ impl StateMachineTest for StoreConformance {
                  floor(extract(epoch FROM now() - not_before) / 60)::float8 AS since_not_before, \
                  floor(extract(epoch FROM now() - expires_at) / 60)::float8 AS since_expiry, \
                  (SELECT count(*) FROM job_events e WHERE e.job_id = j.id) AS events, \
-                 (SELECT count(*) FROM event_outbox o WHERE o.job_id = j.id) AS outbox, \
+                 (SELECT count(*) FROM job_events e WHERE e.job_id = j.id AND e.txid IS NOT NULL) AS outbox, \
                  last_report_attempt, last_report_kind FROM jobs j",
                 )
                 .fetch_all(sut.store.pool()),

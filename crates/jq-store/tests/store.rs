@@ -82,6 +82,33 @@ fn report(worker: &str, id: Uuid, attempt: u32, outcome: Outcome) -> ResultRepor
     }
 }
 
+/// Job events waiting for the relay, with their topics: `job_events` is
+/// the outbox of job events (ADR 0012).
+/// (Waits out other tests' transactions: see [`window_when`].)
+async fn to_publish(store: &Store) -> Vec<jq_core::records::OutboxEvent> {
+    let waiting = count(
+        store,
+        "SELECT count(*) FROM job_events WHERE txid >= (SELECT published_below FROM relay_cursor)",
+    )
+    .await as usize;
+    for _ in 0..1200 {
+        let w = store.job_events_window(1_000_000).await.unwrap();
+        if w.events.len() == waiting {
+            return w.events;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("job events never all became publishable");
+}
+
+async fn topic_count(store: &Store, topic: &str) -> usize {
+    to_publish(store)
+        .await
+        .iter()
+        .filter(|e| e.topic == topic)
+        .count()
+}
+
 async fn count(store: &Store, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(store.pool()).await.unwrap()
 }
@@ -245,7 +272,7 @@ async fn fr_001_group_committed_submits_answer_each_job_as_if_alone() {
     assert!(!first.already_existed && dup.already_existed);
     assert_eq!(count(&s, "SELECT count(*) FROM jobs").await, 3);
     assert_eq!(count(&s, "SELECT count(*) FROM job_events").await, 3);
-    assert_eq!(count(&s, "SELECT count(*) FROM event_outbox").await, 3);
+    assert_eq!(to_publish(&s).await.len(), 3);
     // All good: one transaction, every job stored.
     let out = s.submit_each(&[job("default"), job("default")]).await;
     assert!(out.iter().all(|r| r.is_ok()));
@@ -322,14 +349,7 @@ async fn jq_102_bulk_submit_of_ten_thousand_is_one_transaction() {
     assert_eq!(res.len(), 10_000);
     assert_eq!(res.iter().map(|r| r.job_id).collect::<HashSet<_>>().len(), 10_000);
     assert_eq!(count(&s, "SELECT count(*) FROM jobs").await, 10_000);
-    assert_eq!(
-        count(
-            &s,
-            "SELECT count(*) FROM event_outbox WHERE topic = 'job.submitted'"
-        )
-        .await,
-        10_000
-    );
+    assert_eq!(topic_count(&s, "job.submitted").await, 10_000);
     // All-or-nothing: one bad queue at the end rejects all.
     let mut bad: Vec<NewJob> = (0..500).map(|_| job("default")).collect();
     bad.push(job("missing"));
@@ -499,7 +519,7 @@ async fn fr_015_nfr_008_concurrent_claimers_never_assign_a_job_twice() {
 }
 
 #[tokio::test]
-async fn fr_010_fr_011_jq_160_full_life_writes_one_event_and_one_outbox_row_per_transition() {
+async fn fr_010_fr_011_jq_160_full_life_writes_one_event_per_transition_which_is_also_its_outbox_entry() {
     let (_db, s) = setup().await;
     worker(&s, "w", &["default"]).await;
     let id = s.submit(job("default")).await.unwrap().job_id;
@@ -518,12 +538,12 @@ async fn fr_010_fr_011_jq_160_full_life_writes_one_event_and_one_outbox_row_per_
     );
     assert_eq!(ev[1].worker_id.as_deref(), Some("w"));
     assert_eq!(ev[3].attempt, 1);
-    let topics: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT event_id, topic FROM event_outbox WHERE job_id = $1 ORDER BY id")
-            .bind(id)
-            .fetch_all(s.pool())
-            .await
-            .unwrap();
+    let topics: Vec<(Uuid, String)> = to_publish(&s)
+        .await
+        .into_iter()
+        .filter(|e| e.job_id == Some(id))
+        .map(|e| (e.event_id, e.topic))
+        .collect();
     assert_eq!(
         topics.iter().map(|t| t.1.as_str()).collect::<Vec<_>>(),
         vec!["job.submitted", "job.assigned", "job.started", "job.completed"]
@@ -666,18 +686,8 @@ async fn fr_033_fr_034_failures_retry_with_backoff_then_dead_letter() {
     assert_eq!(delays, vec![5, 10], "base 5 s doubling, zero jitter in tests");
     let ev = s.job_events(id).await.unwrap();
     assert_eq!(ev.last().unwrap().reason(), Some(Reason::RetriesExhausted));
-    assert_eq!(
-        count(
-            &s,
-            "SELECT count(*) FROM event_outbox WHERE topic = 'job.dead-lettered'"
-        )
-        .await,
-        1
-    );
-    assert_eq!(
-        count(&s, "SELECT count(*) FROM event_outbox WHERE topic = 'job.failed'").await,
-        3
-    );
+    assert_eq!(topic_count(&s, "job.dead-lettered").await, 1);
+    assert_eq!(topic_count(&s, "job.failed").await, 3);
 }
 
 #[tokio::test]
@@ -1557,8 +1567,27 @@ async fn fr_031_fr_035_events_of_unknown_job_and_deleting_dead_letters() {
         0
     );
     assert_eq!(s.job_events(other).await.unwrap().len(), 1);
-    // Its events stay in the outbox until published.
-    assert_eq!(count(&s, "SELECT count(*) FROM event_outbox").await, 3);
+    // Its events not yet published move to event_outbox and are still
+    // published, in order, with their topics.
+    let kept = s.outbox_unsent(10).await.unwrap();
+    assert_eq!(
+        kept.iter()
+            .map(|e| (e.job_id, e.topic.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(Some(id), "job.submitted"), (Some(id), "job.dead-lettered")]
+    );
+    assert_eq!(to_publish(&s).await.len(), 1, "the other job's event");
+    // Once published, a deleted job's events are not kept.
+    s.outbox_mark_sent(&kept.iter().map(|e| e.id).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let gone = s.submit(job("default")).await.unwrap().job_id;
+    s.cancel(gone).await.unwrap();
+    let w = s.job_events_window(100).await.unwrap();
+    s.job_events_published(w.upto).await.unwrap();
+    s.delete_job(gone).await.unwrap();
+    assert!(s.outbox_unsent(10).await.unwrap().is_empty());
+    assert_eq!(s.outbox_backlog().await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -1633,28 +1662,30 @@ async fn fr_040_observer_hears_named_queries() {
 #[tokio::test]
 async fn jq_160_outbox_is_read_in_order_marked_sent_and_pruned_after_retention() {
     let (_db, s) = setup().await;
-    s.submit_many((0..3).map(|_| job("default")).collect())
-        .await
-        .unwrap();
+    // event_outbox now holds worker events and deleted jobs' unpublished
+    // events (ADR 0012): three deleted jobs give two rows each.
+    for _ in 0..3 {
+        let id = s.submit(job("default")).await.unwrap().job_id;
+        s.cancel(id).await.unwrap();
+        s.delete_job(id).await.unwrap();
+    }
     let unsent = s.outbox_unsent(10).await.unwrap();
-    assert_eq!(unsent.len(), 3);
+    assert_eq!(unsent.len(), 6);
     assert!(unsent.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
-    assert!(
-        unsent
-            .iter()
-            .all(|e| e.topic == "job.submitted" && e.key == e.job_id.unwrap().to_string())
-    );
-    s.outbox_mark_sent(&[unsent[0].id, unsent[1].id]).await.unwrap();
-    assert_eq!(s.outbox_unsent(10).await.unwrap().len(), 1);
-    assert_eq!(s.outbox_backlog().await.unwrap(), 1);
+    assert!(unsent.iter().all(|e| e.key == e.job_id.unwrap().to_string()));
+    assert_eq!(unsent.iter().filter(|e| e.topic == "job.submitted").count(), 3);
+    let ids: Vec<i64> = unsent.iter().map(|e| e.id).collect();
+    s.outbox_mark_sent(&ids[..4]).await.unwrap();
+    assert_eq!(s.outbox_unsent(10).await.unwrap().len(), 2);
+    assert_eq!(s.outbox_backlog().await.unwrap(), 2);
     // Nothing is pruned before the retention has passed, unsent never.
     assert_eq!(s.outbox_prune(Duration::from_secs(3600)).await.unwrap(), 0);
     sqlx::query("UPDATE event_outbox SET sent_at = sent_at - interval '2 hours' WHERE sent_at IS NOT NULL")
         .execute(s.pool())
         .await
         .unwrap();
-    assert_eq!(s.outbox_prune(Duration::from_secs(3600)).await.unwrap(), 2);
-    assert_eq!(count(&s, "SELECT count(*) FROM event_outbox").await, 1);
+    assert_eq!(s.outbox_prune(Duration::from_secs(3600)).await.unwrap(), 4);
+    assert_eq!(count(&s, "SELECT count(*) FROM event_outbox").await, 2);
     // One relay at a time.
     let lease = s.try_relay_lease().await.unwrap();
     assert!(lease.is_some());
@@ -1669,6 +1700,129 @@ async fn jq_160_outbox_is_read_in_order_marked_sent_and_pruned_after_retention()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(again.is_some(), "a dropped lease frees the relay role");
+}
+
+/// A transaction on a connection of its own, with a transaction id
+/// assigned now (so the order of ids is the test's to choose).
+async fn open_tx(db: &TestDb) -> (sqlx::PgConnection, i64) {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+    let xid: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    (c, xid)
+}
+
+/// Write a job event by hand in `c`'s transaction; returns its id.
+async fn event_in(c: &mut sqlx::PgConnection, job: Uuid, to: &str) -> i64 {
+    sqlx::query_scalar(
+        "INSERT INTO job_events (event_id, job_id, queue, from_status, to_status, reason, attempt) \
+         VALUES (gen_random_uuid(), $1, 'default', CASE WHEN $2 = 'PENDING' THEN NULL ELSE 'PENDING'::job_status END, \
+                 $2::job_status, 'TEST', 0) RETURNING id",
+    )
+    .bind(job)
+    .bind(to)
+    .fetch_one(c)
+    .await
+    .unwrap()
+}
+
+/// The next window once `ready` holds for it. The horizon is cluster-wide:
+/// a transaction of another test (another database) that is still running
+/// holds every window back until it ends, so a test waits for that.
+async fn window_when(s: &Store, ready: impl Fn(&jq_store::EventWindow) -> bool) -> jq_store::EventWindow {
+    for _ in 0..1200 {
+        let w = s.job_events_window(100).await.unwrap();
+        if ready(&w) {
+            return w;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the window never got ready");
+}
+
+async fn commit(mut c: sqlx::PgConnection) {
+    sqlx::query("COMMIT").execute(&mut c).await.unwrap();
+}
+
+#[tokio::test]
+async fn jq_160_job_events_are_published_by_windows_that_skip_no_late_commit() {
+    let (db, s) = setup().await;
+    let early = s.submit(job("default")).await.unwrap().job_id;
+    // A transaction that began writing before the next submit and commits
+    // after it: its event has the smaller id but becomes visible later.
+    let (mut slow, _) = open_tx(&db).await;
+    let late_job = Uuid::new_v4();
+    let late_event = event_in(&mut slow, late_job, "PENDING").await;
+    let after = s.submit(job("default")).await.unwrap().job_id;
+    let w = window_when(&s, |w| !w.events.is_empty()).await;
+    // The window ends below the running transaction: `after` waits too.
+    assert_eq!(
+        w.events.iter().map(|e| e.job_id.unwrap()).collect::<Vec<_>>(),
+        vec![early]
+    );
+    assert_eq!(w.events[0].topic, "job.submitted");
+    s.job_events_published(w.upto).await.unwrap();
+    assert_eq!(
+        s.outbox_backlog().await.unwrap(),
+        1,
+        "`after`; the running one is not visible"
+    );
+    assert!(s.job_events_window(100).await.unwrap().events.is_empty());
+    commit(slow).await;
+    let w = window_when(&s, |w| !w.events.is_empty()).await;
+    assert_eq!(
+        w.events
+            .iter()
+            .map(|e| (e.id == late_event, e.job_id.unwrap()))
+            .collect::<Vec<_>>(),
+        vec![(true, late_job), (false, after)],
+        "both, in id order"
+    );
+    s.job_events_published(w.upto).await.unwrap();
+    assert_eq!(s.outbox_backlog().await.unwrap(), 0);
+    assert!(s.job_events_window(100).await.unwrap().events.is_empty());
+    // A window never splits one transaction's events, however many.
+    s.submit_many((0..50).map(|_| job("default")).collect())
+        .await
+        .unwrap();
+    let w = window_when(&s, |w| !w.events.is_empty()).await;
+    assert_eq!(w.events.len(), 50);
+    let w = s.job_events_window(10).await.unwrap();
+    assert_eq!(w.events.len(), 50, "limit 10");
+}
+
+#[tokio::test]
+async fn jq_160_one_jobs_events_keep_their_order_when_the_later_one_has_the_older_transaction() {
+    let (db, s) = setup().await;
+    let j = Uuid::new_v4();
+    // Transaction ids in the order older < middle < newer.
+    let (mut older, _) = open_tx(&db).await;
+    let (middle, _) = open_tx(&db).await;
+    let (mut newer, _) = open_tx(&db).await;
+    // The newer transaction writes the job's first event and commits; the
+    // older one writes its second event (as a transition that waited for
+    // the job's row lock would) and commits.
+    let first = event_in(&mut newer, j, "PENDING").await;
+    commit(newer).await;
+    let second = event_in(&mut older, j, "ASSIGNED").await;
+    commit(older).await;
+    // With `middle` running, only the older transaction is below the
+    // horizon; publishing its event now would put it before the first.
+    let w = window_when(&s, |w| !w.events.is_empty() || w.held).await;
+    assert!(w.events.is_empty(), "{w:?}");
+    commit(middle).await;
+    let w = window_when(&s, |w| !w.events.is_empty()).await;
+    assert_eq!(
+        w.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![first, second]
+    );
+    assert_eq!(
+        w.events.iter().map(|e| e.topic.as_str()).collect::<Vec<_>>(),
+        vec!["job.submitted", "job.assigned"]
+    );
 }
 
 #[tokio::test]
@@ -1692,16 +1846,19 @@ async fn fr_011_jq_160_audit_finds_every_transition_with_exactly_one_event() {
     let a = s.audit_events().await.unwrap();
     assert_eq!(a.transitions, 3 + 3, "3 submitted, claimed, started, completed");
     assert_eq!((a.missing, a.duplicated, a.orphans), (0, 0, 0));
-    // The audit sees a lost and a doubled event (made by hand).
+    // The audit sees a lost and a doubled event (made by hand): a row as
+    // written before schema v4 (no txid) without its outbox copy, and an
+    // outbox copy of an event the relay publishes from job_events.
     sqlx::query(
-        "DELETE FROM event_outbox WHERE id = (SELECT min(id) FROM event_outbox WHERE job_id IS NOT NULL)",
+        "INSERT INTO job_events (event_id, job_id, queue, to_status, reason, attempt, txid) \
+         VALUES (gen_random_uuid(), gen_random_uuid(), 'default', 'PENDING', 'SUBMITTED', 0, NULL)",
     )
     .execute(db.pool())
     .await
     .unwrap();
     sqlx::query(
         "INSERT INTO event_outbox (event_id, topic, partition_key, job_id) \
-         SELECT event_id, topic, partition_key, job_id FROM event_outbox WHERE job_id IS NOT NULL LIMIT 1",
+         SELECT event_id, 'job.submitted', job_id::text, job_id FROM job_events WHERE txid IS NOT NULL LIMIT 1",
     )
     .execute(db.pool())
     .await
