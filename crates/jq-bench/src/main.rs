@@ -60,6 +60,18 @@ struct Args {
     big_rows: u64,
     #[arg(long, default_value_t = 100_000)]
     big_pending: u64,
+    /// Extra setting for the server, `JQ_NAME=value`; repeatable. For
+    /// example `--server-env JQ_KAFKA_BROKERS=<brokers>` runs every
+    /// scenario with the outbox relay publishing to Kafka.
+    #[arg(long = "server-env", value_parser = env_pair)]
+    server_env: Vec<(String, String)>,
+}
+
+fn env_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if k.starts_with("JQ_") => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not JQ_NAME=value")),
+    }
 }
 
 fn f(v: &Value, path: &str) -> String {
@@ -132,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
         admin_url: a.db_url,
         redis_url: a.redis_url,
         server_bin,
-        server_env: vec![],
+        server_env: a.server_env,
     };
     let all = [
         "submit-unary",
