@@ -11,6 +11,47 @@ use uuid::Uuid;
 use crate::rows::{EventRow, JOB_COLUMNS, JobRow};
 use crate::{Result, Store, StoreError};
 
+/// The submit statement (see [`Store::submit_tx`]). `ON CONFLICT DO NOTHING`
+/// answers a repeated idempotency key, and a retry of a submit whose commit
+/// went unanswered, without an error.
+const SUBMIT_SQL: &str = r#"
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::bytea[], $5::int[], $6::text[],
+                         $7::bigint[], $8::timestamptz[], $9::bigint[], $10::int[])
+        AS t(id, queue, priority, payload, max_retries, idempotency_key, delay_ms, run_at, ttl_ms, ord)
+), prepared AS (
+    SELECT i.*, coalesce(i.max_retries, q.max_retries) AS eff_max_retries,
+           CASE WHEN i.run_at IS NOT NULL THEN greatest(i.run_at, now())
+                WHEN i.delay_ms IS NOT NULL THEN now() + i.delay_ms * interval '1 millisecond'
+                ELSE now() END AS nb,
+           coalesce(i.ttl_ms, q.default_ttl_s::bigint * 1000) AS eff_ttl_ms
+    FROM input i LEFT JOIN queues q ON q.name = i.queue
+), ins AS (
+    -- A missing queue gets a placeholder max_retries so that the foreign
+    -- key, not NOT NULL, is what refuses it.
+    INSERT INTO jobs (id, queue, priority, payload, max_retries, idempotency_key, not_before, expires_at)
+    SELECT id, queue, priority, payload, coalesce(eff_max_retries, 0), idempotency_key, nb,
+           CASE WHEN eff_ttl_ms IS NULL THEN NULL ELSE nb + eff_ttl_ms * interval '1 millisecond' END
+    FROM prepared ORDER BY ord
+    ON CONFLICT DO NOTHING
+    RETURNING id, queue
+), ev AS (
+    INSERT INTO job_events (event_id, job_id, queue, from_status, to_status, reason, attempt)
+    SELECT gen_random_uuid(), id, queue, NULL, $11::job_status, $12, 0 FROM ins
+), wake AS (
+    -- JQ-120: wake every server's dispatcher, sent by the commit itself.
+    SELECT pg_notify('jq_wake', $13) FROM (SELECT 1 FROM ins LIMIT 1) one
+)
+-- (The uncorrelated subquery runs once, so the notify is sent.)
+SELECT id FROM ins WHERE (SELECT count(*) FROM wake) >= 0"#;
+
+/// [`SUBMIT_SQL`] without `ON CONFLICT`, for a first try with no
+/// idempotency keys: nothing can conflict then (the ids are new UUIDv4s),
+/// and the speculative insertion `ON CONFLICT` needs cost about 15 % of
+/// the `jobs` insert (psql, 5,000 rows: 67-77 ms against 58-60 ms).
+static SUBMIT_SQL_PLAIN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| SUBMIT_SQL.replace("    ON CONFLICT DO NOTHING\n", ""));
+
 fn is_foreign_key(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23503"))
 }
@@ -51,7 +92,8 @@ impl Store {
     }
 
     /// Submit jobs in one all-or-nothing transaction (JQ-102): every queue
-    /// must exist; each new job gets its `job_events` and outbox rows.
+    /// must exist; each new job gets its `job_events` row (also its outbox
+    /// entry, ADR 0012).
     pub async fn submit_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Submitted>> {
         self.submit_all(&jobs).await
     }
@@ -88,14 +130,24 @@ impl Store {
         // commit outcome finds its own rows instead of inserting twice.
         let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::new_v4()).collect();
         let ids = &ids;
-        self.run("submit_jobs", move || self.submit_tx(jobs, ids)).await
+        // Retries keep `ON CONFLICT`: an earlier try may have committed.
+        let keyed = jobs.iter().any(|j| j.idempotency_key.is_some());
+        let tries = std::sync::atomic::AtomicU32::new(0);
+        let tries = &tries;
+        self.run("submit_jobs", move || {
+            let retry = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0;
+            self.submit_tx(jobs, ids, keyed || retry)
+        })
+        .await
     }
 
     /// One statement, so one round trip and one commit: the insert is
     /// all-or-nothing by itself, and the foreign key to `queues` refuses the
     /// whole statement when a queue is missing (or deleted meanwhile; the
     /// key check locks the queue row against a concurrent delete).
-    async fn submit_tx(&self, jobs: &[NewJob], ids: &[Uuid]) -> Result<Vec<Submitted>> {
+    ///
+    /// `guarded`: insert with `ON CONFLICT DO NOTHING` ([`SUBMIT_SQL`]).
+    async fn submit_tx(&self, jobs: &[NewJob], ids: &[Uuid], guarded: bool) -> Result<Vec<Submitted>> {
         let n = jobs.len();
         let mut q = Vec::with_capacity(n);
         let mut prio = Vec::with_capacity(n);
@@ -124,53 +176,23 @@ impl Store {
         }
         let step = submitted_step();
         let mut conn = self.conn().await?;
-        let inserted: std::result::Result<Vec<Uuid>, sqlx::Error> = sqlx::query_scalar(
-            r#"
-WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::bytea[], $5::int[], $6::text[],
-                         $7::bigint[], $8::timestamptz[], $9::bigint[], $10::int[])
-        AS t(id, queue, priority, payload, max_retries, idempotency_key, delay_ms, run_at, ttl_ms, ord)
-), prepared AS (
-    SELECT i.*, coalesce(i.max_retries, q.max_retries) AS eff_max_retries,
-           CASE WHEN i.run_at IS NOT NULL THEN greatest(i.run_at, now())
-                WHEN i.delay_ms IS NOT NULL THEN now() + i.delay_ms * interval '1 millisecond'
-                ELSE now() END AS nb,
-           coalesce(i.ttl_ms, q.default_ttl_s::bigint * 1000) AS eff_ttl_ms
-    FROM input i LEFT JOIN queues q ON q.name = i.queue
-), ins AS (
-    -- A missing queue gets a placeholder max_retries so that the foreign
-    -- key, not NOT NULL, is what refuses it.
-    INSERT INTO jobs (id, queue, priority, payload, max_retries, idempotency_key, not_before, expires_at)
-    SELECT id, queue, priority, payload, coalesce(eff_max_retries, 0), idempotency_key, nb,
-           CASE WHEN eff_ttl_ms IS NULL THEN NULL ELSE nb + eff_ttl_ms * interval '1 millisecond' END
-    FROM prepared ORDER BY ord
-    ON CONFLICT DO NOTHING
-    RETURNING id, queue
-), ev AS (
-    INSERT INTO job_events (event_id, job_id, queue, from_status, to_status, reason, attempt)
-    SELECT gen_random_uuid(), id, queue, NULL, $11::job_status, $12, 0 FROM ins
-), wake AS (
-    -- JQ-120: wake every server's dispatcher, sent by the commit itself.
-    SELECT pg_notify('jq_wake', $13) FROM (SELECT 1 FROM ins LIMIT 1) one
-)
--- (The uncorrelated subquery runs once, so the notify is sent.)
-SELECT id FROM ins WHERE (SELECT count(*) FROM wake) >= 0"#,
-        )
-        .bind(ids)
-        .bind(&q)
-        .bind(&prio)
-        .bind(&payload)
-        .bind(&max_retries)
-        .bind(&key)
-        .bind(&delay_ms)
-        .bind(&run_at)
-        .bind(&ttl_ms)
-        .bind(&ord)
-        .bind(step.to.as_str())
-        .bind(step.reason.as_str())
-        .bind(&*self.wake_tag)
-        .fetch_all(&mut *conn)
-        .await;
+        let sql: &str = if guarded { SUBMIT_SQL } else { &SUBMIT_SQL_PLAIN };
+        let inserted: std::result::Result<Vec<Uuid>, sqlx::Error> = sqlx::query_scalar(sql)
+            .bind(ids)
+            .bind(&q)
+            .bind(&prio)
+            .bind(&payload)
+            .bind(&max_retries)
+            .bind(&key)
+            .bind(&delay_ms)
+            .bind(&run_at)
+            .bind(&ttl_ms)
+            .bind(&ord)
+            .bind(step.to.as_str())
+            .bind(step.reason.as_str())
+            .bind(&*self.wake_tag)
+            .fetch_all(&mut *conn)
+            .await;
         let inserted = conn.settle(inserted);
         drop(conn);
         let inserted = match inserted {
