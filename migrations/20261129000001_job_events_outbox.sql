@@ -11,9 +11,9 @@
 -- outbox copies in `event_outbox` are published as before, and new job
 -- events no longer get one. `event_outbox` keeps worker events and the
 -- events of deleted jobs that were not yet published.
-ALTER TABLE job_events ADD COLUMN txid bigint;
+ALTER TABLE job_events ADD COLUMN IF NOT EXISTS txid bigint;
 ALTER TABLE job_events ALTER COLUMN txid SET DEFAULT pg_current_xact_id()::text::bigint;
-CREATE INDEX job_events_txid ON job_events (txid) WHERE txid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS job_events_txid ON job_events (txid) WHERE txid IS NOT NULL;
 
 -- The relay's cursor: every job event with txid below it is published.
 -- It starts at the oldest transaction running now: any transaction that
