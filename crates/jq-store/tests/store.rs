@@ -1798,6 +1798,24 @@ async fn jq_160_job_events_are_published_by_windows_that_skip_no_late_commit() {
 }
 
 #[tokio::test]
+async fn jq_160_the_relay_window_reads_the_txid_index_not_the_whole_history() {
+    let (db, s) = setup().await;
+    s.submit_many((0..2000).map(|_| job("default")).collect())
+        .await
+        .unwrap();
+    sqlx::query("ANALYZE job_events")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let plan = s.explain_job_events_window().await.unwrap();
+    assert!(
+        plan.contains("Index Scan using job_events_txid on job_events e "),
+        "{plan}"
+    );
+    assert!(!plan.contains("job_events_pkey"), "{plan}");
+}
+
+#[tokio::test]
 async fn jq_160_one_jobs_events_keep_their_order_when_the_later_one_has_the_older_transaction() {
     let (db, s) = setup().await;
     let j = Uuid::new_v4();
