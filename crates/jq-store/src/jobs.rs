@@ -394,3 +394,18 @@ impl Store {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jq_101_only_the_unguarded_submit_lacks_on_conflict() {
+        assert!(SUBMIT_SQL.contains("ON CONFLICT DO NOTHING"));
+        assert!(!SUBMIT_SQL_PLAIN.contains("ON CONFLICT"));
+        assert_eq!(
+            SUBMIT_SQL_PLAIN.len(),
+            SUBMIT_SQL.len() - "    ON CONFLICT DO NOTHING\n".len()
+        );
+    }
+}
