@@ -3,7 +3,8 @@
 let
   inherit (pkgs) lib;
   # Cargo sources plus what the build reads besides Rust: the protos, the
-  # SQL migrations (embedded by sqlx::migrate!), insta snapshots for checks.
+  # SQL migrations (embedded by sqlx::migrate!), insta snapshots and the
+  # fuzz corpus (replayed as a test) for checks.
   src = lib.cleanSourceWith {
     src = root;
     filter = path: type:
@@ -11,6 +12,7 @@ let
       || lib.hasSuffix ".proto" path
       || lib.hasSuffix ".sql" path
       || lib.hasSuffix ".snap" path
+      || lib.hasInfix "/fuzz/corpus" path
       || lib.hasSuffix "/.config" path
       || lib.hasInfix "/.config/" path;
   };

@@ -145,6 +145,67 @@ async fn e2e_3_a_job_failing_max_retries_times_ends_dead_lettered_and_is_listed(
     assert!(table.contains(id) && table.contains("DEAD_LETTERED"), "{table}");
 }
 
+/// JQ-105: a job whose stderr holds a NUL keeps its own outcome. Before,
+/// the report was refused (PostgreSQL text cannot hold NUL), the worker
+/// dropped it, and the job ended WORKER_LOST with no result.
+#[tokio::test]
+async fn jq_105_e2e_a_job_writing_a_nul_to_stderr_is_dead_lettered_by_its_own_failures() {
+    let (_db, server) = system().await;
+    let a = server.addr();
+    ctl(
+        &a,
+        &[
+            "queue",
+            "create",
+            "nul",
+            "--backoff-base",
+            "50ms",
+            "--backoff-max",
+            "100ms",
+        ],
+    )
+    .await
+    .ok();
+    let _w = Worker::start_with(&a, "e2e-nul", 1, vec![("JQ_WORKER_QUEUES".into(), "nul".into())]).await;
+    let id = ctl(
+        &a,
+        &[
+            "job",
+            "submit",
+            "-q",
+            "nul",
+            "--max-retries",
+            "1",
+            r#"{"command":["sh","-c","printf 'bad\\000byte' >&2; exit 2"]}"#,
+        ],
+    )
+    .await
+    .ok()
+    .stdout;
+    let id = id.trim();
+    let j = wait_for(&a, id, "DEAD_LETTERED").await;
+    assert_eq!(
+        (j["attempt"].clone(), j["retries"].clone()),
+        (json!(2), json!(1)),
+        "{j}"
+    );
+    // The result holds the bytes as they were (JSON escapes the NUL) ...
+    assert_eq!(j["result"]["exit_code"], 2, "{j}");
+    assert_eq!(j["result"]["stderr"], "bad\u{0}byte", "{j}");
+    // ... and the error line stores it replaced (ADR 0013).
+    let e = j["error"].as_str().unwrap();
+    assert!(e.contains("exited with code 2: bad\u{FFFD}byte"), "{e}");
+    let logs = ctl(&a, &["job", "logs", id, "-o", "json"]).await.ok().json();
+    let reasons: Vec<&str> = logs["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert!(!reasons.contains(&"WORKER_LOST"), "{reasons:?}");
+    assert_eq!(reasons.last(), Some(&"RETRIES_EXHAUSTED"), "{reasons:?}");
+}
+
 #[tokio::test]
 async fn e2e_4_two_servers_at_once_no_job_runs_twice_concurrently_none_lost() {
     let db = TestDb::new().await;
@@ -319,6 +380,17 @@ async fn e2e_quickstart_jq_server_dev_runs_a_job_with_nothing_else_set_up() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(up, "jq-server --dev never answered");
+    // JQ-173: dev mode runs any argv with auth off, so it binds loopback.
+    let st = ctl(&addr, &["status", "-o", "json"]).await.ok().json();
+    let security = st["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "security")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(security["state"], "ok", "{st}");
+    assert!(security["detail"].as_str().unwrap().contains("127.0.0.1"), "{st}");
     let id = ctl(&addr, &["job", "submit", r#"{"command":["echo","hi"]}"#])
         .await
         .ok()
@@ -351,6 +423,7 @@ async fn e2e_quickstart_jq_server_dev_runs_a_job_with_nothing_else_set_up() {
         banner.contains("running in dev mode") && banner.contains("job submit"),
         "{banner}"
     );
+    assert!(banner.contains(&format!("gRPC 127.0.0.1:{grpc}")), "{banner}");
     assert!(
         !dir.path().join(".jq-dev/postgres/postmaster.pid").exists(),
         "PostgreSQL stopped"

@@ -68,6 +68,9 @@ pub struct Exec {
     pub kill_grace_s: u64,
     /// Bytes kept of stdout and of stderr each; the rest is dropped.
     pub output_cap_bytes: u64,
+    /// Programs a payload may start (JQ-173): bare names, looked up on the
+    /// worker's PATH, or absolute paths, matched exactly. Empty: any.
+    pub allowed_commands: Vec<String>,
 }
 
 impl Default for Exec {
@@ -79,6 +82,7 @@ impl Default for Exec {
             default_timeout_s: 3600,
             kill_grace_s: 10,
             output_cap_bytes: 64 * 1024,
+            allowed_commands: vec![],
         }
     }
 }
@@ -146,6 +150,12 @@ impl Config for WorkerConfig {
         check(
             e.output_cap_bytes >= 1,
             "exec.output_cap_bytes must be at least 1",
+        );
+        check(
+            e.allowed_commands
+                .iter()
+                .all(|c| !c.trim().is_empty() && (c.starts_with('/') || !c.contains('/'))),
+            "exec.allowed_commands holds program names (no '/') or absolute paths, none empty",
         );
         check(
             self.tls.cert.is_empty() == self.tls.key.is_empty(),

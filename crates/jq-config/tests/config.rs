@@ -223,3 +223,23 @@ fn fr_018_fr_021_fr_022_worker_defaults_env_and_validation() {
         assert!(e.contains(want), "{want}: {e}");
     }
 }
+
+#[test]
+fn jq_173_allowed_commands_are_names_or_absolute_paths() {
+    use jq_config::WorkerConfig;
+    let c = load::<WorkerConfig>(None, vec![]).unwrap().config;
+    assert!(c.exec.allowed_commands.is_empty(), "default: any program");
+    let c = load::<WorkerConfig>(
+        None,
+        env(&[("JQ_EXEC_ALLOWED_COMMANDS", "echo, /usr/bin/convert")]),
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.exec.allowed_commands, vec!["echo", "/usr/bin/convert"]);
+    for bad in ["bin/echo", "./x"] {
+        let e = load::<WorkerConfig>(None, env(&[("JQ_EXEC_ALLOWED_COMMANDS", bad)]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exec.allowed_commands"), "{bad}: {e}");
+    }
+}

@@ -3,7 +3,7 @@
 
 /// A text form (status, token, …) that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {what} {value:?}: expected {expected}")]
+#[error("invalid {what} {}: expected {expected}", crate::input::Echo(value))]
 pub struct ParseError {
     pub what: &'static str,
     pub value: String,

@@ -10,6 +10,7 @@
 //! - [`ordering`]: dispatch order (FR-014).
 //! - [`submit`]: validation of submissions and queue settings (§2, §6).
 //! - [`events`]: topic of each transition (§9).
+//! - [`input`]: hostile-input checks, bounded echoes, storable job text (JQ-105).
 //! - [`page`]: list cursors (FR-032).
 //! - [`records`]: plain data of stored jobs, queues, workers, events.
 //! - `testing` (feature): the reference model shared by the model tests.
@@ -17,6 +18,7 @@
 pub mod backoff;
 pub mod error;
 pub mod events;
+pub mod input;
 pub mod lifecycle;
 pub mod ordering;
 pub mod page;

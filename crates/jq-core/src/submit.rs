@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 
 use crate::backoff::BackoffPolicy;
 use crate::error::ValidationError;
+use crate::input::{check_identifier, echo};
 
 /// Default payload limit (JQ-104): 1 MiB.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
@@ -19,6 +20,10 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
 pub const MAX_PRIORITY: u8 = 9;
 /// Longest delay accepted for a delayed job: one year.
 pub const MAX_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);
+/// `run_at` outside these years is a client's mistake (and beyond what
+/// PostgreSQL's timestamptz holds at the far ends).
+pub const MIN_RUN_AT_YEAR: i32 = 1970;
+pub const MAX_RUN_AT_YEAR: i32 = 9999;
 /// Largest max_retries accepted.
 pub const MAX_RETRIES_LIMIT: u32 = 10_000;
 
@@ -36,7 +41,8 @@ pub fn validate_queue_name(name: &str) -> Result<(), ValidationError> {
         Err(ValidationError::invalid(
             "queue",
             format!(
-                "{name:?} is not a valid queue name (1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit)"
+                "{} is not a valid queue name (1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit)",
+                echo(name)
             ),
         ))
     }
@@ -49,7 +55,10 @@ pub fn validate_worker_id(id: &str) -> Result<(), ValidationError> {
     } else {
         Err(ValidationError::invalid(
             "worker_id",
-            format!("{id:?} is not a valid worker id (1-255 printable ASCII characters, no spaces)"),
+            format!(
+                "{} is not a valid worker id (1-255 printable ASCII characters, no spaces)",
+                echo(id)
+            ),
         ))
     }
 }
@@ -145,6 +154,12 @@ impl JobRequest {
                     "give either run_at or delay, not both",
                 ));
             }
+            (Some(at), None) if !(MIN_RUN_AT_YEAR..=MAX_RUN_AT_YEAR).contains(&at.year()) => {
+                return Err(ValidationError::invalid(
+                    "run_at",
+                    format!("must be between the years {MIN_RUN_AT_YEAR} and {MAX_RUN_AT_YEAR}"),
+                ));
+            }
             (Some(at), None) => Schedule::At(at),
             (None, Some(d)) if d > MAX_DELAY => {
                 return Err(ValidationError::invalid("delay", "must be at most one year"));
@@ -153,13 +168,8 @@ impl JobRequest {
             (None, Some(d)) => Schedule::After(d),
             (None, None) => Schedule::Now,
         };
-        if let Some(k) = &self.idempotency_key
-            && (k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN)
-        {
-            return Err(ValidationError::invalid(
-                "idempotency_key",
-                format!("must be 1-{MAX_IDEMPOTENCY_KEY_LEN} bytes when set"),
-            ));
+        if let Some(k) = &self.idempotency_key {
+            check_identifier("idempotency_key", k, 1, MAX_IDEMPOTENCY_KEY_LEN)?;
         }
         Ok(NewJob {
             queue: self.queue,
@@ -249,6 +259,20 @@ impl QueueSettings {
                 "default_ttl",
                 "must be at least 1 second",
             ));
+        }
+        for (field, d) in [
+            ("default_ttl", self.default_ttl),
+            ("default_timeout", self.default_timeout),
+        ] {
+            if d.is_some_and(|d| d.as_secs() > crate::input::INT4_MAX) {
+                return Err(ValidationError::invalid(
+                    field,
+                    format!("must be at most {} seconds", crate::input::INT4_MAX),
+                ));
+            }
+        }
+        if let Some(c) = self.concurrency_limit {
+            crate::input::stored_int4("concurrency_limit", c)?;
         }
         if self.concurrency_limit == Some(0) {
             return Err(ValidationError::invalid(

@@ -266,9 +266,10 @@ pub struct QueueFlags {
     /// Default TTL of its jobs (e.g. 1h; 0 clears it).
     #[arg(long, value_parser = parse_duration)]
     pub ttl: Option<Duration>,
-    /// Default execution timeout handed to workers (e.g. 10m; 0 clears it).
+    /// Default execution timeout of its jobs, handed to workers (e.g. 10m;
+    /// 0 clears it). Not the global --timeout, which bounds this call.
     #[arg(long, value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
+    pub job_timeout: Option<Duration>,
     /// Retry backoff base (e.g. 5s).
     #[arg(long, value_parser = parse_duration)]
     pub backoff_base: Option<Duration>,
@@ -335,6 +336,67 @@ mod tests {
 
     fn parse(args: &str) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("jq-ctl").chain(args.split_whitespace()))
+    }
+
+    #[test]
+    fn jq_105_no_subcommand_option_shares_a_name_with_a_global_one() {
+        use clap::CommandFactory;
+        let root = Cli::command();
+        let globals: Vec<(Option<String>, Option<char>)> = root
+            .get_arguments()
+            .filter(|a| a.is_global_set())
+            .map(|a| (a.get_long().map(str::to_string), a.get_short()))
+            .collect();
+        assert!(globals.iter().any(|(l, _)| l.as_deref() == Some("timeout")));
+        // The tree as declared: globals live on the root only until clap
+        // propagates them, so every argument below is the subcommand's own.
+        fn walk(
+            c: &clap::Command,
+            path: String,
+            globals: &[(Option<String>, Option<char>)],
+            clashes: &mut Vec<String>,
+        ) {
+            for a in c.get_arguments() {
+                for (l, sh) in globals {
+                    if a.get_long().is_some() && a.get_long() == l.as_deref() {
+                        clashes.push(format!("{path} --{}", a.get_long().unwrap()));
+                    }
+                    if a.get_short().is_some() && a.get_short() == *sh {
+                        clashes.push(format!("{path} -{}", a.get_short().unwrap()));
+                    }
+                }
+            }
+            for sub in c.get_subcommands() {
+                walk(sub, format!("{path} {}", sub.get_name()), globals, clashes);
+            }
+        }
+        let mut clashes = vec![];
+        for sub in root.get_subcommands() {
+            walk(sub, sub.get_name().to_string(), &globals, &mut clashes);
+        }
+        assert!(
+            clashes.is_empty(),
+            "subcommand options shadowing a global one: {clashes:?}"
+        );
+    }
+
+    #[test]
+    fn jq_105_queue_job_timeout_and_the_call_timeout_are_apart() {
+        let c = parse("--timeout 3s queue create z --job-timeout 10m").unwrap();
+        assert_eq!(c.global.timeout, Duration::from_secs(3));
+        let Some(Cmd::Queue(QueueCmd::Create { settings, .. })) = c.command else {
+            panic!("not a queue create")
+        };
+        assert_eq!(settings.job_timeout, Some(Duration::from_secs(600)));
+        let c = parse("queue create z --timeout 3s").unwrap();
+        let Some(Cmd::Queue(QueueCmd::Create { settings, .. })) = c.command else {
+            panic!("not a queue create")
+        };
+        assert_eq!(
+            settings.job_timeout, None,
+            "--timeout is the call's deadline only"
+        );
+        assert_eq!(c.global.timeout, Duration::from_secs(3));
     }
 
     #[test]

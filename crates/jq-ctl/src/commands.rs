@@ -297,7 +297,8 @@ pub fn parse_ndjson(text: &[u8], default_queue: &str, name: &str) -> Result<Vec<
         }
         let bad =
             |why: String| CtlError::Usage(format!("{name} line {}: {why}; nothing was submitted", i + 1));
-        let l: Line = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+        let l: Line =
+            serde_json::from_str(line).map_err(|e| bad(jq_core::input::clip(e.to_string(), 300)))?;
         if let Some(p) = l.priority
             && !(0..=9).contains(&p)
         {
@@ -475,7 +476,7 @@ fn settings(f: QueueFlags) -> v1::QueueSettings {
     v1::QueueSettings {
         max_retries: f.max_retries,
         default_ttl_seconds: f.ttl.map(secs),
-        default_timeout_seconds: f.timeout.map(secs),
+        default_timeout_seconds: f.job_timeout.map(secs),
         backoff_base_ms: f.backoff_base.map(ms),
         backoff_max_ms: f.backoff_max.map(ms),
         concurrency_limit: f.concurrency_limit,

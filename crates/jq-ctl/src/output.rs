@@ -779,9 +779,10 @@ impl SystemView {
             .collect();
         SystemView {
             server,
+            // A security warning is not an outage: it has its own row.
             healthy: components
                 .iter()
-                .all(|c| c.state == "ok" || c.state == "disabled"),
+                .all(|c| matches!(c.state.as_str(), "ok" | "disabled" | "warning")),
             server_version: r.server_version,
             components,
             active_workers: r.active_workers,

@@ -192,6 +192,11 @@ fn system() -> SystemView {
                     state: "disabled".into(),
                     detail: "no kafka.brokers; events stay in the outbox".into(),
                 },
+                v1::ComponentHealth {
+                    name: "security".into(),
+                    state: "warning".into(),
+                    detail: "listening on 0.0.0.0 without authentication (auth.enabled): anyone who can reach this address can submit jobs and drive workers".into(),
+                },
             ],
             active_workers: 2,
             queues: vec![stats()],

@@ -27,6 +27,7 @@ pub mod dispatcher;
 pub mod dry_run;
 pub mod grpc;
 pub mod locks;
+pub mod posture;
 pub mod reaper;
 pub mod registry;
 pub mod relay;
@@ -324,6 +325,10 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         metrics_l.local_addr()?,
     );
 
+    if let posture::Posture::Exposed { .. } = posture::of(&cfg) {
+        let (_, detail) = posture::of(&cfg).component(&grpc_addr.to_string());
+        tracing::warn!(security = "exposed", "{detail}");
+    }
     if let Err(e) = prepare(&shared).await {
         tracing::warn!(error = %e, "database not ready at start; retrying in the background (readyz is false until then)");
     }

@@ -33,6 +33,10 @@ struct Args {
     /// /healthz and /readyz port (server.health_port).
     #[arg(long)]
     health_port: Option<u16>,
+    /// Listen address of every listener (server.bind). --dev binds
+    /// 127.0.0.1 unless this or JQ_SERVER_BIND says otherwise.
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<String>,
     /// Log level or filter, e.g. info or jq_server=debug (log.level).
     #[arg(long)]
     log_level: Option<String>,
@@ -69,6 +73,14 @@ async fn main() -> ExitCode {
         if std::env::var_os("JQ_LOG_LEVEL").is_none() && args.log_level.is_none() {
             cfg.log.level = "warn".into();
         }
+        // JQ-173: dev mode runs any argv it is sent, with auth off; only
+        // this machine may reach it unless the operator says otherwise.
+        if std::env::var_os("JQ_SERVER_BIND").is_none() {
+            cfg.server.bind = "127.0.0.1".into();
+        }
+    }
+    if let Some(b) = args.bind {
+        cfg.server.bind = b;
     }
     if let Some(p) = args.grpc_port {
         cfg.server.grpc_port = p;

@@ -2,6 +2,7 @@
 //! human message, the right code, and never an internal detail — those go
 //! to the log.
 
+use jq_core::input::echo;
 use jq_core::{TransitionError, ValidationError};
 use jq_store::StoreError;
 use tonic::Status;
@@ -18,6 +19,7 @@ pub fn from_store(e: StoreError) -> Status {
         }
         StoreError::Transition(t) => from_transition(t),
         StoreError::Invalid(v) => from_validation(v),
+        StoreError::Refused(_) => Status::invalid_argument(e.to_string()),
         StoreError::Contention(_) => Status::aborted(e.to_string()),
         StoreError::Unavailable(inner) => {
             tracing::warn!(error = %inner, "database unavailable");
@@ -47,14 +49,21 @@ pub fn from_transition(t: TransitionError) -> Status {
 }
 
 pub fn from_validation(v: ValidationError) -> Status {
+    // A field over its limit is the caller's argument; a message over the
+    // transport's limit is RESOURCE_EXHAUSTED (grpc::layer).
     Status::invalid_argument(v.to_string())
 }
 
 /// Parse a job id, or INVALID_ARGUMENT naming the bad value.
 pub fn job_id(s: &str) -> Result<Uuid, Status> {
+    job_id_of("job_id", s)
+}
+
+/// [`job_id`] for a field of another name (`in_flight.job_id`).
+pub fn job_id_of(field: &str, s: &str) -> Result<Uuid, Status> {
     s.trim()
         .parse()
-        .map_err(|_| Status::invalid_argument(format!("job_id {s:?} is not a valid job id (a UUID)")))
+        .map_err(|_| Status::invalid_argument(format!("{field} {} is not a valid job id (a UUID)", echo(s))))
 }
 
 pub use jq_proto::code_name;

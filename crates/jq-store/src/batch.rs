@@ -246,13 +246,24 @@ impl Store {
     /// and commit costs about the same whatever it carries, so sharing the
     /// batch halves them (docs/benchmarks.md, session 5).
     pub async fn worker_calls_many(&self, calls: &[WorkerCall]) -> Vec<Result<CallOutcome>> {
-        let items: Vec<Item> = calls.iter().map(WorkerCall::item).collect();
-        self.observed("worker_calls", self.act_many(&items))
+        // A call that cannot be stored is refused alone: it must not fail
+        // the statement it would share with other clients' calls.
+        let checked: Vec<Result<()>> = calls.iter().map(WorkerCall::check).collect();
+        let valid: Vec<usize> = (0..calls.len()).filter(|k| checked[*k].is_ok()).collect();
+        let items: Vec<Item> = valid.iter().map(|k| calls[*k].item()).collect();
+        let mut decided = self
+            .observed("worker_calls", self.act_many(&items))
             .await
-            .into_iter()
-            .zip(calls)
-            .map(|(r, c)| {
-                r.map(|(queue, before, effects)| match c {
+            .into_iter();
+        let mut checked = checked.into_iter();
+        calls
+            .iter()
+            .map(|c| {
+                match checked.next().expect("one check per call") {
+                    Err(e) => Err(e),
+                    Ok(()) => decided.next().expect("one decision per valid call"),
+                }
+                .map(|(queue, before, effects)| match c {
                     WorkerCall::Ack { .. } => CallOutcome::Acked {
                         state: effects.map_or(before, |e| e.next),
                     },
@@ -342,6 +353,20 @@ pub enum CallOutcome {
 }
 
 impl WorkerCall {
+    /// What the statement could not hold (JQ-105): a worker id it must
+    /// not compare, an attempt beyond `integer`.
+    fn check(&self) -> Result<()> {
+        let (worker_id, attempt) = match self {
+            WorkerCall::Ack {
+                worker_id, attempt, ..
+            } => (worker_id, *attempt),
+            WorkerCall::Report { report, .. } => (&report.worker_id, report.attempt),
+        };
+        jq_core::submit::validate_worker_id(worker_id)?;
+        jq_core::input::stored_int4("attempt", attempt)?;
+        Ok(())
+    }
+
     fn item(&self) -> Item {
         match self {
             WorkerCall::Ack {

@@ -1,5 +1,6 @@
 //! Store errors: typed for what callers act on, opaque for the rest.
 
+use jq_core::input::Echo;
 use jq_core::{TransitionError, ValidationError};
 use uuid::Uuid;
 
@@ -7,15 +8,18 @@ use uuid::Uuid;
 pub enum StoreError {
     #[error("job {0} not found")]
     JobNotFound(Uuid),
-    #[error("queue {0:?} not found")]
+    #[error("queue {} not found", Echo(.0))]
     QueueNotFound(String),
-    #[error("queue {0:?} already exists")]
+    #[error("queue {} already exists", Echo(.0))]
     QueueExists(String),
-    #[error("queue {name:?} still has {jobs} job(s); delete them first or use force")]
+    #[error(
+        "queue {} still has {jobs} job(s); delete them first or use force",
+        Echo(name)
+    )]
     QueueNotEmpty { name: String, jobs: u64 },
-    #[error("worker {0:?} not found")]
+    #[error("worker {} not found", Echo(.0))]
     WorkerNotFound(String),
-    #[error("worker {0:?} is offline")]
+    #[error("worker {} is offline", Echo(.0))]
     WorkerOffline(String),
     #[error("job {0} is not in a terminal state; cancel it first")]
     JobNotTerminal(Uuid),
@@ -27,6 +31,11 @@ pub enum StoreError {
     /// Kept losing races on one job; the caller may try again.
     #[error("job {0} is changing too fast; try again")]
     Contention(Uuid),
+    /// The database refused a value of the request (a data exception or
+    /// a CHECK constraint): input that slipped past validation. Nothing was
+    /// written; the code says which rule.
+    #[error("a value in the request is outside what the database stores (SQLSTATE {0})")]
+    Refused(String),
     /// Transient database errors persisted through every retry.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
@@ -34,6 +43,18 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The database refused a value (SQLSTATE class 22, data exception, or
+/// 23514, check_violation): the request's fault, never a retry.
+pub fn refused_value(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            (code.starts_with("22") || code == "23514").then(|| code.into_owned())
+        }
+        _ => None,
+    }
 }
 
 /// Errors worth retrying: the connection broke or the database asked us to.
@@ -71,6 +92,7 @@ impl StoreError {
             StoreError::Transition(t) => StoreError::Transition(t.clone()),
             StoreError::Invalid(v) => StoreError::Invalid(v.clone()),
             StoreError::Contention(id) => StoreError::Contention(*id),
+            StoreError::Refused(c) => StoreError::Refused(c.clone()),
             StoreError::Unavailable(e) => StoreError::Unavailable(text(e)),
             StoreError::Database(e) if is_transient(e) => StoreError::Unavailable(text(e)),
             StoreError::Database(e) => StoreError::Database(text(e)),

@@ -292,6 +292,9 @@ impl Store {
     /// Jobs newest first, filtered and cursor-paginated (FR-032, FR-035).
     pub async fn list_jobs(&self, f: &ListFilter) -> Result<ListPage> {
         let limit = f.limit.unwrap_or(20).clamp(1, 1000) as i64;
+        if let Some(q) = &f.queue {
+            jq_core::submit::validate_queue_name(q)?;
+        }
         let after =
             match f.page_token.as_deref().filter(|t| !t.is_empty()) {
                 Some(t) => Some(PageToken::decode(t).map_err(|e| {

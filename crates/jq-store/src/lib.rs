@@ -42,7 +42,7 @@ pub mod workers;
 
 pub use batch::{CallOutcome, Expected, WorkerCall};
 pub use conn::MIN_POOL_TO_PIN;
-pub use error::{StoreError, is_transient};
+pub use error::{StoreError, is_transient, refused_value};
 pub use jobs::{ListFilter, ListPage, Submitted};
 pub use outbox::{EventAudit, EventWindow, RelayLease};
 pub use reaper::ReapReport;
@@ -276,6 +276,10 @@ impl Store {
                     let wait = Duration::from_millis(25 << tries).mul_f64(1.0 + self.jitter_unit());
                     tracing::warn!(query_name = name, attempt = tries, error = %e, "transient database error; retrying");
                     tokio::time::sleep(wait).await;
+                }
+                Err(StoreError::Database(e)) if refused_value(&e).is_some() => {
+                    tracing::warn!(query_name = name, error = %e, "the database refused a value of the request");
+                    break Err(StoreError::Refused(refused_value(&e).unwrap_or_default()));
                 }
                 other => break other,
             }

@@ -111,6 +111,7 @@ impl Store {
     }
 
     pub async fn update_queue(&self, name: &str, patch: &QueuePatch) -> Result<Queue> {
+        validate_queue_name(name)?;
         self.run("update_queue", || async move {
             let mut tx = self.pool.begin().await?;
             let body = async {
@@ -144,6 +145,7 @@ impl Store {
     /// FR-026: only an empty queue unless `force`, which deletes its jobs
     /// (and their history) too. Returns how many jobs went with it.
     pub async fn delete_queue(&self, name: &str, force: bool) -> Result<u64> {
+        validate_queue_name(name)?;
         self.run("delete_queue", || async move {
             let mut tx = self.pool.begin().await?;
             let body = async {
@@ -190,6 +192,7 @@ impl Store {
     }
 
     pub async fn get_queue(&self, name: &str) -> Result<Queue> {
+        validate_queue_name(name)?;
         self.run("get_queue", || async move {
             let row: Option<QueueRow> =
                 sqlx::query_as(&format!("SELECT {QUEUE_COLUMNS} FROM queues WHERE name = $1"))
@@ -227,6 +230,7 @@ impl Store {
 
     /// JQ-122: a paused queue dispatches nothing and loses nothing.
     pub async fn set_paused(&self, name: &str, paused: bool) -> Result<Queue> {
+        validate_queue_name(name)?;
         self.run("pause_queue", || async move {
             let row: Option<QueueRow> = sqlx::query_as(&format!(
                 "UPDATE queues SET paused = $2, updated_at = now() WHERE name = $1 RETURNING {QUEUE_COLUMNS}"
@@ -244,6 +248,7 @@ impl Store {
     /// FR-028: depth by status, total processed, mean processing time,
     /// error rate (failed attempts / finished attempts).
     pub async fn queue_stats(&self, name: &str) -> Result<QueueStats> {
+        validate_queue_name(name)?;
         self.run("queue_stats", || async move {
             self.require_queue(name).await?;
             let mut st = QueueStats {

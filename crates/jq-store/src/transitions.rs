@@ -11,6 +11,9 @@ use jq_core::{Command, Context, Decision, Effects, JobState, JobStatus, Outcome,
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
+use jq_core::input::job_text;
+use jq_core::submit::validate_worker_id;
+
 use crate::rows::{JOB_COLUMNS, JobRow, backoff};
 use crate::{Result, Store, StoreError};
 
@@ -175,7 +178,13 @@ impl Store {
             set_result.push(p.result.is_some());
             result.push(p.result.clone().flatten());
             set_error.push(p.error.is_some());
-            error.push(p.error.clone().flatten());
+            // Job-produced text is stored whatever it holds (JQ-105).
+            error.push(
+                p.error
+                    .as_ref()
+                    .and_then(|e| e.as_deref())
+                    .map(|t| job_text(t).into_owned()),
+            );
             from_retries.push(p.before.retries as i32);
             from_worker.push(p.before.worker_id.as_deref());
             from_cancel.push(p.before.cancel_requested);
@@ -189,7 +198,11 @@ impl Store {
                 e_reason.push(s.reason.as_str());
                 e_worker.push(p.event_worker());
                 e_attempt.push(next.attempt as i32);
-                e_detail.push(if i == 0 { p.detail.as_deref() } else { None });
+                e_detail.push(if i == 0 {
+                    p.detail.as_deref().map(|t| job_text(t).into_owned())
+                } else {
+                    None
+                });
                 e_ord.push(e_ord.len() as i32);
             }
         }
@@ -329,6 +342,7 @@ SELECT id FROM upd"#,
 
     /// ASSIGNED -> RUNNING by the holder of the attempt (JQ-110).
     pub async fn ack(&self, worker_id: &str, job_id: Uuid, attempt: u32) -> Result<()> {
+        validate_worker_id(worker_id)?;
         let cmd = Command::Ack {
             worker_id: worker_id.to_string(),
             attempt,
@@ -342,6 +356,7 @@ SELECT id FROM upd"#,
 
     /// Apply a worker's result (FR-029); idempotent per (job, attempt).
     pub async fn report(&self, r: &ResultReport) -> Result<ReportOutcome> {
+        validate_worker_id(&r.worker_id)?;
         let cmd = Command::Report {
             worker_id: r.worker_id.clone(),
             attempt: r.attempt,
@@ -394,6 +409,7 @@ SELECT id FROM upd"#,
             }
             .into());
         }
+        jq_core::submit::validate_queue_name(queue)?;
         let limit = limit.clamp(1, 10_000) as i64;
         self.run("retry_jobs", || async move {
             self.require_queue(queue).await?;
@@ -422,6 +438,7 @@ SELECT id FROM upd"#,
 
     /// JQ-111: the assignment never reached the worker; back to PENDING now.
     pub async fn delivery_failed(&self, worker_id: &str, job_id: Uuid, attempt: u32) -> Result<()> {
+        validate_worker_id(worker_id)?;
         let cmd = Command::DeliveryFailed {
             worker_id: worker_id.to_string(),
             attempt,

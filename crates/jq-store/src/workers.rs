@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use jq_core::events::TOPIC_WORKER_HEARTBEAT;
+use jq_core::input::{stored_int4, validate_hostname, validate_version};
 use jq_core::records::{Lease, Worker, WorkerRegistration};
 use jq_core::submit::{validate_queue_name, validate_worker_id};
 use jq_core::{Command, Context, Decision, ValidationError, WorkerStatus, transition};
@@ -27,6 +28,17 @@ pub struct HeartbeatOutcome {
     pub cancel: Vec<Lease>,
 }
 
+/// Most queues one worker may serve.
+pub const MAX_WORKER_QUEUES: usize = 1000;
+
+/// Lease attempts are `integer` columns: refuse what they cannot hold.
+fn check_leases(field: &'static str, leases: &[Lease]) -> Result<()> {
+    for l in leases {
+        stored_int4(field, l.attempt)?;
+    }
+    Ok(())
+}
+
 /// Queue a worker.heartbeat event in the same statement as the change.
 const WORKER_EVENT: &str = "INSERT INTO event_outbox (event_id, topic, partition_key, worker_id, worker_status, \
     active_jobs, concurrency) SELECT gen_random_uuid(), $TOPIC, id, id, status, \
@@ -47,15 +59,29 @@ impl Store {
     /// wait); kept leases survive a reconnect.
     pub async fn register_worker(&self, reg: &WorkerRegistration) -> Result<Vec<Uuid>> {
         validate_worker_id(&reg.id)?;
+        validate_hostname(&reg.hostname)?;
+        validate_version(&reg.version)?;
         if reg.concurrency == 0 {
             return Err(ValidationError::invalid("concurrency", "must be at least 1").into());
         }
+        stored_int4("concurrency", reg.concurrency)?;
         if reg.queues.is_empty() {
             return Err(ValidationError::invalid("queues", "at least one queue is required").into());
+        }
+        if reg.queues.len() > MAX_WORKER_QUEUES {
+            return Err(ValidationError::invalid(
+                "queues",
+                format!(
+                    "{} queues; a worker serves at most {MAX_WORKER_QUEUES}",
+                    reg.queues.len()
+                ),
+            )
+            .into());
         }
         for q in &reg.queues {
             validate_queue_name(q)?;
         }
+        check_leases("in_flight", &reg.keep)?;
         self.run("register_worker", || async move {
             sqlx::query_scalar::<_, String>(&with_event(
                 "INSERT INTO workers (id, hostname, concurrency, queues, version, status) \
@@ -102,6 +128,8 @@ impl Store {
         listed: &[Lease],
         grace: Duration,
     ) -> Result<Vec<Uuid>> {
+        validate_worker_id(worker_id)?;
+        check_leases("in_flight", listed)?;
         self.run("reclaim_unlisted", || async move {
             self.reclaim_where(worker_id, listed, "j.status = 'RUNNING'", Some(grace))
                 .await
@@ -149,6 +177,8 @@ impl Store {
 
     /// FR-019: record liveness and check the worker's leases (JQ-110).
     pub async fn heartbeat(&self, worker_id: &str, leases: &[Lease]) -> Result<HeartbeatOutcome> {
+        validate_worker_id(worker_id)?;
+        check_leases("in_flight", leases)?;
         self.run("worker_heartbeat", || async move {
             let status: Option<String> = sqlx::query_scalar(&with_event(
                 "UPDATE workers SET last_heartbeat_at = now() WHERE id = $1 AND status <> 'OFFLINE'",
@@ -206,6 +236,7 @@ impl Store {
         worker_id: &str,
         to: WorkerStatus,
     ) -> Result<Worker> {
+        validate_worker_id(worker_id)?;
         self.run(query_name, || async move {
             let changed: Option<String> = sqlx::query_scalar(&with_event(
                 "UPDATE workers SET status = $2::worker_status WHERE id = $1 AND status <> 'OFFLINE'",
@@ -247,6 +278,7 @@ impl Store {
     /// NFR-015: the worker leaves; whatever it still held is reclaimed by
     /// the next dead-worker pass.
     pub async fn deregister_worker(&self, worker_id: &str) -> Result<()> {
+        validate_worker_id(worker_id)?;
         self.run("deregister_worker", || async move {
             let changed: Option<String> = sqlx::query_scalar(&with_event(
                 "UPDATE workers SET status = 'OFFLINE' WHERE id = $1",
@@ -274,6 +306,7 @@ impl Store {
     }
 
     pub async fn get_worker(&self, worker_id: &str) -> Result<Worker> {
+        validate_worker_id(worker_id)?;
         self.run("get_worker", || self.get_worker_inner(worker_id)).await
     }
 

@@ -37,14 +37,17 @@ pub enum PayloadError {
     Json(String),
     #[error("payload \"command\" must be a non-empty array of strings")]
     EmptyCommand,
-    #[error("payload \"env\" key {0:?} is not a valid variable name")]
+    #[error("payload \"env\" key {} is not a valid variable name", jq_core::input::Echo(.0))]
     BadEnvName(String),
+    /// A NUL cannot be passed to a process (argv, environment, path).
+    #[error("payload {0} holds a NUL byte, which cannot be passed to a process")]
+    Nul(&'static str),
 }
 
 /// Parse and check a payload (the server never does: FR-007).
 pub fn parse_payload(bytes: &[u8]) -> Result<SubprocessSpec, PayloadError> {
-    let spec: SubprocessSpec =
-        serde_json::from_slice(bytes).map_err(|e| PayloadError::Json(e.to_string()))?;
+    let spec: SubprocessSpec = serde_json::from_slice(bytes)
+        .map_err(|e| PayloadError::Json(jq_core::input::clip(e.to_string(), 512)))?;
     if spec.command.is_empty() || spec.command[0].is_empty() {
         return Err(PayloadError::EmptyCommand);
     }
@@ -54,6 +57,19 @@ pub fn parse_payload(bytes: &[u8]) -> Result<SubprocessSpec, PayloadError> {
         .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
     {
         return Err(PayloadError::BadEnvName(bad.clone()));
+    }
+    if spec.command.iter().any(|a| a.contains('\0')) {
+        return Err(PayloadError::Nul("\"command\""));
+    }
+    if spec.env.values().any(|v| v.contains('\0')) {
+        return Err(PayloadError::Nul("\"env\" value"));
+    }
+    if spec
+        .cwd
+        .as_ref()
+        .is_some_and(|c| c.as_os_str().as_encoded_bytes().contains(&0))
+    {
+        return Err(PayloadError::Nul("\"cwd\""));
     }
     Ok(spec)
 }
@@ -70,9 +86,19 @@ pub struct ExecConfig {
     pub kill_grace: Duration,
     /// Bytes kept of stdout and of stderr each.
     pub output_cap: usize,
+    /// Programs a payload may start (`exec.allowed_commands`); empty: any.
+    pub allowed_commands: Vec<String>,
 }
 
 impl ExecConfig {
+    /// Whether `program` (a payload's `command[0]`) may start (JQ-173). A
+    /// bare name is allowed by the same bare name (the worker's PATH finds
+    /// it); anything with a `/` only by that exact absolute path, so
+    /// `/tmp/x/echo` never passes for `echo`.
+    pub fn allows(&self, program: &str) -> bool {
+        self.allowed_commands.is_empty() || self.allowed_commands.iter().any(|a| a == program)
+    }
+
     /// Inherit only `allow` (e.g. PATH, LANG, TZ) from `parent`.
     pub fn inherit(
         parent: impl IntoIterator<Item = (String, String)>,

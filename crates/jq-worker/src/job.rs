@@ -114,7 +114,7 @@ impl Report {
 
 /// What the payload asks for.
 #[derive(Debug, Clone, PartialEq)]
-enum Plan {
+pub enum Plan {
     Handler {
         name: String,
         input: Value,
@@ -123,7 +123,15 @@ enum Plan {
     Subprocess(executor::SubprocessSpec),
 }
 
-fn plan(payload: &[u8]) -> Result<Plan, String> {
+/// Read a payload (the server never does: FR-007). Any bytes give a plan or
+/// an error fit for the job's record, never a panic (fuzzed: `fuzz/`).
+pub fn plan(payload: &[u8]) -> Result<Plan, String> {
+    // Parser errors quote the input (an unknown key, say): bounded, since
+    // the message becomes the job's error.
+    read_plan(payload).map_err(|e| jq_core::input::clip(e, 512))
+}
+
+fn read_plan(payload: &[u8]) -> Result<Plan, String> {
     let v: Value = serde_json::from_slice(payload).map_err(|e| format!("payload is not JSON: {e}"))?;
     match v.as_object().and_then(|o| o.get("handler")) {
         Some(name) => {
@@ -169,6 +177,17 @@ pub async fn execute(a: &Attempt, handlers: &Handlers, exec: &ExecConfig, stop: 
     let mut interrupted = false;
     let report = match plan(&a.payload) {
         Err(msg) => Report::failed(msg, false, started),
+        // JQ-173: a program this worker may not start fails the job at once
+        // (no retry: another attempt would be refused the same way).
+        Ok(Plan::Subprocess(spec)) if !exec.allows(&spec.command[0]) => Report::failed(
+            format!(
+                "{} is not in this worker's exec.allowed_commands ({}); nothing was started",
+                jq_core::input::echo(&spec.command[0]),
+                exec.allowed_commands.join(", ")
+            ),
+            false,
+            started,
+        ),
         Ok(Plan::Subprocess(mut spec)) => {
             // Which attempt this is, for the job's own de-duplication
             // (NFR-006); these win over the payload's env.
@@ -359,7 +378,57 @@ mod tests {
             default_timeout: Duration::from_secs(30),
             kill_grace: Duration::from_secs(1),
             output_cap: 1024,
+            allowed_commands: vec![],
         }
+    }
+
+    #[tokio::test]
+    async fn jq_173_a_program_outside_allowed_commands_fails_permanently_and_starts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let exec = ExecConfig {
+            allowed_commands: vec!["echo".into(), "/bin/true".into()],
+            ..exec()
+        };
+        let payload = format!(r#"{{"command":["touch","{}"]}}"#, marker.display());
+        let r = execute(&attempt(&payload), &Handlers::empty(), &exec, &Stopper::default())
+            .await
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::Failed { retryable: false });
+        let e = r.error.unwrap();
+        assert!(
+            e.contains("\"touch\"") && e.contains("exec.allowed_commands"),
+            "{e}"
+        );
+        assert!(!marker.exists(), "nothing may be started");
+        // A bare name allows only the bare name: a path ending in it does not pass.
+        assert!(exec.allows("echo") && exec.allows("/bin/true"));
+        assert!(!exec.allows("/tmp/evil/echo") && !exec.allows("true") && !exec.allows("./echo"));
+        let r = execute(
+            &attempt(r#"{"command":["echo","hi"]}"#),
+            &Handlers::empty(),
+            &exec,
+            &Stopper::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.outcome, Outcome::Succeeded, "{:?}", r.error);
+        // Empty: any program (the default).
+        assert!(self::exec().allows("anything"));
+    }
+
+    #[tokio::test]
+    async fn jq_105_a_payload_with_a_nul_in_its_argv_fails_permanently() {
+        let r = execute(
+            &attempt(r#"{"command":["echo","a\u0000b"]}"#),
+            &Handlers::empty(),
+            &exec(),
+            &Stopper::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.outcome, Outcome::Failed { retryable: false });
+        assert!(r.error.unwrap().contains("NUL"));
     }
 
     #[tokio::test]

@@ -201,6 +201,7 @@ pub async fn start(cfg: WorkerConfig, handlers: Handlers) -> Result<RunningWorke
         default_timeout: Duration::from_secs(cfg.exec.default_timeout_s),
         kill_grace: Duration::from_secs(cfg.exec.kill_grace_s),
         output_cap: cfg.exec.output_cap_bytes as usize,
+        allowed_commands: cfg.exec.allowed_commands.clone(),
     };
     let inner = Arc::new(Inner {
         id: id.clone(),
@@ -299,18 +300,41 @@ async fn pause(d: Duration, stop: &watch::Sender<bool>) -> bool {
     }
 }
 
-/// Server unreachable or overloaded: worth another try. Anything else
-/// (ABORTED, FAILED_PRECONDITION, NOT_FOUND…) is the server's answer.
-fn transient(s: &tonic::Status) -> bool {
-    matches!(
-        s.code(),
-        Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Unknown
-            | Code::Cancelled
-            | Code::ResourceExhausted
-    )
+/// What a refused ack or report means for its attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// The server was not reached, or did not answer in time: try again
+    /// for as long as the attempt may (the call is idempotent).
+    Unreached,
+    /// The server answered with a failure of its own (INTERNAL, UNKNOWN,
+    /// RESOURCE_EXHAUSTED): try again, a bounded number of times, since a
+    /// fault that persists would otherwise hold the job forever.
+    ServerFault,
+    /// ABORTED or FAILED_PRECONDITION: the attempt is no longer current
+    /// (JQ-110). End it quietly.
+    NotCurrent,
+    /// Any other code (INVALID_ARGUMENT, PERMISSION_DENIED…): the server
+    /// will not take this call however often it comes. End it loudly.
+    Refused,
 }
+
+fn refusal(s: &tonic::Status) -> Refusal {
+    match s.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Refusal::Unreached,
+        Code::Internal | Code::Unknown | Code::ResourceExhausted => Refusal::ServerFault,
+        Code::Aborted | Code::FailedPrecondition => Refusal::NotCurrent,
+        _ => Refusal::Refused,
+    }
+}
+
+fn retried(r: Refusal) -> bool {
+    matches!(r, Refusal::Unreached | Refusal::ServerFault)
+}
+
+/// Tries of a result the server keeps answering with a fault of its own
+/// (about a minute at the 5 s cap); then the job is left to the server's
+/// reclaim of attempts the worker no longer holds.
+const SERVER_FAULT_TRIES: u32 = 15;
 
 impl Inner {
     fn leases(&self) -> Vec<v1::Lease> {
@@ -664,8 +688,9 @@ async fn ack(inner: &Inner, a: &v1::Assignment) -> Result<(), tonic::Status> {
             Ok(()) => return Ok(()),
             // A few tries only: an assignment not acked in time is reclaimed
             // by the server anyway.
-            Err(e) if transient(&e) && tries < 5 => {
+            Err(e) if retried(refusal(&e)) && tries < 5 => {
                 tries += 1;
+                tracing::debug!(job_id = %a.job_id, code = ?e.code(), error = %e.message(), "ack failed; retrying");
                 if !pause(delay, &inner.hard_stop).await {
                     return Err(e);
                 }
@@ -697,6 +722,7 @@ async fn report_result(inner: &Inner, a: &Attempt, r: job::Report) {
         duration_ms: r.duration.as_millis() as u64,
     };
     let mut delay = Duration::from_millis(100);
+    let mut faults = 0;
     loop {
         match inner.calls.report(req.clone()).await {
             Ok(resp) => {
@@ -705,20 +731,66 @@ async fn report_result(inner: &Inner, a: &Attempt, r: job::Report) {
                     status = ?st, error = r.error.as_deref().unwrap_or(""), "result reported");
                 return;
             }
-            Err(e) if transient(&e) => {
+            Err(e) if retried(refusal(&e)) => {
+                if refusal(&e) == Refusal::ServerFault {
+                    faults += 1;
+                    if faults >= SERVER_FAULT_TRIES {
+                        tracing::error!(job_id = %a.job_id, attempt = a.attempt, code = ?e.code(), error = %e.message(),
+                            tries = faults, "result refused by a server fault every time; giving up, the server will retry the job");
+                        return;
+                    }
+                }
                 inner.metrics.report_retries.inc();
-                tracing::debug!(job_id = %a.job_id, error = %e.message(), "report failed; retrying");
+                tracing::warn!(job_id = %a.job_id, attempt = a.attempt, code = ?e.code(), error = %e.message(),
+                    "report failed; retrying");
                 if !pause(delay, &inner.hard_stop).await {
                     tracing::warn!(job_id = %a.job_id, attempt = a.attempt, "result not reported before the deadline; the server will retry the job");
                     return;
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(e) => {
-                tracing::warn!(job_id = %a.job_id, attempt = a.attempt, code = ?e.code(), error = %e.message(),
-                    "result refused (the attempt is no longer current)");
+            Err(e) if refusal(&e) == Refusal::NotCurrent => {
+                tracing::info!(job_id = %a.job_id, attempt = a.attempt, code = ?e.code(), error = %e.message(),
+                    "result refused: the attempt is no longer current");
                 return;
             }
+            Err(e) => {
+                tracing::error!(job_id = %a.job_id, attempt = a.attempt, code = ?e.code(), error = %e.message(),
+                    "result refused by the server; not retrying it");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jq_105_only_aborted_and_failed_precondition_end_an_attempt_quietly() {
+        let of = |c| refusal(&tonic::Status::new(c, "x"));
+        for c in [Code::Unavailable, Code::DeadlineExceeded, Code::Cancelled] {
+            assert_eq!(of(c), Refusal::Unreached, "{c:?}");
+        }
+        // A server fault is not "no longer current": the result is retried.
+        for c in [Code::Internal, Code::Unknown, Code::ResourceExhausted] {
+            assert_eq!(of(c), Refusal::ServerFault, "{c:?}");
+            assert!(retried(of(c)));
+        }
+        for c in [Code::Aborted, Code::FailedPrecondition] {
+            assert_eq!(of(c), Refusal::NotCurrent, "{c:?}");
+            assert!(!retried(of(c)));
+        }
+        for c in [
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+            Code::Unimplemented,
+        ] {
+            assert_eq!(of(c), Refusal::Refused, "{c:?}");
+            assert!(!retried(of(c)));
         }
     }
 }

@@ -11,6 +11,7 @@ fn cfg() -> ExecConfig {
         default_timeout: Duration::from_secs(30),
         kill_grace: Duration::from_millis(500),
         output_cap: 64 * 1024,
+        allowed_commands: vec![],
     }
 }
 

@@ -235,6 +235,12 @@ impl AdminService for Admin {
             state: state.into(),
             detail,
         });
+        let (state, detail) = crate::posture::of(&s.cfg).component(&s.cfg.server.bind);
+        components.push(ComponentHealth {
+            name: "security".into(),
+            state: state.into(),
+            detail,
+        });
         let workers = s.store.list_workers(false).await.map_err(from_store)?;
         let mut queues = vec![];
         for q in s.store.list_queues().await.map_err(from_store)? {

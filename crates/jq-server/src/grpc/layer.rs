@@ -69,6 +69,9 @@ where
         Box::pin(
             async move {
                 let mut res = inner.call(req).await;
+                if let Ok(r) = &mut res {
+                    refusals_of_the_decoder(r.headers_mut());
+                }
                 let code = match &res {
                     Ok(r) => r
                         .headers()
@@ -95,5 +98,104 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+/// A request the decoder refused is the client's fault, and says so:
+/// - over `max_decoding_message_size`, tonic answers OUT_OF_RANGE; gRPC's
+///   convention and JQ-104 say RESOURCE_EXHAUSTED, with the limit;
+/// - bytes that are not the method's message (a string that is not UTF-8,
+///   a truncated field), tonic-prost answers INTERNAL; JQ-105 says no
+///   request is answered INTERNAL: it is INVALID_ARGUMENT.
+///
+/// Both refusals are trailers-only responses, so the status is in the
+/// headers; nothing reached a handler.
+fn refusals_of_the_decoder(headers: &mut http::HeaderMap) {
+    let code = headers.get("grpc-status").map(|v| v.as_bytes().to_vec());
+    if !matches!(code.as_deref(), Some(b"11" | b"13")) {
+        return;
+    }
+    let Some(st) = tonic::Status::from_header_map(headers) else {
+        return;
+    };
+    let ours = if let Some(sizes) = st
+        .message()
+        .strip_prefix("Error, decoded message length too large: found ")
+    {
+        oversize(sizes)
+    } else if let Some(why) = st.message().strip_prefix("failed to decode Protobuf message: ") {
+        tonic::Status::invalid_argument(format!(
+            "the request is not a valid message of this method: {}",
+            jq_core::input::echo(why).trim_matches('"')
+        ))
+    } else {
+        return;
+    };
+    headers.remove("grpc-message");
+    let _ = ours.add_header(headers);
+}
+
+fn oversize(sizes: &str) -> tonic::Status {
+    // "{found} bytes, the limit is: {limit} bytes"
+    let mut numbers = sizes
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty());
+    let (found, limit) = (numbers.next().unwrap_or("?"), numbers.next().unwrap_or("?"));
+    tonic::Status::resource_exhausted(format!(
+        "the request is {found} bytes, more than this server's limit of {limit} bytes per message (server.max_message_bytes)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jq_104_the_decoders_out_of_range_becomes_resource_exhausted_with_the_limit() {
+        let decoder = tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 20971525 bytes, the limit is: 16777216 bytes",
+        );
+        let mut h = http::HeaderMap::new();
+        decoder.add_header(&mut h).unwrap();
+        refusals_of_the_decoder(&mut h);
+        let st = tonic::Status::from_header_map(&h).unwrap();
+        assert_eq!(st.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            st.message().contains("20971525") && st.message().contains("16777216"),
+            "{}",
+            st.message()
+        );
+        // Any other OUT_OF_RANGE is left alone.
+        let other = tonic::Status::out_of_range("page 9 of 3");
+        let mut h = http::HeaderMap::new();
+        other.add_header(&mut h).unwrap();
+        refusals_of_the_decoder(&mut h);
+        assert_eq!(
+            tonic::Status::from_header_map(&h).unwrap().code(),
+            tonic::Code::OutOfRange
+        );
+    }
+
+    #[test]
+    fn jq_105_a_message_that_does_not_decode_is_invalid_argument_not_internal() {
+        let decoder = tonic::Status::internal(
+            "failed to decode Protobuf message: GetJobRequest.job_id: invalid string value: data is not UTF-8 encoded",
+        );
+        let mut h = http::HeaderMap::new();
+        decoder.add_header(&mut h).unwrap();
+        refusals_of_the_decoder(&mut h);
+        let st = tonic::Status::from_header_map(&h).unwrap();
+        assert_eq!(st.code(), tonic::Code::InvalidArgument);
+        assert!(st.message().contains("GetJobRequest.job_id"), "{}", st.message());
+        // A handler's own INTERNAL (none should exist) is not disguised.
+        let mut h = http::HeaderMap::new();
+        tonic::Status::internal("internal error")
+            .add_header(&mut h)
+            .unwrap();
+        refusals_of_the_decoder(&mut h);
+        assert_eq!(
+            tonic::Status::from_header_map(&h).unwrap().code(),
+            tonic::Code::Internal
+        );
     }
 }
