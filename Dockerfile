@@ -1,9 +1,11 @@
 # Images for users without nix (the flake builds smaller ones: nix build .#oci-server).
 #   docker build --target server -t jq-server .
 #   docker build --target worker -t jq-worker .
+# librdkafka links OpenSSL for Kafka over TLS and SASL/SCRAM (ADR 0014);
+# PostgreSQL and Redis TLS use rustls with the system roots (ca-certificates).
 FROM rust:1-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev cmake pkg-config libcurl4-openssl-dev \
+ && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev cmake pkg-config libcurl4-openssl-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -14,7 +16,7 @@ RUN cargo build --release --locked --bins -p jq-server -p jq-worker -p jq-ctl
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --uid 65532 --user-group --create-home jq
 # Never root (FR-049, JQ-130).

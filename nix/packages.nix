@@ -19,8 +19,9 @@ let
 
   nativeBuildInputs = with pkgs; [ protobuf cmake pkg-config perl ];
   # librdkafka (built by rdkafka-sys with cmake) wants the curl headers even
-  # with curl off (docs/adr/0004) and links zlib.
-  buildInputs = with pkgs; [ curl zlib ]
+  # with curl off (docs/adr/0004), links zlib, and links OpenSSL for Kafka
+  # over TLS and SASL/SCRAM (docs/adr/0014).
+  buildInputs = with pkgs; [ curl zlib openssl ]
     ++ lib.optionals stdenv.isDarwin [ libiconv darwin.apple_sdk.frameworks.Security darwin.apple_sdk.frameworks.SystemConfiguration ];
 
   commonArgs = {

@@ -477,3 +477,46 @@ fn fr_043_fr_044_readme_documents_every_configuration_key_and_its_variable() {
         }
     }
 }
+
+/// JQ-172: every build we ship links librdkafka with OpenSSL (TLS and SASL
+/// SCRAM) and has the system's CA roots for rustls (ADR 0014).
+#[test]
+fn jq_172_every_build_we_ship_has_tls_to_the_backing_services() {
+    let cargo = read("Cargo.toml");
+    let line = |dep: &str| {
+        cargo
+            .lines()
+            .find(|l| l.starts_with(&format!("{dep} = ")))
+            .unwrap_or_else(|| panic!("{dep} in Cargo.toml"))
+            .to_string()
+    };
+    assert!(line("rdkafka").contains("\"ssl\""), "{}", line("rdkafka"));
+    assert!(
+        line("sqlx").contains("\"tls-rustls-ring-native-roots\""),
+        "{}",
+        line("sqlx")
+    );
+    assert!(
+        line("redis").contains("\"tokio-rustls-comp\""),
+        "{}",
+        line("redis")
+    );
+    let dockerfile = read("Dockerfile");
+    let (build, runtime) = dockerfile.split_once("AS runtime").unwrap();
+    assert!(
+        build.contains("libssl-dev"),
+        "the build stage has the OpenSSL headers"
+    );
+    assert!(
+        runtime.contains("libssl3") && runtime.contains("ca-certificates"),
+        "the runtime stage"
+    );
+    let nix = read("nix/packages.nix");
+    let inputs = nix
+        .lines()
+        .find(|l| l.contains("buildInputs = with pkgs;"))
+        .unwrap();
+    assert!(inputs.contains("openssl"), "{inputs}");
+    assert!(read("nix/images.nix").contains("cacert"));
+    assert!(read(".ci/run").contains("libssl-dev"));
+}

@@ -61,6 +61,13 @@ pub struct Db {
     pub password: String,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
+    /// PEM CA file that signed the server certificate (libpq's
+    /// `sslrootcert`); with `sslmode=verify-ca|verify-full` in `url`. Empty:
+    /// the system's trust store.
+    pub tls_ca: String,
+    /// PEM client certificate and key files, for servers that ask for one.
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 impl Default for Db {
@@ -70,8 +77,29 @@ impl Default for Db {
             password: String::new(),
             max_connections: 16,
             acquire_timeout_ms: 5000,
+            tls_ca: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
+}
+
+impl Db {
+    /// `sslmode` as the URL spells it (libpq's default: prefer).
+    pub fn sslmode(&self) -> String {
+        query_param(&self.url, "sslmode").unwrap_or_else(|| "prefer".into())
+    }
+}
+
+/// A query parameter of a URL (no percent-decoding: the values here are
+/// plain words).
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,6 +112,11 @@ pub struct Redis {
     pub password: String,
     /// Prefix of every key jq writes.
     pub key_prefix: String,
+    /// PEM CA file for a `rediss://` URL. Empty: the system's trust store.
+    pub tls_ca: String,
+    /// PEM client certificate and key files (Redis `tls-auth-clients`).
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 impl Default for Redis {
@@ -92,6 +125,9 @@ impl Default for Redis {
             url: "redis://127.0.0.1:6379".into(),
             password: String::new(),
             key_prefix: "jq:".into(),
+            tls_ca: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -109,6 +145,7 @@ pub struct Kafka {
     pub replication_factor: u32,
     /// plaintext, ssl, sasl_plaintext or sasl_ssl.
     pub security_protocol: String,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
     pub sasl_mechanism: String,
     pub sasl_username: String,
     /// Secret: `JQ_KAFKA_SASL_PASSWORD` only.
@@ -118,6 +155,11 @@ pub struct Kafka {
     /// How long the producer tries to deliver one event before reporting
     /// failure (the relay then retries it).
     pub message_timeout_ms: u64,
+    /// PEM CA file for ssl and sasl_ssl. Empty: the system's trust store.
+    pub tls_ca: String,
+    /// PEM client certificate and key files (mTLS to the brokers).
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 impl Default for Kafka {
@@ -134,6 +176,9 @@ impl Default for Kafka {
             sasl_password: String::new(),
             outbox_retention_s: 24 * 3600,
             message_timeout_ms: 30_000,
+            tls_ca: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -322,6 +367,67 @@ impl Config for ServerConfig {
                 .contains(&self.kafka.security_protocol.as_str()),
             "kafka.security_protocol must be plaintext, ssl, sasl_plaintext or sasl_ssl",
         );
+        check(
+            ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&self.kafka.sasl_mechanism.as_str()),
+            "kafka.sasl_mechanism must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+        );
+        let kafka_tls = ["ssl", "sasl_ssl"].contains(&self.kafka.security_protocol.as_str());
+        check(
+            kafka_tls || (self.kafka.tls_ca.is_empty() && self.kafka.tls_cert.is_empty()),
+            "kafka.tls_ca and kafka.tls_cert need kafka.security_protocol ssl or sasl_ssl",
+        );
+        check(
+            !self.kafka.security_protocol.starts_with("sasl") || !self.kafka.sasl_username.is_empty(),
+            "kafka.security_protocol sasl_* needs kafka.sasl_username (and JQ_KAFKA_SASL_PASSWORD)",
+        );
+        let sslmode = self.db.sslmode();
+        check(
+            [
+                "disable",
+                "allow",
+                "prefer",
+                "require",
+                "verify-ca",
+                "verify-full",
+            ]
+            .contains(&sslmode.as_str()),
+            "db.url sslmode must be disable, allow, prefer, require, verify-ca or verify-full",
+        );
+        check(
+            sslmode != "disable" || (self.db.tls_ca.is_empty() && self.db.tls_cert.is_empty()),
+            "db.tls_ca and db.tls_cert need an sslmode other than disable in db.url",
+        );
+        check(
+            self.redis.url.starts_with("rediss://")
+                || (self.redis.tls_ca.is_empty() && self.redis.tls_cert.is_empty()),
+            "redis.tls_ca and redis.tls_cert need a rediss:// redis.url",
+        );
+        for (what, cert, key) in [
+            ("db", &self.db.tls_cert, &self.db.tls_key),
+            ("redis", &self.redis.tls_cert, &self.redis.tls_key),
+            ("kafka", &self.kafka.tls_cert, &self.kafka.tls_key),
+        ] {
+            check(
+                cert.is_empty() == key.is_empty(),
+                &format!("{what}.tls_cert and {what}.tls_key go together"),
+            );
+        }
+        for (what, path) in [
+            ("db.tls_ca", &self.db.tls_ca),
+            ("db.tls_cert", &self.db.tls_cert),
+            ("db.tls_key", &self.db.tls_key),
+            ("redis.tls_ca", &self.redis.tls_ca),
+            ("redis.tls_cert", &self.redis.tls_cert),
+            ("redis.tls_key", &self.redis.tls_key),
+            ("kafka.tls_ca", &self.kafka.tls_ca),
+            ("kafka.tls_cert", &self.kafka.tls_cert),
+            ("kafka.tls_key", &self.kafka.tls_key),
+        ] {
+            check(
+                path.is_empty() || std::path::Path::new(path).is_file(),
+                &format!("{what} {path:?} is not a readable file"),
+            );
+        }
         check(
             !self.tls.enabled || (!self.tls.cert.is_empty() && !self.tls.key.is_empty()),
             "tls.enabled needs tls.cert and tls.key",

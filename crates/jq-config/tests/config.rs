@@ -243,3 +243,57 @@ fn jq_173_allowed_commands_are_names_or_absolute_paths() {
         assert!(e.contains("exec.allowed_commands"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn jq_172_tls_settings_of_the_backing_services_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "x").unwrap();
+    let ca = ca.display().to_string();
+    let c = load::<ServerConfig>(
+        None,
+        env(&[
+            (
+                "JQ_DB_URL",
+                "postgres://jq@db.rds.amazonaws.com:5432/jq?sslmode=verify-full",
+            ),
+            ("JQ_DB_TLS_CA", &ca),
+            ("JQ_REDIS_URL", "rediss://cache.amazonaws.com:6379"),
+            ("JQ_REDIS_TLS_CA", &ca),
+            ("JQ_KAFKA_BROKERS", "b-1.msk:9096"),
+            ("JQ_KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+            ("JQ_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("JQ_KAFKA_SASL_USERNAME", "jq"),
+            ("JQ_KAFKA_SASL_PASSWORD", "kafka-secret"),
+            ("JQ_KAFKA_TLS_CA", &ca),
+        ]),
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.db.sslmode(), "verify-full");
+    assert_eq!(c.kafka.sasl_password, "kafka-secret");
+    assert!(!redacted(&c).contains("kafka-secret"));
+    let bad = |pairs: &[(&str, &str)]| load::<ServerConfig>(None, env(pairs)).unwrap_err().to_string();
+    let e = bad(&[("JQ_DB_URL", "postgres://h/jq?sslmode=sometimes")]);
+    assert!(e.contains("sslmode must be"), "{e}");
+    let e = bad(&[
+        ("JQ_DB_URL", "postgres://h/jq?sslmode=disable"),
+        ("JQ_DB_TLS_CA", &ca),
+    ]);
+    assert!(e.contains("db.tls_ca and db.tls_cert need an sslmode"), "{e}");
+    let e = bad(&[("JQ_REDIS_TLS_CA", &ca)]);
+    assert!(e.contains("rediss://"), "{e}");
+    let e = bad(&[("JQ_KAFKA_TLS_CA", &ca)]);
+    assert!(e.contains("kafka.security_protocol ssl or sasl_ssl"), "{e}");
+    let e = bad(&[("JQ_KAFKA_SASL_MECHANISM", "GSSAPI")]);
+    assert!(e.contains("PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"), "{e}");
+    let e = bad(&[("JQ_KAFKA_SECURITY_PROTOCOL", "sasl_ssl")]);
+    assert!(e.contains("sasl_username"), "{e}");
+    let e = bad(&[("JQ_DB_TLS_CERT", &ca)]);
+    assert!(e.contains("db.tls_cert and db.tls_key go together"), "{e}");
+    let e = bad(&[
+        ("JQ_DB_URL", "postgres://h/jq?sslmode=require"),
+        ("JQ_DB_TLS_CA", "/nonexistent/ca.pem"),
+    ]);
+    assert!(e.contains("is not a readable file"), "{e}");
+}

@@ -9,7 +9,8 @@ use std::time::Duration;
 use jq_config::ServerConfig;
 use jq_config::server::Redis;
 use jq_store::{Store, StoreOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::types::RDKafkaErrorCode;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
@@ -27,9 +28,7 @@ impl Check {
 pub async fn check_postgres(cfg: &ServerConfig) -> Check {
     let opts = StoreOptions {
         max_connections: 2,
-        acquire_timeout: Duration::from_millis(cfg.db.acquire_timeout_ms),
-        password: (!cfg.db.password.is_empty()).then(|| cfg.db.password.clone()),
-        ..Default::default()
+        ..crate::store_options(&cfg.db)
     };
     let store = match Store::connect(&cfg.db.url, &opts).await {
         Ok(s) => s,
@@ -42,7 +41,10 @@ pub async fn check_postgres(cfg: &ServerConfig) -> Check {
         Err(_) => "no migrations applied yet (applied at start)".to_string(),
     };
     store.close().await;
-    Check::Ok(format!("PostgreSQL {version}; {migrations}"))
+    Check::Ok(format!(
+        "PostgreSQL {version}; {migrations}; sslmode {}",
+        cfg.db.sslmode()
+    ))
 }
 
 /// host:port of a redis:// URL.
@@ -56,61 +58,118 @@ fn redis_addr(url: &str) -> Option<String> {
     })
 }
 
-/// RESP PING (with AUTH when a password is configured).
+/// Connect as the dispatch locks will (same client: password, TLS) and
+/// PING.
 pub async fn check_redis(cfg: &Redis) -> Check {
     if cfg.url.is_empty() {
         return Check::Disabled("no redis.url; single-instance locking on PostgreSQL".into());
     }
     let Some(addr) = redis_addr(&cfg.url) else {
-        return Check::Failed(format!("cannot parse redis.url {:?}", cfg.url));
+        return Check::Failed("cannot parse redis.url".into());
+    };
+    let tls = if cfg.url.starts_with("rediss://") {
+        " over TLS"
+    } else {
+        ""
+    };
+    let client = match crate::locks::client(cfg) {
+        Ok(c) => c,
+        Err(e) => return Check::Failed(format!("{addr}: {e}")),
     };
     let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(&addr).await?;
-        if !cfg.password.is_empty() {
-            let p = &cfg.password;
-            s.write_all(format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{p}\r\n", p.len()).as_bytes())
-                .await?;
-            let mut buf = [0u8; 64];
-            let n = s.read(&mut buf).await?;
-            if !buf[..n].starts_with(b"+OK") {
-                return Ok::<_, std::io::Error>(Err("authentication failed".to_string()));
-            }
-        }
-        s.write_all(b"*1\r\n$4\r\nPING\r\n").await?;
-        let mut buf = [0u8; 64];
-        let n = s.read(&mut buf).await?;
-        Ok(if buf[..n].starts_with(b"+PONG") {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&buf[..n]).trim().to_string())
-        })
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
     };
-    match tokio::time::timeout(Duration::from_secs(3), attempt).await {
-        Ok(Ok(Ok(()))) => Check::Ok(addr),
-        Ok(Ok(Err(why))) => Check::Failed(format!("{addr}: {why}")),
-        Ok(Err(e)) => Check::Failed(format!("{addr}: {e}")),
-        Err(_) => Check::Failed(format!("{addr}: no answer within 3 s")),
+    match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+        Ok(Ok(pong)) if pong == "PONG" => Check::Ok(format!("{addr}{tls}")),
+        Ok(Ok(other)) => Check::Failed(format!("{addr}: PING answered {other:?}")),
+        Ok(Err(e)) => Check::Failed(format!("{addr}{tls}: {e}")),
+        Err(_) => Check::Failed(format!("{addr}{tls}: no answer within 5 s")),
     }
 }
 
-pub async fn check_kafka(cfg: &ServerConfig) -> Check {
-    if cfg.kafka.brokers.trim().is_empty() {
-        return Check::Disabled("no kafka.brokers; events stay in the outbox".into());
+/// librdkafka's own account of what went wrong (TLS handshake, SASL
+/// authentication), which a failed metadata request alone does not carry.
+#[derive(Default)]
+struct Errors(std::sync::Mutex<Vec<(rdkafka::error::KafkaError, String)>>);
+
+impl rdkafka::ClientContext for Errors {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.0.lock().unwrap().push((error, reason.to_string()));
     }
-    for b in cfg
-        .kafka
-        .brokers
-        .split(',')
-        .map(str::trim)
-        .filter(|b| !b.is_empty())
-    {
-        if let Ok(Ok(_)) =
-            tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(b)).await
-        {
-            return Check::Ok(format!("broker {b} reachable"));
+
+    /// A failed TLS handshake or SASL exchange is logged (facility FAIL,
+    /// with the reason) before, or instead of, an error callback.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+            let code = if msg.contains("SASL") || msg.contains("uthenticat") {
+                RDKafkaErrorCode::Authentication
+            } else if msg.contains("SSL") || msg.contains("certificate") {
+                RDKafkaErrorCode::SSL
+            } else {
+                return;
+            };
+            self.0
+                .lock()
+                .unwrap()
+                .push((rdkafka::error::KafkaError::Global(code), format!("{fac}: {msg}")));
         }
     }
-    Check::Failed(format!("no broker of {} reachable", cfg.kafka.brokers))
+}
+
+impl rdkafka::producer::ProducerContext for Errors {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
+/// Fetch cluster metadata with the configured security settings.
+pub async fn check_kafka(cfg: &ServerConfig) -> Check {
+    let k = &cfg.kafka;
+    if k.brokers.trim().is_empty() {
+        return Check::Disabled("no kafka.brokers; events stay in the outbox".into());
+    }
+    let mut c = crate::relay::client_config(k);
+    c.set("socket.timeout.ms", "5000")
+        .set_log_level(RDKafkaLogLevel::Warning);
+    // A producer, because its poll delivers librdkafka's logs and errors
+    // (they go to its main queue).
+    let producer: rdkafka::producer::BaseProducer<Errors> = match c.create_with_context(Errors::default()) {
+        Ok(p) => p,
+        Err(e) => return Check::Failed(format!("kafka settings refused: {e}")),
+    };
+    let fetched = tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::Producer;
+        let md = producer.client().fetch_metadata(None, Duration::from_secs(5));
+        producer.poll(Duration::from_millis(100));
+        let errors = std::mem::take(&mut *producer.context().0.lock().unwrap());
+        (md.map(|m| m.brokers().len()), errors)
+    })
+    .await;
+    let (md, errors) = match fetched {
+        Ok(r) => r,
+        Err(e) => return Check::Failed(format!("metadata request did not finish: {e}")),
+    };
+    let proto = &k.security_protocol;
+    match md {
+        Ok(n) => Check::Ok(format!("{n} broker(s), security {proto}")),
+        Err(e) => {
+            let auth = errors.iter().find(|(e, _)| {
+                matches!(
+                    e.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
+                )
+            });
+            let tls = errors
+                .iter()
+                .find(|(e, _)| matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::SSL)));
+            match (auth, tls, errors.last()) {
+                (Some((_, why)), _, _) => Check::Failed(format!("authentication failed ({proto}): {why}")),
+                (None, Some((_, why)), _) => Check::Failed(format!("TLS failed ({proto}): {why}")),
+                (None, None, Some((_, why))) => Check::Failed(format!("{e}: {why}")),
+                (None, None, None) => Check::Failed(format!("{e} (brokers {})", k.brokers)),
+            }
+        }
+    }
 }
 
 /// Run every check; returns the printable summary and whether all passed.

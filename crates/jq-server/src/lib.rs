@@ -226,6 +226,9 @@ async fn bind(host: &str, port: u16) -> anyhow::Result<TcpListener> {
 
 /// Migrate and make sure `default` exists; readiness waits for this.
 async fn prepare(s: &Shared) -> Result<(), jq_store::StoreError> {
+    // First a plain statement, so that a connection that cannot be made
+    // (TLS, above all) says why in the store's own terms.
+    s.store.ping().await?;
     s.store.migrate().await?;
     s.store.ensure_queue("default").await?;
     s.migrated.store(true, Ordering::Release);
@@ -241,6 +244,23 @@ const BATCH_MAX: usize = 512;
 const BATCH_LANES: usize = 1;
 const SUBMIT_LANES: usize = 1;
 
+/// How to reach PostgreSQL: pool size, the environment's password, the TLS
+/// files (`db.tls_*`; the URL's `sslmode` says whether they are used).
+pub fn store_options(db: &jq_config::server::Db) -> StoreOptions {
+    let path = |p: &str| (!p.is_empty()).then(|| std::path::PathBuf::from(p));
+    StoreOptions {
+        max_connections: db.max_connections,
+        min_connections: 0,
+        acquire_timeout: Duration::from_millis(db.acquire_timeout_ms),
+        password: (!db.password.is_empty()).then(|| db.password.clone()),
+        tls: jq_store::TlsFiles {
+            ca: path(&db.tls_ca),
+            cert: path(&db.tls_cert),
+            key: path(&db.tls_key),
+        },
+    }
+}
+
 /// Start the server on the configured (or OS-chosen, with port 0) ports.
 pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     let cfg = Arc::new(cfg);
@@ -254,17 +274,10 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         metrics.redis_op_duration.with_label_values(&[op]);
     }
     metrics.redis_degraded.set(0);
-    let opts = StoreOptions {
-        max_connections: cfg.db.max_connections,
-        min_connections: 0,
-        acquire_timeout: Duration::from_millis(cfg.db.acquire_timeout_ms),
-        password: (!cfg.db.password.is_empty()).then(|| cfg.db.password.clone()),
-    };
+    let opts = store_options(&cfg.db);
     let store = Store::connect_lazy(&cfg.db.url, &opts)?.with_observer(Arc::new(Observer(metrics.clone())));
     let locks = locks::Locks::new(
-        &cfg.redis.url,
-        &cfg.redis.password,
-        &cfg.redis.key_prefix,
+        &cfg.redis,
         Duration::from_secs(cfg.scheduler.assignment_timeout_s),
         metrics.clone(),
     )?;
@@ -329,8 +342,17 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         let (_, detail) = posture::of(&cfg).component(&grpc_addr.to_string());
         tracing::warn!(security = "exposed", "{detail}");
     }
-    if let Err(e) = prepare(&shared).await {
-        tracing::warn!(error = %e, "database not ready at start; retrying in the background (readyz is false until then)");
+    match prepare(&shared).await {
+        // A certificate that does not verify will not mend by waiting:
+        // refuse to start, saying why (ADR 0014).
+        Err(e @ jq_store::StoreError::Tls(_)) => {
+            store.close().await;
+            return Err(anyhow::anyhow!("{e}"));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "database not ready at start; retrying in the background (readyz is false until then)")
+        }
+        Ok(()) => {}
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -34,24 +34,56 @@ pub struct Locks {
     release: redis::Script,
 }
 
+/// A client for `cfg.url` with its password and, for `rediss://`, its TLS
+/// files (`redis.tls_ca`, `redis.tls_cert`/`tls_key`; without a CA the
+/// system's trust store). The dispatch locks and `--dry-run` both use it,
+/// so the check tries exactly what the server will.
+pub fn client(cfg: &jq_config::server::Redis) -> anyhow::Result<redis::Client> {
+    let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(cfg.url.as_str())?;
+    if !cfg.password.is_empty() {
+        let settings = info.redis_settings().clone().set_password(&cfg.password);
+        info = info.set_redis_settings(settings);
+    }
+    if !cfg.url.starts_with("rediss://") {
+        return Ok(redis::Client::open(info)?);
+    }
+    let read = |what: &str, path: &str| -> anyhow::Result<Option<Vec<u8>>> {
+        if path.is_empty() {
+            return Ok(None);
+        }
+        std::fs::read(path)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("cannot read redis.{what} {path}: {e}"))
+    };
+    let root_cert = read("tls_ca", &cfg.tls_ca)?;
+    let client_tls = match (read("tls_cert", &cfg.tls_cert)?, read("tls_key", &cfg.tls_key)?) {
+        (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig {
+            client_cert,
+            client_key,
+        }),
+        _ => None,
+    };
+    Ok(redis::Client::build_with_tls(
+        info,
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )?)
+}
+
 impl Locks {
-    /// `url` empty: no Redis at all (single-instance mode by choice).
+    /// `cfg.url` empty: no Redis at all (single-instance mode by choice).
     pub fn new(
-        url: &str,
-        password: &str,
-        prefix: &str,
+        cfg: &jq_config::server::Redis,
         ttl: Duration,
         metrics: Arc<ServerMetrics>,
     ) -> anyhow::Result<Locks> {
-        let conn = if url.is_empty() {
+        let prefix = &cfg.key_prefix;
+        let conn = if cfg.url.is_empty() {
             None
         } else {
-            let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)?;
-            if !password.is_empty() {
-                let settings = info.redis_settings().clone().set_password(password);
-                info = info.set_redis_settings(settings);
-            }
-            let client = redis::Client::open(info)?;
+            let client = client(cfg)?;
             let cfg = redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(OP_TIMEOUT))
                 .set_response_timeout(Some(OP_TIMEOUT))

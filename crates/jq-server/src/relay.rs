@@ -46,6 +46,25 @@ pub fn client_config(k: &jq_config::server::Kafka) -> ClientConfig {
             .set("sasl.username", &k.sasl_username)
             .set("sasl.password", &k.sasl_password);
     }
+    if k.security_protocol.ends_with("ssl") {
+        // Without a CA file librdkafka (OpenSSL) uses the system's store;
+        // the broker's name is always verified.
+        c.set("ssl.endpoint.identification.algorithm", "https");
+        // No CA file: the well-known system bundles (a nix image's OpenSSL
+        // has no default directory of its own).
+        if k.tls_ca.is_empty() {
+            c.set("ssl.ca.location", "probe");
+        }
+        for (key, path) in [
+            ("ssl.ca.location", &k.tls_ca),
+            ("ssl.certificate.location", &k.tls_cert),
+            ("ssl.key.location", &k.tls_key),
+        ] {
+            if !path.is_empty() {
+                c.set(key, path);
+            }
+        }
+    }
     c
 }
 
@@ -318,6 +337,49 @@ mod tests {
     use chrono::Utc;
     use jq_core::JobStatus;
     use uuid::Uuid;
+
+    #[test]
+    fn jq_172_kafka_security_settings_reach_the_client() {
+        let k = jq_config::server::Kafka {
+            brokers: "b-1.msk:9096".into(),
+            security_protocol: "sasl_ssl".into(),
+            sasl_mechanism: "SCRAM-SHA-512".into(),
+            sasl_username: "jq".into(),
+            sasl_password: "pw".into(),
+            tls_ca: "/etc/jq/msk-ca.pem".into(),
+            ..Default::default()
+        };
+        let c = client_config(&k);
+        for (key, want) in [
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", "jq"),
+            ("sasl.password", "pw"),
+            ("ssl.ca.location", "/etc/jq/msk-ca.pem"),
+            ("ssl.endpoint.identification.algorithm", "https"),
+        ] {
+            assert_eq!(c.get(key), Some(want), "{key}");
+        }
+        // librdkafka accepts them: it was built with TLS and SCRAM.
+        c.create_native_config().expect("librdkafka takes every setting");
+        let plain = client_config(&jq_config::server::Kafka::default());
+        assert_eq!(plain.get("ssl.ca.location"), None);
+        assert_eq!(plain.get("sasl.password"), None);
+        let ssl = client_config(&jq_config::server::Kafka {
+            security_protocol: "ssl".into(),
+            ..Default::default()
+        });
+        assert_eq!(ssl.get("ssl.ca.location"), Some("probe"));
+    }
+
+    #[test]
+    fn jq_172_librdkafka_is_built_with_tls_and_sasl_scram() {
+        let native = ClientConfig::new().create_native_config().unwrap();
+        let features = native.get("builtin.features").unwrap();
+        for f in ["ssl", "sasl_plain", "sasl_scram"] {
+            assert!(features.split(',').any(|x| x == f), "{f} missing from {features}");
+        }
+    }
 
     #[test]
     fn fr_036_fr_037_outbox_event_round_trips_through_protobuf() {

@@ -21,6 +21,10 @@ pub fn from_store(e: StoreError) -> Status {
         StoreError::Invalid(v) => from_validation(v),
         StoreError::Refused(_) => Status::invalid_argument(e.to_string()),
         StoreError::Contention(_) => Status::aborted(e.to_string()),
+        StoreError::Tls(inner) => {
+            tracing::error!(error = %inner, "TLS to PostgreSQL failed");
+            Status::unavailable("the database is unavailable; try again shortly")
+        }
         StoreError::Unavailable(inner) => {
             tracing::warn!(error = %inner, "database unavailable");
             Status::unavailable("the database is unavailable; try again shortly")

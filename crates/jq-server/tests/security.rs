@@ -8,7 +8,7 @@ use jq_proto::v1;
 use jq_proto::v1::admin_service_client::AdminServiceClient;
 use jq_proto::v1::job_service_client::JobServiceClient;
 use jq_testkit::TestDb;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use jq_testkit::pki::Pki;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -71,43 +71,6 @@ async fn jq_170_tokens_and_roles_gate_every_service() {
     server.shutdown().await;
 }
 
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: String,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let write = |name: &str, pem: String| std::fs::write(dir.path().join(name), pem).unwrap();
-        for (name, sans) in [
-            ("server", vec!["localhost".to_string(), "127.0.0.1".to_string()]),
-            ("client", vec!["worker-1".to_string()]),
-        ] {
-            let key = KeyPair::generate().unwrap();
-            let cert = CertificateParams::new(sans)
-                .unwrap()
-                .signed_by(&key, &ca)
-                .unwrap();
-            write(&format!("{name}.pem"), cert.pem());
-            write(&format!("{name}.key"), key.serialize_pem());
-        }
-        write("ca.pem", ca.pem());
-        Pki { ca: ca.pem(), dir }
-    }
-
-    fn path(&self, f: &str) -> String {
-        self.dir.path().join(f).display().to_string()
-    }
-
-    fn read(&self, f: &str) -> String {
-        std::fs::read_to_string(self.path(f)).unwrap()
-    }
-}
-
 async fn tls_channel(
     addr: std::net::SocketAddr,
     tls: ClientTlsConfig,
@@ -122,19 +85,19 @@ async fn tls_channel(
 
 #[tokio::test]
 async fn fr_047_mtls_requires_a_client_certificate_signed_by_the_ca() {
-    let pki = Pki::new();
+    let pki = Pki::new(&["localhost", "127.0.0.1"]);
     let db = TestDb::new().await;
     let mut cfg = config(&db);
     cfg.tls.enabled = true;
-    cfg.tls.cert = pki.path("server.pem");
-    cfg.tls.key = pki.path("server.key");
-    cfg.tls.ca = pki.path("ca.pem");
+    cfg.tls.cert = pki.file("server.pem");
+    cfg.tls.key = pki.file("server.key");
+    cfg.tls.ca = pki.file("ca.pem");
     let server = jq_server::start(cfg).await.unwrap();
     let addr = server.grpc_addr;
 
     // With a client certificate: works.
     let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&pki.ca))
+        .ca_certificate(Certificate::from_pem(pki.read("ca.pem")))
         .identity(Identity::from_pem(pki.read("client.pem"), pki.read("client.key")))
         .domain_name("localhost");
     let ch = tls_channel(addr, tls).await.unwrap();
@@ -145,7 +108,7 @@ async fn fr_047_mtls_requires_a_client_certificate_signed_by_the_ca() {
 
     // Without one: refused.
     let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&pki.ca))
+        .ca_certificate(Certificate::from_pem(pki.read("ca.pem")))
         .domain_name("localhost");
     let refused = match tls_channel(addr, tls).await {
         Err(_) => true,

@@ -36,6 +36,13 @@ pub enum StoreError {
     /// written; the code says which rule.
     #[error("a value in the request is outside what the database stores (SQLSTATE {0})")]
     Refused(String),
+    /// TLS to PostgreSQL failed: a certificate that does not verify (CA,
+    /// host name), a server without TLS where `sslmode` requires it, an
+    /// unreadable key. A configuration error, never retried.
+    #[error(
+        "TLS to PostgreSQL failed: {0} (check sslmode in db.url, db.tls_ca and the server's certificate; not retried)"
+    )]
+    Tls(String),
     /// Transient database errors persisted through every retry.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
@@ -57,10 +64,24 @@ pub fn refused_value(e: &sqlx::Error) -> Option<String> {
     }
 }
 
+/// TLS failed while connecting (ADR 0014): sqlx reports a handshake that
+/// rustls refused as an I/O error of kind InvalidData, and the rest
+/// (no TLS on the server, unreadable files) as `Tls` or `Configuration`.
+pub fn is_tls_failure(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Tls(_) | sqlx::Error::Configuration(_) => true,
+        sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::InvalidData,
+        _ => false,
+    }
+}
+
 /// Errors worth retrying: the connection broke or the database asked us to.
 pub fn is_transient(e: &sqlx::Error) -> bool {
+    if is_tls_failure(e) {
+        return false;
+    }
     match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
             // serialization_failure, deadlock_detected, connection exceptions,
@@ -93,6 +114,7 @@ impl StoreError {
             StoreError::Invalid(v) => StoreError::Invalid(v.clone()),
             StoreError::Contention(id) => StoreError::Contention(*id),
             StoreError::Refused(c) => StoreError::Refused(c.clone()),
+            StoreError::Tls(t) => StoreError::Tls(t.clone()),
             StoreError::Unavailable(e) => StoreError::Unavailable(text(e)),
             StoreError::Database(e) if is_transient(e) => StoreError::Unavailable(text(e)),
             StoreError::Database(e) => StoreError::Database(text(e)),

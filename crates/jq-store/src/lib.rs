@@ -42,7 +42,7 @@ pub mod workers;
 
 pub use batch::{CallOutcome, Expected, WorkerCall};
 pub use conn::MIN_POOL_TO_PIN;
-pub use error::{StoreError, is_transient, refused_value};
+pub use error::{StoreError, is_tls_failure, is_transient, refused_value};
 pub use jobs::{ListFilter, ListPage, Submitted};
 pub use outbox::{EventAudit, EventWindow, RelayLease};
 pub use reaper::ReapReport;
@@ -93,6 +93,17 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
     /// Password from the environment only (FR-045); overrides one in the URL.
     pub password: Option<String>,
+    /// TLS files beyond what the URL says (`sslmode`, `sslrootcert`…).
+    pub tls: TlsFiles,
+}
+
+/// PEM files for TLS to PostgreSQL (`db.tls_ca`, `db.tls_cert`,
+/// `db.tls_key`); each overrides its libpq URL parameter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
 }
 
 impl Default for StoreOptions {
@@ -102,6 +113,7 @@ impl Default for StoreOptions {
             min_connections: 0,
             acquire_timeout: Duration::from_secs(5),
             password: None,
+            tls: TlsFiles::default(),
         }
     }
 }
@@ -141,6 +153,15 @@ impl Store {
         let mut conn: PgConnectOptions = url.parse().map_err(StoreError::Database)?;
         if let Some(pw) = &opts.password {
             conn = conn.password(pw);
+        }
+        if let Some(ca) = &opts.tls.ca {
+            conn = conn.ssl_root_cert(ca);
+        }
+        if let Some(cert) = &opts.tls.cert {
+            conn = conn.ssl_client_cert(cert);
+        }
+        if let Some(key) = &opts.tls.key {
+            conn = conn.ssl_client_key(key);
         }
         conn = conn.log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
         // Every statement here is written for its index whatever the
@@ -276,6 +297,11 @@ impl Store {
                     let wait = Duration::from_millis(25 << tries).mul_f64(1.0 + self.jitter_unit());
                     tracing::warn!(query_name = name, attempt = tries, error = %e, "transient database error; retrying");
                     tokio::time::sleep(wait).await;
+                }
+                // A certificate that does not verify, or a server without
+                // TLS where it is required, will not mend by waiting.
+                Err(StoreError::Database(e)) if is_tls_failure(&e) => {
+                    break Err(StoreError::Tls(e.to_string()));
                 }
                 Err(StoreError::Database(e)) if refused_value(&e).is_some() => {
                     tracing::warn!(query_name = name, error = %e, "the database refused a value of the request");

@@ -31,6 +31,7 @@ pub mod bins;
 mod docker;
 pub mod kafka;
 mod local;
+pub mod pki;
 pub mod postgres;
 pub mod private;
 pub mod redis;

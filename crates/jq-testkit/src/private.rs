@@ -3,7 +3,7 @@
 //! Redis, both from the local binaries.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -15,12 +15,45 @@ pub struct PrivatePostgres {
     dir: PathBuf,
     user: Option<String>,
     pg_ctl: PathBuf,
+    /// Extra `-c` settings (TLS).
+    extra: String,
 }
 
 impl PrivatePostgres {
     /// initdb and start on a free port (durability settings left at their
     /// defaults: fault tests restart it and expect nothing lost).
     pub fn start() -> Result<PrivatePostgres, String> {
+        let pg = PrivatePostgres::init()?;
+        pg.ctl(&["start"])?;
+        Ok(pg)
+    }
+
+    /// Like [`start`](Self::start), but serving TLS only, as a managed
+    /// PostgreSQL that forces it (RDS `rds.force_ssl`): `cert`/`key` are the
+    /// server's PEM files; a connection without TLS is rejected.
+    pub fn start_tls(cert: &Path, key: &Path) -> Result<PrivatePostgres, String> {
+        let mut pg = PrivatePostgres::init()?;
+        let data = pg.dir.join("data");
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            fs::copy(from, data.join(to)).map_err(|e| format!("{}: {e}", from.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(data.join(to), fs::Permissions::from_mode(0o600))
+                .map_err(|e| e.to_string())?;
+            if let Some(u) = &pg.user {
+                chown(&data.join(to), u)?;
+            }
+        }
+        fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+        )
+        .map_err(|e| e.to_string())?;
+        pg.extra = "-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".into();
+        pg.ctl(&["start"])?;
+        Ok(pg)
+    }
+
+    fn init() -> Result<PrivatePostgres, String> {
         let (Some(initdb), Some(pg_ctl)) = (find_binary("initdb"), find_binary("pg_ctl")) else {
             return Err("PostgreSQL server binaries (initdb, pg_ctl) are not installed".into());
         };
@@ -46,14 +79,13 @@ impl PrivatePostgres {
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
-        let pg = PrivatePostgres {
+        Ok(PrivatePostgres {
             port: crate::free_port(),
             dir,
             user,
             pg_ctl,
-        };
-        pg.ctl(&["start"])?;
-        Ok(pg)
+            extra: String::new(),
+        })
     }
 
     /// URL of database `db` (the server creates its tables on start).
@@ -64,9 +96,10 @@ impl PrivatePostgres {
     fn ctl(&self, action: &[&str]) -> Result<(), String> {
         let data = self.dir.join("data");
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 {}",
             self.port,
-            data.display()
+            data.display(),
+            self.extra
         );
         let log = self.dir.join("postgres.log");
         let out = command_as(self.user.as_deref(), &self.pg_ctl)
@@ -142,6 +175,8 @@ impl Drop for PrivatePostgres {
 pub struct PrivateRedis {
     pub port: u16,
     child: Option<Child>,
+    /// `--tls-*` arguments: TLS only on `port`, no plaintext port.
+    tls: Vec<String>,
 }
 
 impl PrivateRedis {
@@ -149,9 +184,41 @@ impl PrivateRedis {
         let mut r = PrivateRedis {
             port: crate::free_port(),
             child: None,
+            tls: vec![],
         };
         r.start_again()?;
         Ok(r)
+    }
+
+    /// TLS only, as ElastiCache with in-transit encryption: the server's
+    /// certificate from `pki`; clients need no certificate.
+    pub fn start_tls(pki: &crate::pki::Pki) -> Result<PrivateRedis, String> {
+        let port = crate::free_port();
+        let mut r = PrivateRedis {
+            port,
+            child: None,
+            tls: vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                pki.file("server.pem"),
+                "--tls-key-file".into(),
+                pki.file("server.key"),
+                "--tls-ca-cert-file".into(),
+                pki.file("ca.pem"),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+        };
+        r.start_again()?;
+        Ok(r)
+    }
+
+    /// `rediss://localhost:port` (the certificate names localhost).
+    pub fn tls_url(&self) -> String {
+        format!("rediss://localhost:{}", self.port)
     }
 
     pub fn url(&self) -> String {
@@ -161,8 +228,14 @@ impl PrivateRedis {
     /// Start (again) on the same port, with no data.
     pub fn start_again(&mut self) -> Result<(), String> {
         let bin = find_binary("redis-server").ok_or("redis-server is not installed")?;
-        let child = Command::new(bin)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut cmd = Command::new(bin);
+        if self.tls.is_empty() {
+            cmd.args(["--port", &self.port.to_string()]);
+        } else {
+            cmd.args(&self.tls);
+        }
+        let child = cmd
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
