@@ -520,3 +520,49 @@ fn jq_172_every_build_we_ship_has_tls_to_the_backing_services() {
     assert!(read("nix/images.nix").contains("cacert"));
     assert!(read(".ci/run").contains("libssl-dev"));
 }
+
+/// Every requirement id named in the code, tests and docs is defined in
+/// `docs/requirements.md`, so a reader never needs a document outside the
+/// repository to resolve one.
+#[test]
+fn every_requirement_id_in_the_repository_resolves_in_docs_requirements() {
+    let defined = read("docs/requirements.md");
+    let mut missing = BTreeSet::new();
+    let mut seen = 0;
+    let mut stack = vec![root()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if p.is_dir() {
+                if !name.starts_with('.') && !["target", "corpus", "artifacts"].contains(&name.as_str()) {
+                    stack.push(p);
+                }
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&p) else {
+                continue;
+            };
+            for (i, _) in text.match_indices('-') {
+                let pre = &text[..i];
+                let kind = ["NFR", "FR", "JQ"].into_iter().find(|k| pre.ends_with(k));
+                let digits = text[i + 1..].chars().take_while(char::is_ascii_digit).count();
+                if let Some(kind) = kind
+                    && digits == 3
+                    && !pre[..pre.len() - kind.len()].ends_with(|c: char| c.is_ascii_alphanumeric())
+                {
+                    let id = format!("{kind}-{}", &text[i + 1..i + 4]);
+                    seen += 1;
+                    if !defined.contains(&format!("- {id} ")) {
+                        missing.insert(format!("{id} ({})", p.strip_prefix(root()).unwrap().display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(seen > 200, "only {seen} ids found");
+    assert!(
+        missing.is_empty(),
+        "ids not defined in docs/requirements.md: {missing:?}"
+    );
+}

@@ -31,6 +31,25 @@ async fn wait_for(addr: &str, id: &str, status: &str) -> Value {
     panic!("job {id} never reached {status}: {last}");
 }
 
+/// A queue that retries within 50-100 ms, and a worker serving only it.
+async fn fast_retry_queue_with_worker(a: &str, queue: &str, worker: &str, slots: u32) -> Worker {
+    ctl(
+        a,
+        &[
+            "queue",
+            "create",
+            queue,
+            "--backoff-base",
+            "50ms",
+            "--backoff-max",
+            "100ms",
+        ],
+    )
+    .await
+    .ok();
+    Worker::start_with(a, worker, slots, vec![("JQ_WORKER_QUEUES".into(), queue.into())]).await
+}
+
 #[tokio::test]
 async fn e2e_1_submit_via_jq_ctl_and_watch_pending_running_done() {
     let (_db, server) = system().await;
@@ -84,27 +103,7 @@ async fn e2e_2_kill_9_a_worker_mid_job_and_the_job_reruns_elsewhere() {
 async fn e2e_3_a_job_failing_max_retries_times_ends_dead_lettered_and_is_listed() {
     let (_db, server) = system().await;
     let a = server.addr();
-    ctl(
-        &a,
-        &[
-            "queue",
-            "create",
-            "flaky",
-            "--backoff-base",
-            "50ms",
-            "--backoff-max",
-            "100ms",
-        ],
-    )
-    .await
-    .ok();
-    let _w = Worker::start_with(
-        &a,
-        "e2e-fail",
-        2,
-        vec![("JQ_WORKER_QUEUES".into(), "flaky".into())],
-    )
-    .await;
+    let _w = fast_retry_queue_with_worker(&a, "flaky", "e2e-fail", 2).await;
     let id = ctl(
         &a,
         &[
@@ -152,21 +151,7 @@ async fn e2e_3_a_job_failing_max_retries_times_ends_dead_lettered_and_is_listed(
 async fn jq_105_e2e_a_job_writing_a_nul_to_stderr_is_dead_lettered_by_its_own_failures() {
     let (_db, server) = system().await;
     let a = server.addr();
-    ctl(
-        &a,
-        &[
-            "queue",
-            "create",
-            "nul",
-            "--backoff-base",
-            "50ms",
-            "--backoff-max",
-            "100ms",
-        ],
-    )
-    .await
-    .ok();
-    let _w = Worker::start_with(&a, "e2e-nul", 1, vec![("JQ_WORKER_QUEUES".into(), "nul".into())]).await;
+    let _w = fast_retry_queue_with_worker(&a, "nul", "e2e-nul", 1).await;
     let id = ctl(
         &a,
         &[

@@ -1,12 +1,14 @@
-//! The job lifecycle state machine (SPEC §3): the one place that decides
-//! whether a transition is legal and what it does.
+//! The job lifecycle state machine (docs/requirements.md, "Lifecycle"):
+//! the one place that decides whether a transition is legal and what it
+//! does.
 //!
 //! [`transition`] is pure: it takes the job's current [`JobState`] and a
-//! [`Command`] and returns a [`Decision`]. Storage applies the decision in one
-//! transaction (state change + one `job_events` row and one outbox row per
-//! [`Step`]) guarded by `WHERE status = from AND attempt = attempt`, so a lost
-//! race changes nothing. Time never enters here: delays are returned as
-//! durations and added to the database clock by the store.
+//! [`Command`] and returns a [`Decision`]. The store applies a decision in
+//! one statement: the state change plus one `job_events` row per [`Step`],
+//! which is also that step's outbox entry (ADR 0012). The write is guarded
+//! by the whole [`JobState`] the decision saw (a compare-and-set, ADR 0009),
+//! so a lost race changes nothing. Time never enters here: delays are
+//! returned as durations and added to the database clock by the store.
 
 use std::time::Duration;
 

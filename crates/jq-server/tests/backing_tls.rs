@@ -56,11 +56,7 @@ async fn jq_172_postgres_verify_full_with_the_ca_serves_and_a_wrong_ca_or_host_i
     let mut jobs = v1::job_service_client::JobServiceClient::new(ch);
     let id = jobs
         .submit_job(v1::SubmitJobRequest {
-            job: Some(v1::JobSpec {
-                queue: "default".into(),
-                payload: b"{}".to_vec(),
-                ..Default::default()
-            }),
+            job: Some(spec("default", "{}")),
         })
         .await
         .expect("a submit over TLS")
@@ -194,20 +190,8 @@ async fn jq_172_kafka_over_tls_delivers_events_end_to_end_and_a_wrong_ca_fails_c
         Check::Ok(d) => assert!(d.contains("security ssl"), "{d}"),
         other => panic!("{other:?}"),
     }
-    let env = start_with(db, cfg.clone()).await;
-    let mut jobs = env.jobs.clone();
-    let id = jobs
-        .submit_job(v1::SubmitJobRequest {
-            job: Some(v1::JobSpec {
-                queue: "default".into(),
-                payload: b"{}".to_vec(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job_id;
+    let mut env = start_with(db, cfg.clone()).await;
+    let id = env.submit(spec("default", "{}")).await;
     // The relay had it acknowledged by the broker, over TLS.
     let mut drained = false;
     for _ in 0..150 {

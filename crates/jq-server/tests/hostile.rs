@@ -916,7 +916,7 @@ async fn jq_105_every_field_of_every_request_refuses_each_hostile_value_alone() 
     let mut cfg = config(&db);
     cfg.scheduler.interval_ms = 3_600_000;
     cfg.scheduler.reaper_interval_ms = 3_600_000;
-    let env = start_with(db, cfg).await;
+    let mut env = start_with(db, cfg).await;
     let ch = channel(env.server.grpc_addr).await;
     // A job and a worker for the calls to meet.
     let (path, bytes, _) = Call::Register(v1::RegisterRequest {
@@ -928,19 +928,7 @@ async fn jq_105_every_field_of_every_request_refuses_each_hostile_value_alone() 
     })
     .wire();
     assert_eq!(send(&ch, path, bytes, false).await.code(), Code::Ok);
-    let mut jobs = jq_proto::v1::job_service_client::JobServiceClient::new(ch.clone());
-    let job = jobs
-        .submit_job(v1::SubmitJobRequest {
-            job: Some(v1::JobSpec {
-                queue: "default".into(),
-                payload: b"{}".to_vec(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job_id;
+    let job = env.submit(common::spec("default", "{}")).await;
     let calls = one_field_at_a_time(&job);
     let mut failures = vec![];
     let mut refused = 0;
