@@ -241,7 +241,8 @@ impl Command {
     }
 }
 
-/// One state change; becomes one `job_events` row and one outbox event.
+/// One state change; becomes one `job_events` row, which is also its
+/// outbox entry (ADR 0012).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Step {
     pub from: Option<JobStatus>,

@@ -88,10 +88,6 @@ impl Dispatcher {
                     kind: Some(v1::server_message::Kind::Assignment(convert::assignment(&a))),
                 };
                 s.metrics.scheduler_assigned.with_label_values(&[&a.queue]).inc();
-                s.metrics
-                    .job_total
-                    .with_label_values(&[&a.queue, "ASSIGNED"])
-                    .inc();
                 let expected = jq_store::Expected {
                     state: a.state.clone(),
                     queue: a.queue.clone(),

@@ -149,6 +149,18 @@ impl QueryObserver for Observer {
     }
 }
 
+/// `jq_job_total{queue,status}`: one count per committed transition step
+/// into `status`, whatever wrote it, so the metric equals the `job_events`
+/// rows by `to_status`.
+impl jq_store::TransitionObserver for Observer {
+    fn applied(&self, queue: &str, step: &jq_store::Step) {
+        self.0
+            .job_total
+            .with_label_values(&[queue, step.to.as_str()])
+            .inc();
+    }
+}
+
 struct Ready(Arc<Shared>);
 
 impl Readiness for Ready {
@@ -275,7 +287,10 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     }
     metrics.redis_degraded.set(0);
     let opts = store_options(&cfg.db);
-    let store = Store::connect_lazy(&cfg.db.url, &opts)?.with_observer(Arc::new(Observer(metrics.clone())));
+    let observer = Arc::new(Observer(metrics.clone()));
+    let store = Store::connect_lazy(&cfg.db.url, &opts)?
+        .with_observer(observer.clone())
+        .with_transition_observer(observer);
     let locks = locks::Locks::new(
         &cfg.redis,
         Duration::from_secs(cfg.scheduler.assignment_timeout_s),

@@ -113,6 +113,9 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ClaimRow {
     }
 }
 
+/// What a claim gave each worker, and the steps it wrote (with queues).
+type Claimed = (Vec<(String, Assignment)>, Vec<(String, jq_core::Step)>);
+
 impl Store {
     /// The plan PostgreSQL uses for the claim scan (NFR-012 checks, and
     /// operators debugging a slow claim).
@@ -168,14 +171,16 @@ impl Store {
         // Committed or rolled back here, also when it gives nothing: its
         // read may have locked candidates.
         let got = crate::finish(tx, got).await;
-        conn.settle(got)
+        let (assigned, steps) = conn.settle(got)?;
+        self.committed(steps.iter().map(|(q, s)| (q.as_str(), s)));
+        Ok(assigned)
     }
 
     async fn claim_in(
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
         wants: &[(String, u32)],
         queues: &[String],
-    ) -> Result<Vec<(String, Assignment)>> {
+    ) -> Result<Claimed> {
         let asked: u32 = wants.iter().map(|(_, n)| *n).sum();
         let ids: Vec<&str> = wants.iter().map(|(w, _)| w.as_str()).collect();
         // One statement: the candidates, their queues' caps and the workers
@@ -200,7 +205,7 @@ impl Store {
             .collect();
         let limit: u32 = slots.iter().map(|(_, n)| *n).sum();
         if limit == 0 {
-            return Ok(vec![]);
+            return Ok((vec![], vec![]));
         }
         let mut caps: Vec<QueueCaps> = vec![];
         let mut candidates: Vec<JobRow> = vec![];
@@ -284,8 +289,14 @@ impl Store {
                 planned.push(Planned::new(r.id, r.state(), e));
             }
         }
-        let applied: Vec<Uuid> = Store::apply_planned(&mut **tx, &planned).await?;
+        let applied = Store::apply_planned(&mut **tx, &planned).await?;
         debug_assert_eq!(applied.len(), planned.len(), "locked rows cannot change under us");
+        // Reported once the claim commits.
+        let steps: Vec<(String, jq_core::Step)> = applied
+            .into_iter()
+            .zip(&planned)
+            .flat_map(|((_, q), p)| p.effects.steps.iter().map(move |s| (q.clone(), *s)))
+            .collect();
 
         // Spend the rate tokens of what each rate-limited queue gave.
         for c in caps.iter().filter(|c| c.rate_limit_per_s.is_some()) {
@@ -302,7 +313,7 @@ impl Store {
             .iter()
             .map(|c| (c.name.as_str(), secs(c.default_timeout_s)))
             .collect();
-        Ok(candidates
+        let assigned = candidates
             .into_iter()
             .zip(planned)
             .zip(owners)
@@ -321,7 +332,8 @@ impl Store {
                 debug_assert!(a.attempt > 0);
                 (w.to_string(), a)
             })
-            .collect())
+            .collect();
+        Ok((assigned, steps))
     }
 
     /// Number of jobs in a status, for gauges (`jq_job_queue_depth`).

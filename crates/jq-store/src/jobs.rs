@@ -134,11 +134,24 @@ impl Store {
         let keyed = jobs.iter().any(|j| j.idempotency_key.is_some());
         let tries = std::sync::atomic::AtomicU32::new(0);
         let tries = &tries;
-        self.run("submit_jobs", move || {
-            let retry = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0;
-            self.submit_tx(jobs, ids, keyed || retry)
-        })
-        .await
+        let submitted = self
+            .run("submit_jobs", move || {
+                let retry = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0;
+                self.submit_tx(jobs, ids, keyed || retry)
+            })
+            .await?;
+        let created = jq_core::Step {
+            from: None,
+            to: jq_core::JobStatus::Pending,
+            reason: jq_core::Reason::Submitted,
+        };
+        self.committed(
+            jobs.iter()
+                .zip(&submitted)
+                .filter(|(_, s)| !s.already_existed)
+                .map(|(j, _)| (j.queue.as_str(), &created)),
+        );
+        Ok(submitted)
     }
 
     /// One statement, so one round trip and one commit: the insert is

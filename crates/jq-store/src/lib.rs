@@ -44,6 +44,7 @@ pub use batch::{CallOutcome, Expected, WorkerCall};
 pub use conn::MIN_POOL_TO_PIN;
 pub use error::{StoreError, is_tls_failure, is_transient, refused_value};
 pub use jobs::{ListFilter, ListPage, Submitted};
+pub use jq_core::Step;
 pub use outbox::{EventAudit, EventWindow, RelayLease};
 pub use reaper::ReapReport;
 pub use transitions::{CancelOutcome, ReportOutcome, ResultReport};
@@ -80,6 +81,14 @@ pub(crate) async fn finish<T>(tx: sqlx::Transaction<'_, sqlx::Postgres>, body: R
 /// knowing about metrics.
 pub trait QueryObserver: Send + Sync {
     fn observe(&self, query_name: &'static str, elapsed: Duration, ok: bool);
+}
+
+/// Hears every transition step once its write has committed: the one
+/// place where a server counts `jq_job_total{queue,status}` (FR-040), so
+/// the metric equals the `job_events` rows by `to_status` whatever wrote
+/// them (submit, claim, worker call, reaper, operator).
+pub trait TransitionObserver: Send + Sync {
+    fn applied(&self, queue: &str, step: &jq_core::Step);
 }
 
 /// Source of jitter for retry backoff: a number in [0, 1).
@@ -124,6 +133,7 @@ pub struct Store {
     pool: PgPool,
     jitter: JitterSource,
     observer: Option<Arc<dyn QueryObserver>>,
+    transitions: Option<Arc<dyn TransitionObserver>>,
     /// Set on `pinned` handles: the connection they keep.
     pinned: Option<conn::Pinned>,
     /// The slots of every pinned handle of this store (`close`).
@@ -208,6 +218,7 @@ impl Store {
             pool,
             jitter: Arc::new(rand::random::<f64>),
             observer: None,
+            transitions: None,
             pinned: None,
             pins: Arc::default(),
             wake_tag: uuid::Uuid::new_v4().simple().to_string().into(),
@@ -218,6 +229,20 @@ impl Store {
     pub fn with_jitter(mut self, jitter: JitterSource) -> Store {
         self.jitter = jitter;
         self
+    }
+
+    pub fn with_transition_observer(mut self, observer: Arc<dyn TransitionObserver>) -> Store {
+        self.transitions = Some(observer);
+        self
+    }
+
+    /// Tell the transition observer about `steps` of `queue`, committed.
+    pub(crate) fn committed<'a>(&self, steps: impl IntoIterator<Item = (&'a str, &'a jq_core::Step)>) {
+        if let Some(o) = &self.transitions {
+            for (queue, step) in steps {
+                o.applied(queue, step);
+            }
+        }
     }
 
     pub fn with_observer(mut self, observer: Arc<dyn QueryObserver>) -> Store {

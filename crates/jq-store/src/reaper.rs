@@ -55,7 +55,7 @@ impl Store {
                 planned.push(Planned::new(c.job.id, state, e));
             }
         }
-        Store::apply_planned(&self.pool, &planned).await
+        self.apply_planned_now(&planned).await
     }
 
     /// FR-016: ASSIGNED for longer than `timeout` -> FAILED -> retry logic.

@@ -101,21 +101,45 @@ pub enum CancelOutcome {
 }
 
 impl Store {
-    /// `apply_planned` on this handle's connection (pinned or pooled).
+    /// `apply_planned` on this handle's connection (pinned or pooled),
+    /// committed as it returns; its steps go to the transition observer.
     pub(crate) async fn apply_planned_here(&self, planned: &[Planned]) -> Result<Vec<Uuid>> {
         if planned.is_empty() {
             return Ok(vec![]);
         }
         let mut conn = self.conn().await?;
         let r = Store::apply_planned(&mut *conn, planned).await;
-        conn.settle(r)
+        let written = conn.settle(r)?;
+        Ok(self.committed_writes(planned, written))
     }
 
-    /// Write decided transitions; returns the ids actually changed.
+    /// `apply_planned` on the pool, committed as it returns; its steps go
+    /// to the transition observer.
+    pub(crate) async fn apply_planned_now(&self, planned: &[Planned]) -> Result<Vec<Uuid>> {
+        let written = Store::apply_planned(&self.pool, planned).await?;
+        Ok(self.committed_writes(planned, written))
+    }
+
+    /// Report the steps of the written rows (committed) and return their ids.
+    pub(crate) fn committed_writes(&self, planned: &[Planned], written: Vec<(Uuid, String)>) -> Vec<Uuid> {
+        let queues: std::collections::HashMap<Uuid, &str> =
+            written.iter().map(|(id, q)| (*id, q.as_str())).collect();
+        self.committed(
+            planned
+                .iter()
+                .filter_map(|p| queues.get(&p.id).map(|q| (*q, p)))
+                .flat_map(|(q, p)| p.effects.steps.iter().map(move |s| (q, s))),
+        );
+        written.into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// Write decided transitions; returns the rows actually changed, with
+    /// their queues. Not yet reported to the transition observer: the
+    /// caller does that once the write has committed.
     pub(crate) async fn apply_planned<'e>(
         exec: impl PgExecutor<'e>,
         planned: &[Planned],
-    ) -> Result<Vec<Uuid>> {
+    ) -> Result<Vec<(Uuid, String)>> {
         if planned.is_empty() {
             return Ok(vec![]);
         }
@@ -206,7 +230,7 @@ impl Store {
                 e_ord.push(e_ord.len() as i32);
             }
         }
-        let ids: Vec<Uuid> = sqlx::query_scalar(
+        let written: Vec<(Uuid, String)> = sqlx::query_as(
             r#"
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::int[], $6::int[], $7::text[],
@@ -255,7 +279,7 @@ WITH input AS (
     JOIN upd u ON u.id = e.job_id
     ORDER BY e.ord
 )
-SELECT id FROM upd"#,
+SELECT id, queue FROM upd"#,
         )
         .bind(&id)
         .bind(&from_status)
@@ -289,7 +313,7 @@ SELECT id FROM upd"#,
         .bind(&from_report_kind)
         .fetch_all(exec)
         .await?;
-        Ok(ids)
+        Ok(written)
     }
 
     /// Read a job's state and its queue's backoff policy.
@@ -326,11 +350,7 @@ SELECT id FROM upd"#,
                 Decision::Apply(effects) => {
                     let mut p = Planned::new(id, before.clone(), effects);
                     shape(&mut p);
-                    if Store::apply_planned(&self.pool, std::slice::from_ref(&p))
-                        .await?
-                        .len()
-                        == 1
-                    {
+                    if self.apply_planned_now(std::slice::from_ref(&p)).await?.len() == 1 {
                         return Ok((before, Some(p.effects)));
                     }
                     tracing::debug!(job_id = %id, command = cmd.name(), "lost a race; deciding again");
@@ -431,7 +451,7 @@ SELECT id FROM upd"#,
                     planned.push(p);
                 }
             }
-            Store::apply_planned(&self.pool, &planned).await
+            self.apply_planned_now(&planned).await
         })
         .await
     }

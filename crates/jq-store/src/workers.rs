@@ -172,7 +172,7 @@ impl Store {
                 planned.push(Planned::new(c.job.id, c.job.state(), e));
             }
         }
-        Store::apply_planned(&self.pool, &planned).await
+        self.apply_planned_now(&planned).await
     }
 
     /// FR-019: record liveness and check the worker's leases (JQ-110).

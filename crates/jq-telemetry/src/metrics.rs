@@ -68,7 +68,10 @@ impl ServerMetrics {
             )
             .unwrap(),
             job_total: IntCounterVec::new(
-                Opts::new("jq_job_total", "Jobs that reached a status, per queue."),
+                Opts::new(
+                    "jq_job_total",
+                    "Transitions into a status, per queue: one per job_events row.",
+                ),
                 &["queue", "status"],
             )
             .unwrap(),

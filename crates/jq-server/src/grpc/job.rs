@@ -63,7 +63,6 @@ impl JobService for Jobs {
             .ok_or_else(|| Status::unavailable("the server is shutting down"))?
             .map_err(from_store)?;
         if !r.already_existed {
-            s.metrics.job_total.with_label_values(&[&queue, "PENDING"]).inc();
             s.inserted();
             tracing::info!(job_id = %r.job_id, queue = %queue, "job submitted");
         }
@@ -85,15 +84,8 @@ impl JobService for Jobs {
             .map(request)
             .collect::<Result<Vec<_>, _>>()?;
         let jobs = validate_bulk(reqs, s.cfg.server.max_payload_bytes as usize).map_err(from_validation)?;
-        let queues: Vec<String> = jobs.iter().map(|j| j.queue.clone()).collect();
         let res = s.store.submit_many(jobs).await.map_err(from_store)?;
-        let mut new = 0;
-        for (r, q) in res.iter().zip(&queues) {
-            if !r.already_existed {
-                s.metrics.job_total.with_label_values(&[q, "PENDING"]).inc();
-                new += 1;
-            }
-        }
+        let new = res.iter().filter(|r| !r.already_existed).count();
         if new > 0 {
             s.inserted();
         }

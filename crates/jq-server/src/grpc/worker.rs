@@ -300,11 +300,6 @@ impl Workers {
             CallOutcome::Acked { .. } => return Err(Status::internal("a result was answered as an ack")),
         };
         if !out.duplicate {
-            let label = match out.status {
-                JobStatus::Pending => "FAILED",
-                st => st.as_str(),
-            };
-            s.metrics.job_total.with_label_values(&[&queue, label]).inc();
             if out.status == JobStatus::Done {
                 s.metrics
                     .processing_duration
