@@ -614,9 +614,33 @@ fn lease_limit(inner: &Inner, interval: Duration) -> Duration {
     timeout.saturating_sub(interval * 2).max(interval)
 }
 
+/// The entry a running assignment holds in `Inner::held`, released when its
+/// task ends, whichever way it ends (mini-redis moves its connection permit
+/// into the task the same way). Only its own attempt's entry: a newer
+/// attempt of the job given to this worker meanwhile keeps its lease.
+struct HeldLease {
+    inner: Arc<Inner>,
+    job_id: String,
+    attempt: u32,
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        let mut held = self.inner.held.lock().unwrap();
+        if held.get(&self.job_id).is_some_and(|h| h.attempt == self.attempt) {
+            held.remove(&self.job_id);
+        }
+    }
+}
+
 /// One assignment from slot to report.
 async fn run_assignment(inner: Arc<Inner>, a: v1::Assignment, stopper: Stopper) {
     let job_id = a.job_id.clone();
+    let lease = HeldLease {
+        inner: inner.clone(),
+        job_id: job_id.clone(),
+        attempt: a.attempt,
+    };
     let mut stopped = stopper.subscribe();
     let mut stop = inner.stop.subscribe();
     let permit = tokio::select! {
@@ -627,13 +651,11 @@ async fn run_assignment(inner: Arc<Inner>, a: v1::Assignment, stopper: Stopper) 
     let Some(permit) = permit else {
         // Never acked: the server returns it to PENDING (stream closed) or
         // it was cancelled meanwhile.
-        inner.held.lock().unwrap().remove(&job_id);
         return;
     };
     let asked = std::time::Instant::now();
     if let Err(e) = ack(&inner, &a).await {
         tracing::warn!(job_id = %job_id, attempt = a.attempt, code = ?e.code(), error = %e.message(), "ack refused; not running it");
-        inner.held.lock().unwrap().remove(&job_id);
         return;
     }
     // An answer that took longer than a lease can be trusted (this worker
@@ -643,7 +665,6 @@ async fn run_assignment(inner: Arc<Inner>, a: v1::Assignment, stopper: Stopper) 
     if asked.elapsed() >= lease_limit(&inner, every) {
         tracing::warn!(job_id = %job_id, attempt = a.attempt, waited_s = asked.elapsed().as_secs_f64(),
             "ack answered too late to trust the lease; not running it");
-        inner.held.lock().unwrap().remove(&job_id);
         return;
     }
     inner.metrics.job_concurrency.inc();
@@ -671,7 +692,9 @@ async fn run_assignment(inner: Arc<Inner>, a: v1::Assignment, stopper: Stopper) 
     } else {
         tracing::info!(job_id = %job_id, attempt = a.attempt, "attempt abandoned; nothing reported");
     }
-    inner.held.lock().unwrap().remove(&job_id);
+    // The lease goes before the slot, so a heartbeat never lists a
+    // finished attempt beside a new one.
+    drop(lease);
     drop(permit);
 }
 
