@@ -532,6 +532,13 @@ fn valid_call() -> BoxedStrategy<Call> {
     .boxed()
 }
 
+/// Nothing may write behind the test's back: no maintenance pass and no
+/// dispatch cycle runs while it does.
+fn quiet(cfg: &mut jq_config::ServerConfig) {
+    cfg.scheduler.interval_ms = 3_600_000;
+    cfg.scheduler.reaper_interval_ms = 3_600_000;
+}
+
 /// A case: a call, and optionally bytes of its encoding to corrupt.
 fn case() -> impl Strategy<Value = (Call, Vec<(usize, u8)>)> {
     (
@@ -546,13 +553,7 @@ fn case() -> impl Strategy<Value = (Call, Vec<(usize, u8)>)> {
 #[test]
 fn jq_105_no_hostile_request_is_answered_internal_and_a_refusal_stores_nothing() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let db = rt.block_on(jq_testkit::TestDb::new());
-    let mut cfg = config(&db);
-    // Nothing may write behind the test's back: no maintenance pass and
-    // no dispatch cycle runs while it does.
-    cfg.scheduler.interval_ms = 3_600_000;
-    cfg.scheduler.reaper_interval_ms = 3_600_000;
-    let env = rt.block_on(start_with(db, cfg));
+    let env = rt.block_on(start_tuned(quiet));
     let ch = rt.block_on(channel(env.server.grpc_addr));
     let mut runner = TestRunner::new(Config {
         cases: 1200,
@@ -912,11 +913,7 @@ fn one_field_at_a_time(job: &str) -> Vec<Call> {
 
 #[tokio::test]
 async fn jq_105_every_field_of_every_request_refuses_each_hostile_value_alone() {
-    let db = jq_testkit::TestDb::new().await;
-    let mut cfg = config(&db);
-    cfg.scheduler.interval_ms = 3_600_000;
-    cfg.scheduler.reaper_interval_ms = 3_600_000;
-    let mut env = start_with(db, cfg).await;
+    let mut env = start_tuned(quiet).await;
     let ch = channel(env.server.grpc_addr).await;
     // A job and a worker for the calls to meet.
     let (path, bytes, _) = Call::Register(v1::RegisterRequest {

@@ -46,12 +46,12 @@ async fn queue(env: &mut Env, name: &str) {
 
 #[tokio::test]
 async fn fr_040_jq_job_total_equals_the_job_events_by_status_after_every_kind_of_transition() {
-    let db = jq_testkit::TestDb::new().await;
-    let mut cfg = config(&db);
-    cfg.scheduler.assignment_timeout_s = 1;
-    cfg.scheduler.heartbeat_interval_s = 1;
-    cfg.scheduler.worker_heartbeat_timeout_s = 600;
-    let mut env = start_with(db, cfg).await;
+    let mut env = start_tuned(|cfg| {
+        cfg.scheduler.assignment_timeout_s = 1;
+        cfg.scheduler.heartbeat_interval_s = 1;
+        cfg.scheduler.worker_heartbeat_timeout_s = 600;
+    })
+    .await;
     for q in ["mix", "ttl", "lost"] {
         queue(&mut env, q).await;
     }

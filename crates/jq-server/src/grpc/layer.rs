@@ -150,15 +150,19 @@ fn oversize(sizes: &str) -> tonic::Status {
 mod tests {
     use super::*;
 
+    /// `st` as the decoder's response headers, after the rewrite.
+    fn rewritten(st: tonic::Status) -> tonic::Status {
+        let mut h = http::HeaderMap::new();
+        st.add_header(&mut h).unwrap();
+        refusals_of_the_decoder(&mut h);
+        tonic::Status::from_header_map(&h).unwrap()
+    }
+
     #[test]
     fn jq_104_the_decoders_out_of_range_becomes_resource_exhausted_with_the_limit() {
-        let decoder = tonic::Status::out_of_range(
+        let st = rewritten(tonic::Status::out_of_range(
             "Error, decoded message length too large: found 20971525 bytes, the limit is: 16777216 bytes",
-        );
-        let mut h = http::HeaderMap::new();
-        decoder.add_header(&mut h).unwrap();
-        refusals_of_the_decoder(&mut h);
-        let st = tonic::Status::from_header_map(&h).unwrap();
+        ));
         assert_eq!(st.code(), tonic::Code::ResourceExhausted);
         assert!(
             st.message().contains("20971525") && st.message().contains("16777216"),
@@ -166,35 +170,22 @@ mod tests {
             st.message()
         );
         // Any other OUT_OF_RANGE is left alone.
-        let other = tonic::Status::out_of_range("page 9 of 3");
-        let mut h = http::HeaderMap::new();
-        other.add_header(&mut h).unwrap();
-        refusals_of_the_decoder(&mut h);
         assert_eq!(
-            tonic::Status::from_header_map(&h).unwrap().code(),
+            rewritten(tonic::Status::out_of_range("page 9 of 3")).code(),
             tonic::Code::OutOfRange
         );
     }
 
     #[test]
     fn jq_105_a_message_that_does_not_decode_is_invalid_argument_not_internal() {
-        let decoder = tonic::Status::internal(
+        let st = rewritten(tonic::Status::internal(
             "failed to decode Protobuf message: GetJobRequest.job_id: invalid string value: data is not UTF-8 encoded",
-        );
-        let mut h = http::HeaderMap::new();
-        decoder.add_header(&mut h).unwrap();
-        refusals_of_the_decoder(&mut h);
-        let st = tonic::Status::from_header_map(&h).unwrap();
+        ));
         assert_eq!(st.code(), tonic::Code::InvalidArgument);
         assert!(st.message().contains("GetJobRequest.job_id"), "{}", st.message());
         // A handler's own INTERNAL (none should exist) is not disguised.
-        let mut h = http::HeaderMap::new();
-        tonic::Status::internal("internal error")
-            .add_header(&mut h)
-            .unwrap();
-        refusals_of_the_decoder(&mut h);
         assert_eq!(
-            tonic::Status::from_header_map(&h).unwrap().code(),
+            rewritten(tonic::Status::internal("internal error")).code(),
             tonic::Code::Internal
         );
     }

@@ -12,7 +12,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::grpc::control;
 use crate::registry::AssignmentStream;
-use crate::status::{from_store, job_id};
+use crate::status::{from_store, job_id, job_id_of};
 use crate::{Shared, VERSION};
 
 pub struct Workers(pub Arc<Shared>);
@@ -21,7 +21,7 @@ fn leases(v: Vec<v1::Lease>) -> Result<Vec<Lease>, Status> {
     v.into_iter()
         .map(|l| {
             Ok(Lease {
-                job_id: job_id(&l.job_id)?,
+                job_id: job_id_of("in_flight.job_id", &l.job_id)?,
                 attempt: l.attempt,
             })
         })

@@ -53,6 +53,14 @@ pub async fn start_with(db: TestDb, cfg: ServerConfig) -> Env {
     }
 }
 
+/// A server on a fresh database with `tune` applied to the test config.
+pub async fn start_tuned(tune: impl FnOnce(&mut ServerConfig)) -> Env {
+    let db = TestDb::new().await;
+    let mut cfg = config(&db);
+    tune(&mut cfg);
+    start_with(db, cfg).await
+}
+
 pub async fn start() -> Env {
     let db = TestDb::new().await;
     let cfg = config(&db);
