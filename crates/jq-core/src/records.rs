@@ -147,6 +147,8 @@ pub struct Assignment {
     pub payload: Vec<u8>,
     pub retries: u32,
     pub timeout: Option<Duration>,
+    /// The queue's retry backoff as the claim read it.
+    pub backoff: crate::BackoffPolicy,
     pub created_at: DateTime<Utc>,
     /// The job's state as the claim left it. The server decides the
     /// worker's ack and result from it without reading the row again; the

@@ -88,10 +88,7 @@ impl Dispatcher {
                     kind: Some(v1::server_message::Kind::Assignment(convert::assignment(&a))),
                 };
                 s.metrics.scheduler_assigned.with_label_values(&[&a.queue]).inc();
-                let expected = jq_store::Expected {
-                    state: a.state.clone(),
-                    queue: a.queue.clone(),
-                };
+                let expected = jq_store::Expected::of(&a);
                 if s.registry
                     .deliver(f, a.job_id, a.attempt, a.created_at, Some(expected), msg)
                 {

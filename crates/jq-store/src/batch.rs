@@ -13,13 +13,15 @@
 //! row, and the guarded write is the check. One statement instead of two
 //! per batch; a call whose expectation was wrong falls back to the read.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
-use jq_core::{Command, Context, Decision, Effects, JobState, Outcome, transition};
+use jq_core::records::Assignment;
+use jq_core::{BackoffPolicy, Command, Effects, JobState, Outcome};
 use uuid::Uuid;
 
+use crate::executor::{Order, Row, Verdict};
 use crate::rows::{JobRow, backoff};
-use crate::transitions::{Planned, ReportOutcome, ResultReport};
+use crate::transitions::{ReportOutcome, ResultReport};
 use crate::{Result, Store, StoreError};
 
 /// The state columns a decision needs (no payload or result bytes).
@@ -55,21 +57,29 @@ impl StateRow {
     }
 }
 
-/// One call's decision inside a batch.
+impl From<&StateRow> for Row {
+    fn from(r: &StateRow) -> Row {
+        Row {
+            id: r.id,
+            queue: r.queue.clone(),
+            state: r.state(),
+            backoff: backoff(r.backoff_base_ms, r.backoff_max_ms),
+        }
+    }
+}
+
+/// One call inside a batch.
 struct Item {
     id: Uuid,
-    cmd: Command,
-    result: Option<Vec<u8>>,
-    error: Option<String>,
-    is_report: bool,
+    order: Order,
     expected: Option<Expected>,
 }
 
 impl Item {
     /// The expected state, if this call may be decided from it: acks and
-    /// successes only, whose decisions need nothing else (no backoff).
+    /// successes, whose decisions the guarded write fully checks.
     fn speculable(&self) -> Option<&Expected> {
-        match self.cmd {
+        match self.order.cmd {
             Command::Ack { .. }
             | Command::Report {
                 outcome: Outcome::Succeeded,
@@ -78,165 +88,117 @@ impl Item {
             _ => None,
         }
     }
-
-    fn plan(&self, before: JobState, effects: Effects) -> Planned {
-        let mut p = Planned::new(self.id, before, effects);
-        if self.is_report {
-            p.result = Some(self.result.clone());
-            p.error = Some(self.error.clone());
-            p.detail = self.error.clone();
-        }
-        p
-    }
 }
 
 /// What a call ended as: (queue, state before, effects if written).
 type Decided = Result<(String, JobState, Option<Effects>)>;
 
 impl Store {
+    /// Decide every call: from its expected state where it has one, else
+    /// from a read of its row; a call that lost a race is decided again,
+    /// alone.
     async fn act_many(&self, items: &[Item]) -> Vec<Decided> {
         let mut out: Vec<Option<Decided>> = (0..items.len()).map(|_| None).collect();
-        self.act_expected(items, &mut out).await;
+        // Expected states: anything but a clean write is left to the read,
+        // which answers from the row itself.
+        let (at, work): (Vec<usize>, Vec<(Row, Order)>) = items
+            .iter()
+            .enumerate()
+            .filter_map(|(k, it)| {
+                let exp = it.speculable()?;
+                let row = Row {
+                    id: it.id,
+                    queue: exp.queue.clone(),
+                    state: exp.state.clone(),
+                    backoff: exp.backoff,
+                };
+                Some((k, (row, it.order.clone())))
+            })
+            .unzip();
+        self.settle_into(&mut out, &at, self.execute(work).await, |_| None);
+
         let rest: Vec<usize> = (0..items.len()).filter(|k| out[*k].is_none()).collect();
         if !rest.is_empty() {
-            let sub: Vec<&Item> = rest.iter().map(|k| &items[*k]).collect();
-            for (k, d) in rest.into_iter().zip(self.act_read(&sub).await) {
-                out[k] = Some(d);
+            let ids: Vec<Uuid> = rest.iter().map(|k| items[*k].id).collect();
+            match self.read_states(&ids).await {
+                Err(e) => {
+                    for k in &rest {
+                        out[*k] = Some(Err(e.clone_shallow()));
+                    }
+                }
+                Ok(rows) => {
+                    let by_id: HashMap<Uuid, &StateRow> = rows.iter().map(|r| (r.id, r)).collect();
+                    let mut at = vec![];
+                    let mut work = vec![];
+                    for k in rest {
+                        let it = &items[k];
+                        match by_id.get(&it.id) {
+                            None => out[k] = Some(Err(StoreError::JobNotFound(it.id))),
+                            Some(r) => {
+                                at.push(k);
+                                work.push((Row::from(*r), it.order.clone()));
+                            }
+                        }
+                    }
+                    self.settle_into(&mut out, &at, self.execute(work).await, |v| match v {
+                        Verdict::AlreadyApplied { queue, before } => Some(Ok((queue, before, None))),
+                        Verdict::Refused(e) => Some(Err(e.into())),
+                        _ => None,
+                    });
+                }
+            }
+        }
+        for k in 0..items.len() {
+            if out[k].is_none() {
+                out[k] = Some(self.act(items[k].id, &items[k].order).await);
             }
         }
         out.into_iter().map(|o| o.expect("every item decided")).collect()
     }
 
-    /// Decide the calls that carry an expected state from it and write them
-    /// in one statement; leave the rest (and any whose row was not in that
-    /// state) undecided.
-    async fn act_expected(&self, items: &[Item], out: &mut [Option<Decided>]) {
-        let mut planned = vec![];
-        let mut planned_at = vec![];
-        let mut seen = HashSet::new();
-        for (k, it) in items.iter().enumerate() {
-            let Some(exp) = it.speculable() else { continue };
-            if !seen.insert(it.id) {
-                continue;
-            }
-            // Anything but a clean decision is left to the read path, which
-            // answers from the row itself.
-            if let Ok(Decision::Apply(effects)) = transition(&exp.state, &it.cmd, &Context::default()) {
-                planned.push(it.plan(exp.state.clone(), effects));
-                planned_at.push(k);
-            }
-        }
-        if planned.is_empty() {
-            return;
-        }
-        match self.apply_planned_here(&planned).await {
-            Ok(changed) => {
-                let changed: HashSet<Uuid> = changed.into_iter().collect();
-                for (p, k) in planned.into_iter().zip(planned_at) {
-                    if changed.contains(&p.id) {
-                        let queue = items[k].expected.as_ref().expect("speculable").queue.clone();
-                        out[k] = Some(Ok((queue, p.before, Some(p.effects))));
-                    }
+    /// Put the verdicts of the calls at `at` into `out`: applied ones as
+    /// written, the others as `other` says (`None`: decide later).
+    fn settle_into(
+        &self,
+        out: &mut [Option<Decided>],
+        at: &[usize],
+        verdicts: Result<Vec<Verdict>>,
+        other: impl Fn(Verdict) -> Option<Decided>,
+    ) {
+        match verdicts {
+            Err(e) => {
+                for k in at {
+                    out[*k] = Some(Err(e.clone_shallow()));
                 }
             }
-            Err(e) => {
-                for k in planned_at {
-                    out[k] = Some(Err(e.clone_shallow()));
+            Ok(verdicts) => {
+                for (k, v) in at.iter().zip(verdicts) {
+                    out[*k] = match v {
+                        Verdict::Applied {
+                            queue,
+                            before,
+                            effects,
+                            ..
+                        } => Some(Ok((queue, before, Some(effects)))),
+                        v => other(v),
+                    };
                 }
             }
         }
     }
 
-    /// Read the jobs' states, decide every call, write in one statement.
-    async fn act_read(&self, items: &[&Item]) -> Vec<Decided> {
-        let ids: Vec<Uuid> = items.iter().map(|i| i.id).collect();
-        let read = async {
-            let mut conn = self.conn().await?;
-            let rows = sqlx::query_as(
-                "SELECT j.id, j.queue, j.status::text AS status, j.attempt, j.retries, j.max_retries, \
-                 j.worker_id, j.cancel_requested, j.last_report_attempt, j.last_report_kind, q.backoff_base_ms, \
-                 q.backoff_max_ms FROM jobs j JOIN queues q ON q.name = j.queue WHERE j.id = ANY($1)",
-            )
-            .bind(&ids)
-            .fetch_all(&mut *conn)
-            .await;
-            conn.settle(rows).map_err(StoreError::from)
-        };
-        let rows: Vec<StateRow> = match read.await {
-            Ok(r) => r,
-            Err(e) => {
-                return items.iter().map(|_| Err(e.clone_shallow())).collect();
-            }
-        };
-        let by_id: std::collections::HashMap<Uuid, &StateRow> = rows.iter().map(|r| (r.id, r)).collect();
-        let mut out: Vec<Option<Decided>> = (0..items.len()).map(|_| None).collect();
-        let mut planned = vec![];
-        let mut planned_at = vec![];
-        let mut seen = HashSet::new();
-        let mut later = vec![];
-        for (k, it) in items.iter().enumerate() {
-            // The same job twice in one batch: decide the second alone, after.
-            if !seen.insert(it.id) {
-                later.push(k);
-                continue;
-            }
-            let Some(row) = by_id.get(&it.id) else {
-                out[k] = Some(Err(StoreError::JobNotFound(it.id)));
-                continue;
-            };
-            let ctx = Context {
-                backoff: backoff(row.backoff_base_ms, row.backoff_max_ms),
-                jitter_unit: self.jitter_unit(),
-            };
-            let before = row.state();
-            match transition(&before, &it.cmd, &ctx) {
-                Err(e) => out[k] = Some(Err(e.into())),
-                Ok(Decision::AlreadyApplied) => out[k] = Some(Ok((row.queue.clone(), before, None))),
-                Ok(Decision::Apply(effects)) => {
-                    planned.push(it.plan(before, effects));
-                    planned_at.push(k);
-                }
-            }
-        }
-        match self.apply_planned_here(&planned).await {
-            Ok(changed) => {
-                let changed: HashSet<Uuid> = changed.into_iter().collect();
-                for (p, k) in planned.into_iter().zip(planned_at) {
-                    if changed.contains(&p.id) {
-                        let queue = by_id[&p.id].queue.clone();
-                        out[k] = Some(Ok((queue, p.before, Some(p.effects))));
-                    } else {
-                        // Lost a race: decide again, alone.
-                        later.push(k);
-                    }
-                }
-            }
-            Err(e) => {
-                for k in planned_at {
-                    out[k] = Some(Err(e.clone_shallow()));
-                }
-            }
-        }
-        for k in later {
-            out[k] = Some(self.act_one(items[k]).await);
-        }
-        out.into_iter().map(|o| o.expect("every item decided")).collect()
-    }
-
-    async fn act_one(&self, it: &Item) -> Decided {
-        let (result, error) = (it.result.clone(), it.error.clone());
-        let is_report = it.is_report;
-        let (before, effects) = self
-            .act(it.id, &it.cmd, move |p| {
-                if is_report {
-                    p.result = Some(result.clone());
-                    p.error = Some(error.clone());
-                    p.detail = error.clone();
-                }
-            })
-            .await?;
-        let queue = self.get_job(it.id).await?.queue;
-        Ok((queue, before, effects))
+    /// The decision columns of `ids`, with their queues' backoff.
+    async fn read_states(&self, ids: &[Uuid]) -> Result<Vec<StateRow>> {
+        let mut conn = self.conn().await?;
+        let rows = sqlx::query_as(
+            "SELECT j.id, j.queue, j.status::text AS status, j.attempt, j.retries, j.max_retries, \
+             j.worker_id, j.cancel_requested, j.last_report_attempt, j.last_report_kind, q.backoff_base_ms, \
+             q.backoff_max_ms FROM jobs j JOIN queues q ON q.name = j.queue WHERE j.id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&mut *conn)
+        .await;
+        Ok(conn.settle(rows)?)
     }
 
     /// Acks and results together, from many workers, in one read and one
@@ -341,6 +303,19 @@ pub enum WorkerCall {
 pub struct Expected {
     pub state: JobState,
     pub queue: String,
+    /// The queue's retry backoff as the claim read it.
+    pub backoff: BackoffPolicy,
+}
+
+impl Expected {
+    /// What a claim's assignment left.
+    pub fn of(a: &Assignment) -> Expected {
+        Expected {
+            state: a.state.clone(),
+            queue: a.queue.clone(),
+            backoff: a.backoff,
+        }
+    }
 }
 
 /// What a [`WorkerCall`] ended as.
@@ -376,25 +351,15 @@ impl WorkerCall {
                 expected,
             } => Item {
                 id: *job_id,
-                cmd: Command::Ack {
+                order: Order::new(Command::Ack {
                     worker_id: worker_id.clone(),
                     attempt: *attempt,
-                },
-                result: None,
-                error: None,
-                is_report: false,
+                }),
                 expected: expected.clone(),
             },
-            WorkerCall::Report { report: r, expected } => Item {
-                id: r.job_id,
-                cmd: Command::Report {
-                    worker_id: r.worker_id.clone(),
-                    attempt: r.attempt,
-                    outcome: r.outcome,
-                },
-                result: Some(r.result.clone()),
-                error: r.error.clone(),
-                is_report: true,
+            WorkerCall::Report { report, expected } => Item {
+                id: report.job_id,
+                order: report.order(),
                 expected: expected.clone(),
             },
         }

@@ -11,11 +11,11 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use jq_core::records::Assignment;
-use jq_core::{Command, Context, Decision, DispatchKey, JobStatus, transition};
+use jq_core::{BackoffPolicy, Command, DispatchKey, JobStatus};
 use uuid::Uuid;
 
-use crate::rows::{JobRow, secs, u32_of};
-use crate::transitions::Planned;
+use crate::executor::{Order, Row, Verdict};
+use crate::rows::{JOB_COLUMNS, JobRow, backoff, secs, u32_of};
 use crate::{Result, Store};
 
 #[derive(sqlx::FromRow)]
@@ -26,6 +26,8 @@ struct QueueCaps {
     rate_tokens: f64,
     elapsed_s: f64,
     default_timeout_s: Option<i32>,
+    backoff_base_ms: i64,
+    backoff_max_ms: i64,
 }
 
 impl QueueCaps {
@@ -45,12 +47,8 @@ impl QueueCaps {
 
 /// A queue's caps, from `queues q`.
 const CAPS_COLUMNS: &str = "q.name, q.concurrency_limit, q.rate_limit_per_s, q.rate_tokens, \
-    extract(epoch FROM now() - q.rate_refilled_at)::float8 AS elapsed_s, q.default_timeout_s";
-
-const CANDIDATE_COLUMNS: &str = "j.id, j.queue, j.status::text AS status, j.priority, j.payload, j.result, \
-    j.error, j.attempt, j.retries, j.max_retries, j.worker_id, j.idempotency_key, j.cancel_requested, \
-    j.last_report_attempt, j.last_report_kind, j.created_at, j.not_before, j.expires_at, j.assigned_at, \
-    j.started_at, j.completed_at, j.updated_at, j.seq";
+    extract(epoch FROM now() - q.rate_refilled_at)::float8 AS elapsed_s, q.default_timeout_s, \
+    q.backoff_base_ms, q.backoff_max_ms";
 
 /// The scan of one queue's candidates: the index `jobs_claim` in dispatch
 /// order, stopping at the limit, skipping rows other claimers hold.
@@ -61,7 +59,7 @@ const CANDIDATES_SCAN: &str = "FROM jobs j \
 
 /// One capped queue's candidates, read under its queue row's lock.
 fn candidates_sql() -> String {
-    format!("SELECT {CANDIDATE_COLUMNS} {CANDIDATES_SCAN}")
+    format!("SELECT {JOB_COLUMNS} {CANDIDATES_SCAN}")
 }
 
 /// The claim's read, one round trip: every requested queue that is not
@@ -87,7 +85,7 @@ fn claim_sql() -> String {
                     (SELECT coalesce(array_agg(w.id), '{{}}') FROM \
                         (SELECT id FROM workers WHERE id = ANY($2) AND status = 'ONLINE' ORDER BY id FOR SHARE) w) \
                 END AS online, j.* \
-         FROM queues q LEFT JOIN LATERAL (SELECT {CANDIDATE_COLUMNS} {scan}) j ON true \
+         FROM queues q LEFT JOIN LATERAL (SELECT {JOB_COLUMNS} {scan}) j ON true \
          WHERE q.name = ANY($1) AND NOT q.paused"
     )
 }
@@ -113,8 +111,9 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ClaimRow {
     }
 }
 
-/// What a claim gave each worker, and the steps it wrote (with queues).
-type Claimed = (Vec<(String, Assignment)>, Vec<(String, jq_core::Step)>);
+/// What a claim gave each worker, and the verdicts of its write (reported
+/// once it commits).
+type Claimed = (Vec<(String, Assignment)>, Vec<Verdict>);
 
 impl Store {
     /// The plan PostgreSQL uses for the claim scan (NFR-012 checks, and
@@ -167,16 +166,17 @@ impl Store {
     ) -> Result<Vec<(String, Assignment)>> {
         let mut conn = self.conn().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let got = Self::claim_in(&mut tx, wants, queues).await;
+        let got = self.claim_in(&mut tx, wants, queues).await;
         // Committed or rolled back here, also when it gives nothing: its
         // read may have locked candidates.
         let got = crate::finish(tx, got).await;
-        let (assigned, steps) = conn.settle(got)?;
-        self.committed(steps.iter().map(|(q, s)| (q.as_str(), s)));
+        let (assigned, verdicts) = conn.settle(got)?;
+        self.report_committed(&verdicts);
         Ok(assigned)
     }
 
     async fn claim_in(
+        &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
         wants: &[(String, u32)],
         queues: &[String],
@@ -279,24 +279,35 @@ impl Store {
             }
             turn += 1;
         }
-        let ctx = Context::default();
-        let mut planned = Vec::with_capacity(candidates.len());
-        for (r, w) in candidates.iter().zip(&owners) {
-            let cmd = Command::Claim {
-                worker_id: w.to_string(),
-            };
-            if let Decision::Apply(e) = transition(&r.state(), &cmd, &ctx)? {
-                planned.push(Planned::new(r.id, r.state(), e));
-            }
-        }
-        let applied = Store::apply_planned(&mut **tx, &planned).await?;
-        debug_assert_eq!(applied.len(), planned.len(), "locked rows cannot change under us");
-        // Reported once the claim commits.
-        let steps: Vec<(String, jq_core::Step)> = applied
-            .into_iter()
-            .zip(&planned)
-            .flat_map(|((_, q), p)| p.effects.steps.iter().map(move |s| (q.clone(), *s)))
+        let policies: HashMap<&str, (Option<Duration>, BackoffPolicy)> = caps
+            .iter()
+            .map(|c| {
+                let policy = (
+                    secs(c.default_timeout_s),
+                    backoff(c.backoff_base_ms, c.backoff_max_ms),
+                );
+                (c.name.as_str(), policy)
+            })
             .collect();
+        let work = candidates
+            .iter()
+            .zip(&owners)
+            .map(|(r, w)| {
+                let cmd = Command::Claim {
+                    worker_id: w.to_string(),
+                };
+                (Row::of(r, policies[r.queue.as_str()].1), Order::new(cmd))
+            })
+            .collect();
+        // Locked PENDING rows: every verdict is Applied. Anything else is
+        // refused as an error, not handed out.
+        let verdicts = self.execute_in(&mut **tx, work).await?;
+        if let Some(k) = verdicts.iter().position(|v| v.applied_id().is_none()) {
+            return Err(match &verdicts[k] {
+                Verdict::Refused(e) => e.clone().into(),
+                _ => crate::StoreError::Contention(candidates[k].id),
+            });
+        }
 
         // Spend the rate tokens of what each rate-limited queue gave.
         for c in caps.iter().filter(|c| c.rate_limit_per_s.is_some()) {
@@ -309,31 +320,32 @@ impl Store {
                 .await?;
         }
 
-        let timeouts: HashMap<&str, Option<Duration>> = caps
-            .iter()
-            .map(|c| (c.name.as_str(), secs(c.default_timeout_s)))
-            .collect();
         let assigned = candidates
             .into_iter()
-            .zip(planned)
+            .zip(&verdicts)
             .zip(owners)
-            .map(|((r, p), w)| {
+            .map(|((r, v), w)| {
+                let Verdict::Applied { effects, .. } = v else {
+                    unreachable!("checked above")
+                };
+                let (timeout, backoff) = policies[r.queue.as_str()];
                 let a = Assignment {
-                    timeout: timeouts.get(r.queue.as_str()).copied().flatten(),
+                    timeout,
+                    backoff,
                     job_id: r.id,
-                    attempt: p.effects.next.attempt,
+                    attempt: effects.next.attempt,
                     priority: r.priority.clamp(0, 9) as u8,
                     retries: u32_of(r.retries),
                     created_at: r.created_at,
                     payload: r.payload,
                     queue: r.queue,
-                    state: p.effects.next,
+                    state: effects.next.clone(),
                 };
                 debug_assert!(a.attempt > 0);
                 (w.to_string(), a)
             })
             .collect();
-        Ok((assigned, steps))
+        Ok((assigned, verdicts))
     }
 
     /// Number of jobs in a status, for gauges (`jq_job_queue_depth`).

@@ -32,6 +32,7 @@ pub mod bench;
 pub mod claim;
 mod conn;
 mod error;
+mod executor;
 pub mod jobs;
 pub mod outbox;
 pub mod queues;

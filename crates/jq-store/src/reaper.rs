@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use jq_core::{Command, Context, Decision, transition};
+use jq_core::Command;
 
-use crate::rows::{JOB_COLUMNS, JobRow, backoff};
-use crate::transitions::Planned;
+use crate::executor::{Order, Row, applied_ids};
+use crate::rows::{JOB_COLUMNS, JobRow};
 use crate::{Result, Store};
 
 /// What a reaper pass changed.
@@ -29,6 +29,7 @@ const REAP_BATCH: i64 = 1000;
 impl Store {
     async fn reap_with(
         &self,
+        pass: &'static str,
         filter: &str,
         bind: Option<f64>,
         cmd: impl Fn(&JobRow) -> Command,
@@ -42,26 +43,20 @@ impl Store {
             query = query.bind(b);
         }
         let rows = query.fetch_all(&self.pool).await?;
-        let mut planned = Vec::with_capacity(rows.len());
-        for c in rows {
-            let ctx = Context {
-                backoff: backoff(c.backoff_base_ms, c.backoff_max_ms),
-                jitter_unit: self.jitter_unit(),
-            };
-            let state = c.job.state();
-            // A candidate that changed since the select is refused here or
-            // by the guarded write; either way nothing happens to it.
-            if let Ok(Decision::Apply(e)) = transition(&state, &cmd(&c.job), &ctx) {
-                planned.push(Planned::new(c.job.id, state, e));
-            }
-        }
-        self.apply_planned_now(&planned).await
+        // A candidate that changed since the select is lost at the guarded
+        // write: another replica's pass got it.
+        let work = rows
+            .iter()
+            .map(|c| (Row::from(c), Order::new(cmd(&c.job))))
+            .collect();
+        Ok(applied_ids(pass, &self.execute(work).await?))
     }
 
     /// FR-016: ASSIGNED for longer than `timeout` -> FAILED -> retry logic.
     pub async fn reap_assignment_timeouts(&self, timeout: Duration) -> Result<Vec<uuid::Uuid>> {
         self.run("reap_assignments", || async move {
             self.reap_with(
+                "reap_assignments",
                 "j.status = 'ASSIGNED' AND j.assigned_at <= now() - $1 * interval '1 second'",
                 Some(timeout.as_secs_f64()),
                 |j| Command::AssignmentTimeout {
@@ -97,6 +92,7 @@ SELECT id FROM dead ORDER BY id"#,
             .await?;
             let jobs = self
                 .reap_with(
+                    "reap_workers",
                     "j.status IN ('ASSIGNED', 'RUNNING') AND EXISTS \
                      (SELECT 1 FROM workers w WHERE w.id = j.worker_id AND w.status = 'OFFLINE')",
                     None,
@@ -115,6 +111,7 @@ SELECT id FROM dead ORDER BY id"#,
     pub async fn reap_expired(&self) -> Result<Vec<uuid::Uuid>> {
         self.run("reap_expired", || async move {
             self.reap_with(
+                "reap_expired",
                 "j.status = 'PENDING' AND j.expires_at IS NOT NULL AND j.expires_at <= now()",
                 None,
                 |_| Command::TtlExpired,

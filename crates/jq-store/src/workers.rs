@@ -8,11 +8,11 @@ use jq_core::events::TOPIC_WORKER_HEARTBEAT;
 use jq_core::input::{stored_int4, validate_hostname, validate_version};
 use jq_core::records::{Lease, Worker, WorkerRegistration};
 use jq_core::submit::{validate_queue_name, validate_worker_id};
-use jq_core::{Command, Context, Decision, ValidationError, WorkerStatus, transition};
+use jq_core::{Command, ValidationError, WorkerStatus};
 use uuid::Uuid;
 
+use crate::executor::{Order, Row, applied_ids};
 use crate::rows::{JOB_COLUMNS, WORKER_COLUMNS, WorkerRow, worker_status};
-use crate::transitions::Planned;
 use crate::{Result, Store, StoreError};
 
 /// The server's answer to a heartbeat.
@@ -158,21 +158,17 @@ impl Store {
         .bind(started_before.map(|d| d.as_millis() as i64))
         .fetch_all(&self.pool)
         .await?;
-        let mut planned = vec![];
-        for c in rows {
-            let ctx = Context {
-                backoff: crate::rows::backoff(c.backoff_base_ms, c.backoff_max_ms),
-                jitter_unit: self.jitter_unit(),
-            };
-            let cmd = Command::WorkerLost {
-                worker_id: worker_id.to_string(),
-                attempt: c.job.attempt as u32,
-            };
-            if let Ok(Decision::Apply(e)) = transition(&c.job.state(), &cmd, &ctx) {
-                planned.push(Planned::new(c.job.id, c.job.state(), e));
-            }
-        }
-        self.apply_planned_now(&planned).await
+        let work = rows
+            .iter()
+            .map(|c| {
+                let cmd = Command::WorkerLost {
+                    worker_id: worker_id.to_string(),
+                    attempt: c.job.attempt as u32,
+                };
+                (Row::from(c), Order::new(cmd))
+            })
+            .collect();
+        Ok(applied_ids("reclaim_worker_jobs", &self.execute(work).await?))
     }
 
     /// FR-019: record liveness and check the worker's leases (JQ-110).

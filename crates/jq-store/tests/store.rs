@@ -2037,6 +2037,7 @@ async fn jq_110_a_call_decided_from_an_expected_state_is_written_only_if_the_row
         Some(Expected {
             state: state.clone(),
             queue: "default".into(),
+            backoff: x.backoff,
         })
     };
     let ack = |a: &Assignment, expected| WorkerCall::Ack {
@@ -2164,10 +2165,7 @@ async fn nfr_001_a_pinned_handle_serves_submit_claim_and_calls_on_one_connection
         expected,
     };
     let (x, y) = (&got[0].1, &got[1].1);
-    let expected = Some(Expected {
-        state: x.state.clone(),
-        queue: "default".into(),
-    });
+    let expected = Some(Expected::of(x));
     let out = p.worker_calls_many(&[ack(x, expected), ack(y, None)]).await;
     assert!(
         out.iter().all(|o| matches!(o, Ok(CallOutcome::Acked { .. }))),
