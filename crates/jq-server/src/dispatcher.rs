@@ -50,6 +50,9 @@ impl Dispatcher {
     pub async fn cycle(&self) -> Cycle {
         let s = &self.shared;
         let start = Instant::now();
+        // Jobs that left ASSIGNED since the last cycle (returned, timed out,
+        // lost) must not meet their old lock in this claim.
+        s.effects.release_locks().await;
         let mut assigned = 0;
         let mut more = false;
         let mut groups: BTreeMap<Vec<String>, Vec<Free>> = BTreeMap::new();
@@ -97,7 +100,6 @@ impl Dispatcher {
                 } else {
                     // JQ-111: not written to the stream, so straight back.
                     tracing::info!(job_id = %a.job_id, worker_id = %f.worker_id, "stream gone; returning the job");
-                    s.locks.release(a.job_id).await;
                     if let Err(e) = s.store.delivery_failed(&f.worker_id, a.job_id, a.attempt).await {
                         tracing::warn!(job_id = %a.job_id, error = %e, "could not return undelivered job; the assignment timeout will");
                     }

@@ -25,6 +25,7 @@ pub mod convert;
 pub mod dev;
 pub mod dispatcher;
 pub mod dry_run;
+pub mod effects;
 pub mod grpc;
 pub mod locks;
 pub mod posture;
@@ -58,6 +59,8 @@ pub const VERSION: &str = jq_config::VERSION;
 pub struct Shared {
     pub store: Store,
     pub registry: Arc<Registry>,
+    /// What every committed transition means outside PostgreSQL.
+    pub effects: Arc<effects::Effects>,
     pub metrics: Arc<ServerMetrics>,
     pub cfg: Arc<ServerConfig>,
     pub locks: Arc<locks::Locks>,
@@ -152,15 +155,6 @@ impl QueryObserver for Observer {
 /// `jq_job_total{queue,status}`: one count per committed transition step
 /// into `status`, whatever wrote it, so the metric equals the `job_events`
 /// rows by `to_status`.
-impl jq_store::TransitionObserver for Observer {
-    fn applied(&self, queue: &str, step: &jq_store::Step) {
-        self.0
-            .job_total
-            .with_label_values(&[queue, step.to.as_str()])
-            .inc();
-    }
-}
-
 struct Ready(Arc<Shared>);
 
 impl Readiness for Ready {
@@ -287,36 +281,30 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     }
     metrics.redis_degraded.set(0);
     let opts = store_options(&cfg.db);
-    let observer = Arc::new(Observer(metrics.clone()));
-    let store = Store::connect_lazy(&cfg.db.url, &opts)?
-        .with_observer(observer.clone())
-        .with_transition_observer(observer);
-    let locks = locks::Locks::new(
+    let locks = Arc::new(locks::Locks::new(
         &cfg.redis,
         Duration::from_secs(cfg.scheduler.assignment_timeout_s),
         metrics.clone(),
-    )?;
-    let locks = Arc::new(locks);
+    )?);
+    let registry = Registry::new();
+    let effects = Arc::new(effects::Effects::new(
+        metrics.clone(),
+        registry.clone(),
+        locks.clone(),
+    ));
+    let store = Store::connect_lazy(&cfg.db.url, &opts)?
+        .with_observer(Arc::new(Observer(metrics.clone())))
+        .with_transition_observer(effects.clone());
     // The lanes and the dispatcher each keep a connection (ADR 0010).
     let worker_calls = {
-        let (store, locks) = (store.pinned(), locks.clone());
+        let (store, effects) = (store.pinned(), effects.clone());
         batch::Batcher::spawn(BATCH_LANES, BATCH_MAX, move |calls: Vec<jq_store::WorkerCall>| {
-            let (store, locks) = (store.clone(), locks.clone());
+            let (store, effects) = (store.clone(), effects.clone());
             async move {
                 let out = store.worker_calls_many(&calls).await;
-                // Started jobs' dispatch locks have done their job: one
-                // pipelined release for the batch.
-                let started: Vec<uuid::Uuid> = calls
-                    .iter()
-                    .zip(&out)
-                    .filter_map(|(c, r)| match (c, r) {
-                        (jq_store::WorkerCall::Ack { job_id, .. }, Ok(_)) => Some(*job_id),
-                        _ => None,
-                    })
-                    .collect();
-                if !started.is_empty() {
-                    locks.release_many(&started).await;
-                }
+                // Started jobs' dispatch locks, released before the acks
+                // are answered: one pipelined release for the batch.
+                effects.release_locks().await;
                 out
             }
         })
@@ -330,7 +318,8 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     };
     let shared = Arc::new(Shared {
         store: store.clone(),
-        registry: Registry::new(),
+        registry,
+        effects,
         metrics: metrics.clone(),
         cfg: cfg.clone(),
         locks,

@@ -223,16 +223,6 @@ impl Registry {
         self.room_wanted.store(full, Ordering::Release);
     }
 
-    /// Forget these jobs wherever they are (reclaimed by a reaper).
-    pub fn forget(&self, jobs: &[Uuid]) {
-        let mut conns = self.conns.lock().unwrap();
-        for c in conns.values_mut() {
-            for j in jobs {
-                c.jobs.remove(j);
-            }
-        }
-    }
-
     pub fn connected(&self) -> usize {
         self.conns.lock().unwrap().len()
     }

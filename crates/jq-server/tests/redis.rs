@@ -85,6 +85,46 @@ async fn fr_015_a_job_locked_by_another_dispatcher_is_not_sent() {
     env.server.shutdown().await;
 }
 
+/// The lock outlives the assignment it guarded when the worker is lost
+/// before it acks: the effects hook releases it with the transition out of
+/// ASSIGNED, so the retry is sent at once instead of after the lock's TTL
+/// (the assignment timeout, here ten minutes).
+#[tokio::test]
+async fn fr_015_fr_020_a_job_taken_from_a_lost_worker_is_sent_again_without_waiting_out_its_lock() {
+    let db = TestDb::new().await;
+    let r = TestRedis::new().await;
+    let mut cfg = config(&db);
+    cfg.redis.url = r.url.clone();
+    cfg.redis.key_prefix = r.prefix.clone();
+    cfg.scheduler.assignment_timeout_s = 600;
+    cfg.scheduler.worker_heartbeat_timeout_s = 1;
+    cfg.scheduler.reaper_interval_ms = 100;
+    let mut env = start_with(db, cfg).await;
+    let mut lost = FakeWorker::connect(env.server.grpc_addr, "w-lost", &["default"], 1).await;
+    let id = env.submit(spec("default", "{}")).await;
+    let first = lost.assignment().await;
+    let key = format!("{}lock:job:{id}", r.prefix);
+    let mut c = redis_conn(&r.url).await;
+    let ttl: i64 = c.pttl(&key).await.unwrap();
+    assert!(ttl > 60_000, "locked for the assignment timeout: {ttl}");
+    // w-lost never acks nor heartbeats again; w-alive keeps heartbeating.
+    let mut alive = FakeWorker::connect(env.server.grpc_addr, "w-alive", &["default"], 1).await;
+    let mut again = None;
+    for _ in 0..100 {
+        alive.heartbeat(vec![]).await;
+        if let Some(v1::server_message::Kind::Assignment(a)) =
+            alive.next_within(Duration::from_millis(300)).await
+        {
+            again = Some(a);
+            break;
+        }
+    }
+    let again = again.expect("the lost worker's job was sent to the live one");
+    assert_eq!(again.job_id, id);
+    assert!(again.attempt > first.attempt);
+    env.server.shutdown().await;
+}
+
 #[tokio::test]
 async fn nfr_009_redis_stopped_mid_run_loses_nothing_and_comes_back() {
     let mut redis = jq_testkit::PrivateRedis::start().unwrap();

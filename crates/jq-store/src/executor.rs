@@ -320,15 +320,26 @@ impl Store {
         Ok(verdicts)
     }
 
-    /// Tell the transition observer about the applied steps, once their
-    /// write has committed.
+    /// Tell the transition observer about the applied transitions, once
+    /// their write has committed.
     pub(crate) fn report_committed(&self, verdicts: &[Verdict]) {
-        self.committed(verdicts.iter().flat_map(|v| match v {
-            Verdict::Applied { queue, effects, .. } => {
-                effects.steps.iter().map(move |s| (queue.as_str(), s)).collect()
+        let Some(o) = &self.transitions else { return };
+        for v in verdicts {
+            if let Verdict::Applied {
+                id,
+                queue,
+                before,
+                effects,
+            } = v
+            {
+                o.applied(&crate::Transition {
+                    job_id: *id,
+                    queue,
+                    before,
+                    effects,
+                });
             }
-            _ => vec![],
-        }));
+        }
     }
 
     /// Decide and write `work` in `exec` (a transaction the caller commits,

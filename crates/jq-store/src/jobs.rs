@@ -140,16 +140,11 @@ impl Store {
                 self.submit_tx(jobs, ids, keyed || retry)
             })
             .await?;
-        let created = jq_core::Step {
-            from: None,
-            to: jq_core::JobStatus::Pending,
-            reason: jq_core::Reason::Submitted,
-        };
-        self.committed(
+        self.committed_submits(
             jobs.iter()
                 .zip(&submitted)
                 .filter(|(_, s)| !s.already_existed)
-                .map(|(j, _)| (j.queue.as_str(), &created)),
+                .map(|(j, _)| j.queue.as_str()),
         );
         Ok(submitted)
     }

@@ -84,12 +84,27 @@ pub trait QueryObserver: Send + Sync {
     fn observe(&self, query_name: &'static str, elapsed: Duration, ok: bool);
 }
 
-/// Hears every transition step once its write has committed: the one
-/// place where a server counts `jq_job_total{queue,status}` (FR-040), so
-/// the metric equals the `job_events` rows by `to_status` whatever wrote
-/// them (submit, claim, worker call, reaper, operator).
+/// Hears every transition once its write has committed, whatever wrote it
+/// (submit, claim, worker call, reaper, operator): the one place where a
+/// server carries out what a transition means outside PostgreSQL —
+/// `jq_job_total{queue,status}` (FR-040), dispatch locks, its registry of
+/// assignments, cancel notices.
 pub trait TransitionObserver: Send + Sync {
-    fn applied(&self, queue: &str, step: &jq_core::Step);
+    /// New jobs of `queue`, each one step (submitted -> PENDING).
+    fn submitted(&self, queue: &str, step: &jq_core::Step);
+    /// A job's applied transition.
+    fn applied(&self, t: &Transition<'_>);
+}
+
+/// A committed transition of one job, as [`TransitionObserver::applied`]
+/// hears it. `effects.steps` may be empty (a cancel request on a RUNNING
+/// job changes only `cancel_requested`).
+#[derive(Debug, Clone, Copy)]
+pub struct Transition<'a> {
+    pub job_id: uuid::Uuid,
+    pub queue: &'a str,
+    pub before: &'a jq_core::JobState,
+    pub effects: &'a jq_core::Effects,
 }
 
 /// Source of jitter for retry backoff: a number in [0, 1).
@@ -237,12 +252,16 @@ impl Store {
         self
     }
 
-    /// Tell the transition observer about `steps` of `queue`, committed.
-    pub(crate) fn committed<'a>(&self, steps: impl IntoIterator<Item = (&'a str, &'a jq_core::Step)>) {
-        if let Some(o) = &self.transitions {
-            for (queue, step) in steps {
-                o.applied(queue, step);
-            }
+    /// Tell the transition observer about new jobs of these queues.
+    pub(crate) fn committed_submits<'a>(&self, queues: impl IntoIterator<Item = &'a str>) {
+        let Some(o) = &self.transitions else { return };
+        let created = jq_core::Step {
+            from: None,
+            to: jq_core::JobStatus::Pending,
+            reason: jq_core::Reason::Submitted,
+        };
+        for q in queues {
+            o.submitted(q, &created);
         }
     }
 

@@ -13,7 +13,6 @@ use jq_store::{CancelOutcome, ListFilter};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::grpc::control;
 use crate::status::{from_store, from_validation, job_id};
 use crate::{Shared, convert};
 
@@ -151,26 +150,11 @@ impl JobService for Jobs {
         let id = job_id(&req.into_inner().job_id)?;
         let out = s.store.cancel(id).await.map_err(from_store)?;
         tracing::info!(job_id = %id, outcome = ?out, "cancel");
-        let (status, requested, notify) = match out {
-            CancelOutcome::Cancelled { notify } => (JobStatus::DeadLettered, false, notify),
-            CancelOutcome::KillRequested { worker_id, attempt } => {
-                (JobStatus::Running, true, Some((worker_id, attempt)))
-            }
+        // The notice to the worker holding it: crate::effects.
+        let (status, requested) = match out {
+            CancelOutcome::Cancelled { .. } => (JobStatus::DeadLettered, false),
+            CancelOutcome::KillRequested { .. } => (JobStatus::Running, true),
         };
-        if let Some((w, attempt)) = notify {
-            // Best effort: a worker on another replica hears it in its
-            // heartbeat answer instead.
-            s.registry.send(
-                &w,
-                control(v1::server_message::Kind::CancelJob(v1::CancelJob {
-                    job_id: id.to_string(),
-                    attempt,
-                })),
-            );
-            if !requested {
-                s.registry.finished(&w, id);
-            }
-        }
         Ok(Response::new(CancelJobResponse {
             status: job_status_to_proto(status) as i32,
             cancel_requested: requested,

@@ -55,8 +55,6 @@ impl WorkerService for Workers {
         tracing::info!(worker_id = %reg.id, queues = ?reg.queues, concurrency = reg.concurrency, "worker registered");
         if !reclaimed.is_empty() {
             tracing::warn!(worker_id = %reg.id, jobs = reclaimed.len(), "jobs of the previous incarnation returned for retry");
-            s.registry.forget(&reclaimed);
-            s.registry.wake();
         }
         let sc = &s.cfg.scheduler;
         Ok(Response::new(RegisterResponse {
@@ -78,8 +76,6 @@ impl WorkerService for Workers {
             match s.store.reclaim_unlisted(&r.worker_id, &held, grace).await {
                 Ok(lost) if !lost.is_empty() => {
                     tracing::warn!(worker_id = %r.worker_id, jobs = lost.len(), "RUNNING jobs the worker no longer holds returned for retry");
-                    s.registry.forget(&lost);
-                    s.registry.wake();
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(worker_id = %r.worker_id, error = %e, "cannot check unlisted jobs"),
@@ -142,12 +138,10 @@ impl WorkerService for Workers {
                 if let Ok(rt) = tokio::runtime::Handle::try_current() {
                     rt.spawn(async move {
                         for (job, attempt) in unacked {
-                            s.locks.release(job).await;
                             if let Err(e) = s.store.delivery_failed(&worker_id, job, attempt).await {
                                 tracing::debug!(job_id = %job, error = %e, "undelivered job already moved on");
                             }
                         }
-                        s.registry.wake();
                     });
                 }
             }) as Box<dyn FnOnce() + Send>
@@ -254,19 +248,16 @@ impl Workers {
             .ok_or_else(|| Status::unavailable("the server is shutting down"))?;
         match res {
             Ok(out) => {
-                // (Its dispatch lock was released with the batch.)
-                let CallOutcome::Acked { state } = out else {
+                // Its lock, registry entry and start latency: crate::effects.
+                if !matches!(out, CallOutcome::Acked { .. }) {
                     return Err(Status::internal("an ack was answered as a result"));
-                };
-                if let Some(created) = s.registry.acked(&r.worker_id, id, state) {
-                    let waited = (chrono::Utc::now() - created).num_microseconds().unwrap_or(0) as f64 / 1e6;
-                    s.metrics.submit_to_start.observe(waited.max(0.0));
                 }
                 tracing::debug!(job_id = %id, worker_id = %r.worker_id, attempt = r.attempt, "job started");
                 Ok(AckJobResponse {})
             }
             Err(e) => {
-                // The worker must drop this attempt; it no longer counts.
+                // No transition, so the effects hook did not hear of it: the
+                // worker must drop this attempt, and it no longer counts.
                 s.registry.finished(&r.worker_id, id);
                 Err(from_store(e))
             }
@@ -294,7 +285,11 @@ impl Workers {
             .call(WorkerCall::Report { report, expected })
             .await
             .ok_or_else(|| Status::unavailable("the server is shutting down"))?;
-        s.registry.finished(&r.worker_id, id);
+        // An applied result freed the worker's room in crate::effects; a
+        // refused or duplicate one changed nothing there, so it is freed here.
+        if !matches!(&res, Ok(CallOutcome::Reported { outcome, .. }) if !outcome.duplicate) {
+            s.registry.finished(&r.worker_id, id);
+        }
         let (out, queue) = match res.map_err(from_store)? {
             CallOutcome::Reported { outcome, queue } => (outcome, queue),
             CallOutcome::Acked { .. } => return Err(Status::internal("a result was answered as an ack")),

@@ -9,8 +9,6 @@ pub async fn pass(s: &Shared, timeout: Duration) -> usize {
         Ok(ids) => {
             if !ids.is_empty() {
                 tracing::warn!(jobs = ids.len(), "assignments timed out; jobs returned for retry");
-                s.registry.forget(&ids);
-                s.registry.wake();
             }
             ids.len()
         }

@@ -15,8 +15,6 @@ pub async fn pass(s: &Shared, timeout: Duration) -> usize {
             }
             if !r.jobs.is_empty() {
                 tracing::warn!(jobs = r.jobs.len(), "jobs of offline workers returned for retry");
-                s.registry.forget(&r.jobs);
-                s.registry.wake();
             }
             r.jobs.len()
         }
