@@ -156,8 +156,7 @@ pub struct Assignment {
     pub state: crate::JobState,
 }
 
-/// One unsent event from the transactional outbox (JQ-160): a job
-/// transition, or a worker event when `job_id` is `None`.
+/// One unsent event from the transactional outbox (JQ-160).
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxEvent {
     /// Outbox sequence: the relay publishes in this order.
@@ -167,16 +166,40 @@ pub struct OutboxEvent {
     pub topic: String,
     /// Kafka key: job id, or worker id for worker events.
     pub key: String,
-    pub job_id: Option<Uuid>,
-    pub queue: Option<String>,
-    pub from: Option<JobStatus>,
-    pub to: Option<JobStatus>,
-    pub reason: Option<String>,
-    pub worker_id: Option<String>,
-    pub attempt: Option<u32>,
-    pub detail: Option<String>,
-    pub worker_status: Option<WorkerStatus>,
-    pub active_jobs: Option<u32>,
-    pub concurrency: Option<u32>,
     pub occurred_at: DateTime<Utc>,
+    pub body: EventBody,
+}
+
+/// What an outbox event says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventBody {
+    /// A job's transition (`job.*` topics).
+    Job {
+        job_id: Uuid,
+        queue: String,
+        /// None on the submit.
+        from: Option<JobStatus>,
+        to: JobStatus,
+        reason: String,
+        worker_id: Option<String>,
+        attempt: u32,
+        detail: Option<String>,
+    },
+    /// A worker's state (`worker.heartbeat`).
+    Worker {
+        worker_id: String,
+        status: WorkerStatus,
+        active_jobs: u32,
+        concurrency: u32,
+    },
+}
+
+impl OutboxEvent {
+    /// The job a job event is about.
+    pub fn job_id(&self) -> Option<Uuid> {
+        match &self.body {
+            EventBody::Job { job_id, .. } => Some(*job_id),
+            EventBody::Worker { .. } => None,
+        }
+    }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jq_proto::v1;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::convert;
@@ -25,22 +25,30 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// On its own connection, with the configured claim size and interval.
+    pub fn new(shared: &Arc<Shared>) -> Dispatcher {
+        let sc = &shared.cfg.scheduler;
+        Dispatcher {
+            store: shared.store.pinned(),
+            shared: shared.clone(),
+            batch_size: sc.batch_size,
+            interval: Duration::from_millis(sc.interval_ms),
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 _ = self.shared.registry.woken() => {}
                 _ = tokio::time::sleep(self.interval) => {}
-                _ = stop.changed() => break,
-            }
-            if *stop.borrow() {
-                break;
+                _ = shutdown.cancelled() => break,
             }
             // Cycle again at once only while a claim took all it asked for
             // (more may be waiting). One that took less drained what it could
             // see; jobs submitted since woke the dispatcher again, and the
             // interval covers jobs that come due. An empty claim is not free:
             // its lock on the worker rows makes it a commit to flush.
-            while self.cycle().await.more && !*stop.borrow() {}
+            while self.cycle().await.more && !shutdown.is_cancelled() {}
         }
         tracing::info!("dispatcher stopped");
     }
@@ -119,4 +127,34 @@ pub struct Cycle {
     pub assigned: usize,
     /// Some claim was given all it asked for: there may be more to claim.
     pub more: bool,
+}
+
+/// JQ-120: wake this dispatcher on submits made through other replicas
+/// (`NOTIFY jq_wake`), reconnecting the LISTEN connection when it drops.
+pub async fn listen_for_wakes(s: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let mut listener = match s.store.listen_wake().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot LISTEN yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                n = listener.recv() => match n {
+                    Ok(n) if s.store.own_wake(&n) => {}
+                    Ok(_) => s.registry.wake(),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "LISTEN connection lost; reconnecting");
+                        break;
+                    }
+                },
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
 }

@@ -14,7 +14,10 @@
 //! - [`dispatcher`]: claims for free capacity and pushes assignments.
 //! - [`locks`]: Redis per-job dispatch locks (a second guard).
 //! - [`batch`] (from jq-client): group commit of acks, results and submits.
-//! - [`reaper`]: assignment timeouts, dead workers, TTL, gauges.
+//! - [`effects`]: what every committed transition means beyond the
+//!   database (metrics, locks, registry, cancel notices).
+//! - [`maintenance`]: one service per pass (timeouts, dead workers, TTL,
+//!   gauges, statistics, outbox pruning), each with `run_once`.
 //! - [`relay`]: the outbox relay to Kafka and the event decoder.
 //! - [`status`], [`convert`]: errors and records at the wire edge.
 //! - [`dry_run`]: `--dry-run` checks (FR-046).
@@ -28,8 +31,8 @@ pub mod dry_run;
 pub mod effects;
 pub mod grpc;
 pub mod locks;
+pub mod maintenance;
 pub mod posture;
-pub mod reaper;
 pub mod registry;
 pub mod relay;
 pub mod status;
@@ -40,15 +43,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use jq_config::ServerConfig;
-use jq_proto::v1::admin_service_server::AdminServiceServer;
-use jq_proto::v1::job_service_server::JobServiceServer;
-use jq_proto::v1::worker_service_server::WorkerServiceServer;
 use jq_store::{QueryObserver, Store, StoreOptions};
 use jq_telemetry::ServerMetrics;
 use jq_telemetry::http::Readiness;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::registry::Registry;
 
@@ -110,6 +110,54 @@ impl WakeOthers {
 }
 
 impl Shared {
+    /// Metrics, dispatch locks, the registry, the effects hook, the store
+    /// (which reports every committed transition to the hook) and the
+    /// group-commit lanes. Connects lazily: nothing here waits for a
+    /// backing service.
+    pub fn new(cfg: Arc<ServerConfig>) -> anyhow::Result<Shared> {
+        let metrics = Arc::new(ServerMetrics::new());
+        for t in jq_core::events::ALL_TOPICS {
+            metrics.kafka_publish_errors.with_label_values(&[t]).inc_by(0);
+        }
+        // Every FR-040 series exists from the start, even before (or
+        // without) its first event, so dashboards and alerts see zeros.
+        for op in locks::OPERATIONS {
+            metrics.redis_op_duration.with_label_values(&[op]);
+        }
+        metrics.redis_degraded.set(0);
+        let locks = Arc::new(locks::Locks::new(
+            &cfg.redis,
+            Duration::from_secs(cfg.scheduler.assignment_timeout_s),
+            metrics.clone(),
+        )?);
+        let registry = Registry::new();
+        let effects = Arc::new(effects::Effects::new(
+            metrics.clone(),
+            registry.clone(),
+            locks.clone(),
+        ));
+        let store = Store::connect_lazy(&cfg.db.url, &store_options(&cfg.db))?
+            .with_observer(Arc::new(Observer(metrics.clone())))
+            .with_transition_observer(effects.clone());
+        Ok(Shared {
+            // The lanes and the dispatcher each keep a connection (ADR 0010).
+            worker_calls: grpc::worker::lane(store.pinned(), effects.clone()),
+            submits: grpc::job::lane(store.pinned()),
+            wakes: Arc::new(WakeOthers {
+                store: store.clone(),
+                in_flight: AtomicBool::new(false),
+                again: AtomicBool::new(false),
+            }),
+            store,
+            registry,
+            effects,
+            metrics,
+            cfg,
+            locks,
+            migrated: AtomicBool::new(false),
+        })
+    }
+
     /// New work may be claimable: wake this server now and the others
     /// through PostgreSQL (JQ-120).
     pub fn submitted(&self) {
@@ -152,9 +200,6 @@ impl QueryObserver for Observer {
     }
 }
 
-/// `jq_job_total{queue,status}`: one count per committed transition step
-/// into `status`, whatever wrote it, so the metric equals the `job_events`
-/// rows by `to_status`.
 struct Ready(Arc<Shared>);
 
 impl Readiness for Ready {
@@ -174,7 +219,7 @@ pub struct Running {
     pub health_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
+    shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -187,7 +232,7 @@ impl Running {
         let grace = Duration::from_secs(self.shared.cfg.server.shutdown_grace_s);
         let shared = self.shared.clone();
         let work = async move {
-            let _ = self.stop.send(true);
+            self.shutdown.cancel();
             shared.registry.close_all();
             for t in self.tasks {
                 let _ = t.await;
@@ -208,20 +253,6 @@ impl Running {
             tracing::info!("shut down cleanly");
         }
     }
-}
-
-/// rustls server config: our certificate, and when a CA is given, client
-/// certificates signed by it are required (mTLS, FR-047).
-fn tls_config(t: &jq_config::server::Tls) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
-    let read = |what: &str, path: &str| {
-        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read tls.{what} {path}: {e}"))
-    };
-    let identity = tonic::transport::Identity::from_pem(read("cert", &t.cert)?, read("key", &t.key)?);
-    let mut c = tonic::transport::ServerTlsConfig::new().identity(identity);
-    if !t.ca.is_empty() {
-        c = c.client_ca_root(tonic::transport::Certificate::from_pem(read("ca", &t.ca)?));
-    }
-    Ok(c)
 }
 
 async fn bind(host: &str, port: u16) -> anyhow::Result<TcpListener> {
@@ -246,9 +277,9 @@ async fn prepare(s: &Shared) -> Result<(), jq_store::StoreError> {
 /// that wait for the batch in flight form a bigger next batch, which costs
 /// the database less than two small ones in parallel (burst +15 % over
 /// four lanes; unary submit 0-8 % over two lanes; docs/benchmarks.md).
-const BATCH_MAX: usize = 512;
-const BATCH_LANES: usize = 1;
-const SUBMIT_LANES: usize = 1;
+pub(crate) const BATCH_MAX: usize = 512;
+pub(crate) const BATCH_LANES: usize = 1;
+pub(crate) const SUBMIT_LANES: usize = 1;
 
 /// How to reach PostgreSQL: pool size, the environment's password, the TLS
 /// files (`db.tls_*`; the URL's `sslmode` says whether they are used).
@@ -267,72 +298,12 @@ pub fn store_options(db: &jq_config::server::Db) -> StoreOptions {
     }
 }
 
-/// Start the server on the configured (or OS-chosen, with port 0) ports.
+/// Start the server on the configured (or OS-chosen, with port 0) ports:
+/// the shared state, the listeners, the database, then each part as a task
+/// under one shutdown token.
 pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
-    let cfg = Arc::new(cfg);
-    let metrics = Arc::new(ServerMetrics::new());
-    for t in jq_core::events::ALL_TOPICS {
-        metrics.kafka_publish_errors.with_label_values(&[t]).inc_by(0);
-    }
-    // Every FR-040 series exists from the start, even before (or without)
-    // its first event, so dashboards and alerts see zeros, not gaps.
-    for op in locks::OPERATIONS {
-        metrics.redis_op_duration.with_label_values(&[op]);
-    }
-    metrics.redis_degraded.set(0);
-    let opts = store_options(&cfg.db);
-    let locks = Arc::new(locks::Locks::new(
-        &cfg.redis,
-        Duration::from_secs(cfg.scheduler.assignment_timeout_s),
-        metrics.clone(),
-    )?);
-    let registry = Registry::new();
-    let effects = Arc::new(effects::Effects::new(
-        metrics.clone(),
-        registry.clone(),
-        locks.clone(),
-    ));
-    let store = Store::connect_lazy(&cfg.db.url, &opts)?
-        .with_observer(Arc::new(Observer(metrics.clone())))
-        .with_transition_observer(effects.clone());
-    // The lanes and the dispatcher each keep a connection (ADR 0010).
-    let worker_calls = {
-        let (store, effects) = (store.pinned(), effects.clone());
-        batch::Batcher::spawn(BATCH_LANES, BATCH_MAX, move |calls: Vec<jq_store::WorkerCall>| {
-            let (store, effects) = (store.clone(), effects.clone());
-            async move {
-                let out = store.worker_calls_many(&calls).await;
-                // Started jobs' dispatch locks, released before the acks
-                // are answered: one pipelined release for the batch.
-                effects.release_locks().await;
-                out
-            }
-        })
-    };
-    let submits = {
-        let store = store.pinned();
-        batch::Batcher::spawn(SUBMIT_LANES, BATCH_MAX, move |jobs: Vec<jq_core::NewJob>| {
-            let store = store.clone();
-            async move { store.submit_each(&jobs).await }
-        })
-    };
-    let shared = Arc::new(Shared {
-        store: store.clone(),
-        registry,
-        effects,
-        metrics: metrics.clone(),
-        cfg: cfg.clone(),
-        locks,
-        worker_calls,
-        submits,
-        wakes: Arc::new(WakeOthers {
-            store: store.clone(),
-            in_flight: AtomicBool::new(false),
-            again: AtomicBool::new(false),
-        }),
-        migrated: AtomicBool::new(false),
-    });
-
+    let shared = Arc::new(Shared::new(Arc::new(cfg))?);
+    let cfg = shared.cfg.clone();
     let grpc_l = bind(&cfg.server.bind, cfg.server.grpc_port).await?;
     let health_l = bind(&cfg.server.bind, cfg.server.health_port).await?;
     let metrics_l = bind(&cfg.server.bind, cfg.server.metrics_port).await?;
@@ -341,7 +312,6 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         health_l.local_addr()?,
         metrics_l.local_addr()?,
     );
-
     if let posture::Posture::Exposed { .. } = posture::of(&cfg) {
         let (_, detail) = posture::of(&cfg).component(&grpc_addr.to_string());
         tracing::warn!(security = "exposed", "{detail}");
@@ -350,7 +320,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         // A certificate that does not verify will not mend by waiting:
         // refuse to start, saying why (ADR 0014).
         Err(e @ jq_store::StoreError::Tls(_)) => {
-            store.close().await;
+            shared.store.close().await;
             return Err(anyhow::anyhow!("{e}"));
         }
         Err(e) => {
@@ -359,241 +329,102 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         Ok(()) => {}
     }
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let shutdown = CancellationToken::new();
     let mut tasks = vec![];
+    let mut spawn = |f: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>| tasks.push(tokio::spawn(f));
     if !shared.migrated.load(Ordering::Acquire) {
-        let s = shared.clone();
-        let mut stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            while !s.migrated.load(Ordering::Acquire) {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    _ = stop.changed() => return,
-                }
-                if let Err(e) = prepare(&s).await {
-                    tracing::warn!(error = %e, "database still not ready");
-                }
-            }
-            tracing::info!("database ready");
-        }));
+        spawn(Box::pin(prepare_until_ready(shared.clone(), shutdown.clone())));
     }
-
-    let sc = &cfg.scheduler;
-    tasks.push(tokio::spawn(
-        dispatcher::Dispatcher {
-            store: shared.store.pinned(),
-            shared: shared.clone(),
-            batch_size: sc.batch_size,
-            interval: Duration::from_millis(sc.interval_ms),
-        }
-        .run(stop_rx.clone()),
+    spawn(Box::pin(
+        dispatcher::Dispatcher::new(&shared).run(shutdown.clone()),
     ));
-    let reap_every = Duration::from_millis(sc.reaper_interval_ms);
-    let assignment_timeout = Duration::from_secs(sc.assignment_timeout_s);
-    let hb_timeout = Duration::from_secs(sc.worker_heartbeat_timeout_s);
-    {
-        let s = shared.clone();
-        tasks.push(tokio::spawn(reaper::every(
-            "assignment_timeout",
-            reap_every,
-            stop_rx.clone(),
-            move || {
-                let s = s.clone();
-                async move {
-                    reaper::assignment_timeout::pass(&s, assignment_timeout).await;
-                }
-            },
-        )));
-        let s = shared.clone();
-        tasks.push(tokio::spawn(reaper::every(
-            "dead_workers",
-            reap_every,
-            stop_rx.clone(),
-            move || {
-                let s = s.clone();
-                async move {
-                    reaper::dead_workers::pass(&s, hb_timeout).await;
-                }
-            },
-        )));
-        let s = shared.clone();
-        tasks.push(tokio::spawn(reaper::every(
-            "ttl",
-            reap_every,
-            stop_rx.clone(),
-            move || {
-                let s = s.clone();
-                async move {
-                    reaper::ttl::pass(&s).await;
-                }
-            },
-        )));
-        let s = shared.clone();
-        tasks.push(tokio::spawn(reaper::every(
-            "gauges",
-            Duration::from_secs(2),
-            stop_rx.clone(),
-            move || {
-                let s = s.clone();
-                async move { reaper::gauges::pass(&s).await }
-            },
-        )));
-        let s = shared.clone();
-        tasks.push(tokio::spawn(reaper::every(
-            "statistics",
-            Duration::from_secs(1),
-            stop_rx.clone(),
-            move || {
-                let s = s.clone();
-                async move { reaper::statistics::pass(&s).await }
-            },
-        )));
+    spawn(Box::pin(dispatcher::listen_for_wakes(
+        shared.clone(),
+        shutdown.clone(),
+    )));
+    for service in maintenance_services(&shared) {
+        spawn(service(shutdown.clone()));
     }
     // SPEC §9: the outbox relay, when Kafka is configured.
     if !cfg.kafka.brokers.trim().is_empty() {
-        let r = relay::Relay::new(shared.clone())?;
-        tasks.push(tokio::spawn(r.run(stop_rx.clone())));
+        spawn(Box::pin(relay::Relay::new(shared.clone())?.run(shutdown.clone())));
     }
-    {
-        let s = shared.clone();
-        let retention = Duration::from_secs(cfg.kafka.outbox_retention_s);
-        tasks.push(tokio::spawn(reaper::every(
-            "outbox_prune",
-            Duration::from_secs(60),
-            stop_rx.clone(),
-            move || {
-                let s = s.clone();
-                async move {
-                    match s.store.outbox_prune(retention).await {
-                        Ok(n) if n > 0 => tracing::debug!(pruned = n, "sent outbox events pruned"),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "outbox prune failed"),
-                    }
-                }
-            },
-        )));
-    }
-    // JQ-120: wake on submits made through other replicas.
-    {
-        let s = shared.clone();
-        let mut stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let mut listener = match s.store.listen_wake().await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "cannot LISTEN yet; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
-                            _ = stop.changed() => return,
-                        }
-                    }
-                };
-                loop {
-                    tokio::select! {
-                        n = listener.recv() => match n {
-                            Ok(n) if s.store.own_wake(&n) => {}
-                            Ok(_) => s.registry.wake(),
-                            Err(e) => {
-                                tracing::debug!(error = %e, "LISTEN connection lost; reconnecting");
-                                break;
-                            }
-                        },
-                        _ = stop.changed() => return,
-                    }
-                }
-            }
-        }));
-    }
-
     let health = jq_telemetry::http::health_router(Arc::new(Ready(shared.clone())));
-    let metrics_router = jq_telemetry::http::server_metrics_router(metrics.clone());
+    let metrics_router = jq_telemetry::http::server_metrics_router(shared.metrics.clone());
     for (l, router) in [(health_l, health), (metrics_l, metrics_router)] {
-        let mut stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let signal = async move {
-                let _ = stop.changed().await;
-            };
-            if let Err(e) = jq_telemetry::http::serve(l, router, signal).await {
+        let stop = shutdown.clone().cancelled_owned();
+        spawn(Box::pin(async move {
+            if let Err(e) = jq_telemetry::http::serve(l, router, stop).await {
                 tracing::warn!(error = %e, "http server failed");
             }
         }));
     }
-
-    let max = cfg.server.max_message_bytes as usize;
-    let mut stop = stop_rx.clone();
-    let tokens = if cfg.auth.enabled {
-        let pairs = jq_config::server::parse_tokens(&cfg.auth.tokens).map_err(|e| anyhow::anyhow!(e))?;
-        tracing::info!(tokens = pairs.len(), "bearer-token auth on");
-        Some(grpc::auth::Tokens::new(pairs))
-    } else {
-        None
-    };
-    let mut builder = tonic::transport::Server::builder();
-    if cfg.tls.enabled {
-        builder = builder.tls_config(tls_config(&cfg.tls)?)?;
-        tracing::info!(client_certs_required = !cfg.tls.ca.is_empty(), "TLS on");
-    }
-    // Standard grpc.health.v1 (Kubernetes gRPC probes) and reflection
-    // (grpcurl) work without our protos.
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    for name in [
-        "jq.v1.JobService",
-        "jq.v1.WorkerService",
-        "jq.v1.AdminService",
-        "",
-    ] {
-        health_reporter
-            .set_service_status(name, tonic_health::ServingStatus::Serving)
-            .await;
-    }
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(jq_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let grpc = builder
-        .layer(grpc::layer::RequestLayer {
-            metrics: metrics.clone(),
-        })
-        .layer(grpc::auth::AuthLayer { tokens })
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(
-            JobServiceServer::new(grpc::job::Jobs(shared.clone()))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
-        .add_service(
-            WorkerServiceServer::new(grpc::worker::Workers(shared.clone()))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
-        .add_service(
-            AdminServiceServer::new(grpc::admin::Admin(shared.clone()))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
-        .serve_with_incoming_shutdown(
-            // No Nagle: pushed assignments and small replies must leave at
-            // once, not wait for the peer's delayed ACK (~40 ms per hop).
-            tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(grpc_l), |s| {
-                s.and_then(|s| {
-                    s.set_nodelay(true)?;
-                    Ok(s)
-                })
-            }),
-            async move {
-                let _ = stop.changed().await;
-            },
-        );
-    let grpc = tokio::spawn(grpc);
+    let grpc = tokio::spawn(grpc::server(shared.clone(), grpc_l, shutdown.clone()).await?);
     tracing::info!(%grpc_addr, %health_addr, %metrics_addr, version = VERSION, "jq-server started");
     Ok(Running {
         grpc_addr,
         health_addr,
         metrics_addr,
         shared,
-        stop: stop_tx,
+        shutdown,
         tasks,
         grpc,
     })
+}
+
+/// A maintenance service, ready to run until its shutdown token.
+type Spawnable = Box<dyn FnOnce(CancellationToken) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>;
+
+fn service<S: maintenance::Service>(s: S) -> Spawnable {
+    Box::new(move |shutdown| Box::pin(maintenance::run(s, shutdown)))
+}
+
+/// Every maintenance pass this server runs (each replica runs them all).
+fn maintenance_services(shared: &Shared) -> Vec<Spawnable> {
+    use maintenance::*;
+    let sc = &shared.cfg.scheduler;
+    let every = Duration::from_millis(sc.reaper_interval_ms);
+    let store = || shared.store.clone();
+    vec![
+        service(assignment_timeout::AssignmentTimeouts {
+            store: store(),
+            timeout: Duration::from_secs(sc.assignment_timeout_s),
+            every,
+        }),
+        service(dead_workers::DeadWorkers {
+            store: store(),
+            registry: shared.registry.clone(),
+            timeout: Duration::from_secs(sc.worker_heartbeat_timeout_s),
+            every,
+        }),
+        service(ttl_expiry::TtlExpiry {
+            store: store(),
+            every,
+        }),
+        service(gauges::Gauges {
+            store: store(),
+            registry: shared.registry.clone(),
+            metrics: shared.metrics.clone(),
+        }),
+        service(statistics::Statistics { store: store() }),
+        service(outbox_prune::OutboxPrune {
+            store: store(),
+            retention: Duration::from_secs(shared.cfg.kafka.outbox_retention_s),
+        }),
+    ]
+}
+
+/// The database was not ready at start: try again every two seconds until
+/// it is (readiness says false meanwhile).
+async fn prepare_until_ready(s: Arc<Shared>, shutdown: CancellationToken) {
+    while !s.migrated.load(Ordering::Acquire) {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Err(e) = prepare(&s).await {
+            tracing::warn!(error = %e, "database still not ready");
+        }
+    }
+    tracing::info!("database ready");
 }

@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jq_core::records::OutboxEvent;
+use jq_core::records::{EventBody, OutboxEvent};
 use jq_proto::v1;
 use jq_proto::{job_status_to_proto, timestamp, worker_status_to_proto};
 use prost::Message;
@@ -26,7 +26,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 
@@ -70,39 +70,65 @@ pub fn client_config(k: &jq_config::server::Kafka) -> ClientConfig {
 
 /// The wire form of an outbox event.
 pub fn encode(e: &OutboxEvent) -> Vec<u8> {
-    match e.job_id {
-        Some(job) => v1::LifecycleEvent {
+    match &e.body {
+        EventBody::Job {
+            job_id,
+            queue,
+            from,
+            to,
+            reason,
+            worker_id,
+            attempt,
+            detail,
+        } => v1::LifecycleEvent {
             event_id: e.event_id.to_string(),
-            job_id: job.to_string(),
-            queue: e.queue.clone().unwrap_or_default(),
-            from_status: e.from.map(|s| job_status_to_proto(s) as i32).unwrap_or(0),
-            to_status: e.to.map(|s| job_status_to_proto(s) as i32).unwrap_or(0),
+            job_id: job_id.to_string(),
+            queue: queue.clone(),
+            from_status: from.map(|s| job_status_to_proto(s) as i32).unwrap_or(0),
+            to_status: job_status_to_proto(*to) as i32,
             occurred_at: Some(timestamp(e.occurred_at)),
-            worker_id: e.worker_id.clone().unwrap_or_default(),
-            reason: e.reason.clone().unwrap_or_default(),
-            attempt: e.attempt.unwrap_or(0),
-            detail: e.detail.clone().unwrap_or_default(),
+            worker_id: worker_id.clone().unwrap_or_default(),
+            reason: reason.clone(),
+            attempt: *attempt,
+            detail: detail.clone().unwrap_or_default(),
         }
         .encode_to_vec(),
-        None => v1::WorkerHeartbeatEvent {
+        EventBody::Worker {
+            worker_id,
+            status,
+            active_jobs,
+            concurrency,
+        } => v1::WorkerHeartbeatEvent {
             event_id: e.event_id.to_string(),
-            worker_id: e.worker_id.clone().unwrap_or_default(),
-            status: e
-                .worker_status
-                .map(|s| worker_status_to_proto(s) as i32)
-                .unwrap_or(0),
-            active_jobs: e.active_jobs.unwrap_or(0),
-            concurrency: e.concurrency.unwrap_or(0),
+            worker_id: worker_id.clone(),
+            status: worker_status_to_proto(*status) as i32,
+            active_jobs: *active_jobs,
+            concurrency: *concurrency,
             occurred_at: Some(timestamp(e.occurred_at)),
         }
         .encode_to_vec(),
     }
 }
 
+/// What one relay pass ([`Relay::run_once`]) did, which says when to run
+/// the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Published this many events, and more may be waiting: go again now.
+    Published(usize),
+    /// Nothing to publish: wait a little.
+    Idle,
+    /// Kafka or the database failed; nothing is lost (unmarked events are
+    /// sent again): wait a second.
+    Stalled,
+}
+
 pub struct Relay {
     pub shared: Arc<Shared>,
     producer: FutureProducer,
     prefix: String,
+    /// How many `job_events` rows the next window reads.
+    window: u32,
 }
 
 impl Relay {
@@ -119,6 +145,7 @@ impl Relay {
             shared,
             producer,
             prefix,
+            window: BATCH,
         })
     }
 
@@ -211,107 +238,103 @@ impl Relay {
         acked
     }
 
-    pub async fn run(self, stop: watch::Receiver<bool>) {
+    /// Publish until `shutdown`, whenever this server holds the relay
+    /// lease (one relay across replicas).
+    pub async fn run(mut self, shutdown: CancellationToken) {
         if self.shared.cfg.kafka.create_topics {
             self.ensure_topics().await;
         }
-        let s = self.shared.clone();
         let pause = |d: Duration| {
-            let mut stop = stop.clone();
+            let shutdown = shutdown.clone();
             async move {
                 tokio::select! {
                     _ = tokio::time::sleep(d) => false,
-                    _ = stop.changed() => true,
+                    _ = shutdown.cancelled() => true,
                 }
             }
         };
-        'outer: loop {
-            if *stop.borrow() {
-                break;
-            }
-            let mut lease = match s.store.try_relay_lease().await {
+        'lease: while !shutdown.is_cancelled() {
+            let mut lease = match self.shared.store.try_relay_lease().await {
                 Ok(Some(l)) => l,
                 Ok(None) | Err(_) => {
-                    if pause(Duration::from_secs(2)).await {
-                        break;
-                    }
+                    pause(Duration::from_secs(2)).await;
                     continue;
                 }
             };
             tracing::info!("this server is the outbox relay");
-            let mut limit = BATCH;
-            loop {
-                if *stop.borrow() {
-                    break 'outer;
-                }
+            while !shutdown.is_cancelled() {
                 if !lease.alive().await {
                     tracing::warn!("lost the relay lease; trying to take it again");
-                    continue 'outer;
+                    continue 'lease;
                 }
-                // First `event_outbox` (worker events, events from before
-                // schema v4 and deleted jobs' events), then `job_events`
-                // by windows of transaction ids (ADR 0012).
-                let batch = match s.store.outbox_unsent(BATCH).await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the outbox");
-                        if pause(Duration::from_secs(1)).await {
-                            break 'outer;
-                        }
-                        continue;
-                    }
+                let wait = match self.run_once().await {
+                    Progress::Published(_) => continue,
+                    Progress::Idle => IDLE,
+                    Progress::Stalled => Duration::from_secs(1),
                 };
-                if !batch.is_empty() {
-                    let acked = self.publish(&batch).await;
-                    if let Err(e) = s.store.outbox_mark_sent(&acked).await {
-                        tracing::warn!(error = %e, "cannot mark events sent; they will be sent again");
-                    }
-                    if acked.len() < batch.len() {
-                        if pause(Duration::from_secs(1)).await {
-                            break 'outer;
-                        }
-                        continue;
-                    }
-                    if batch.len() == BATCH as usize {
-                        // Older events first: drain the outbox.
-                        continue;
-                    }
-                }
-                let window = match s.store.job_events_window(limit).await {
-                    Ok(w) => w,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read job events");
-                        if pause(Duration::from_secs(1)).await {
-                            break 'outer;
-                        }
-                        continue;
-                    }
-                };
-                if window.events.is_empty() {
-                    // Held back: widen the window until the earlier event
-                    // of the same job falls inside it.
-                    limit = if window.held {
-                        (limit * 2).min(MAX_WINDOW)
-                    } else {
-                        BATCH
-                    };
-                    if batch.is_empty() && pause(IDLE).await {
-                        break 'outer;
-                    }
-                    continue;
-                }
-                limit = BATCH;
-                let acked = self.publish(&window.events).await;
-                if acked.len() == window.events.len() {
-                    if let Err(e) = s.store.job_events_published(window.upto).await {
-                        tracing::warn!(error = %e, "cannot move the relay cursor; events will be sent again");
-                    }
-                } else if pause(Duration::from_secs(1)).await {
-                    break 'outer;
+                if pause(wait).await {
+                    break 'lease;
                 }
             }
         }
         tracing::info!("outbox relay stopped");
+    }
+
+    /// One pass, under the lease: first `event_outbox` (worker events,
+    /// events from before schema v4 and deleted jobs' events), then
+    /// `job_events` by windows of transaction ids (ADR 0012).
+    pub async fn run_once(&mut self) -> Progress {
+        let s = self.shared.clone();
+        let batch = match s.store.outbox_unsent(BATCH).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the outbox");
+                return Progress::Stalled;
+            }
+        };
+        if !batch.is_empty() {
+            let acked = self.publish(&batch).await;
+            if let Err(e) = s.store.outbox_mark_sent(&acked).await {
+                tracing::warn!(error = %e, "cannot mark events sent; they will be sent again");
+            }
+            if acked.len() < batch.len() {
+                return Progress::Stalled;
+            }
+            if batch.len() == BATCH as usize {
+                // Older events first: drain the outbox.
+                return Progress::Published(acked.len());
+            }
+        }
+        let window = match s.store.job_events_window(self.window).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read job events");
+                return Progress::Stalled;
+            }
+        };
+        if window.events.is_empty() {
+            // Held back: widen the window until the earlier event of the
+            // same job falls inside it.
+            self.window = if window.held {
+                (self.window * 2).min(MAX_WINDOW)
+            } else {
+                BATCH
+            };
+            return if batch.is_empty() {
+                Progress::Idle
+            } else {
+                Progress::Published(batch.len())
+            };
+        }
+        self.window = BATCH;
+        let acked = self.publish(&window.events).await;
+        if acked.len() < window.events.len() {
+            return Progress::Stalled;
+        }
+        if let Err(e) = s.store.job_events_published(window.upto).await {
+            tracing::warn!(error = %e, "cannot move the relay cursor; events will be sent again");
+        }
+        Progress::Published(batch.len() + acked.len())
     }
 }
 
@@ -388,24 +411,23 @@ mod tests {
             event_id: Uuid::new_v4(),
             topic: "job.completed".into(),
             key: "k".into(),
-            job_id: Some(Uuid::new_v4()),
-            queue: Some("default".into()),
-            from: Some(JobStatus::Running),
-            to: Some(JobStatus::Done),
-            reason: Some("COMPLETED".into()),
-            worker_id: Some("w1".into()),
-            attempt: Some(2),
-            detail: None,
-            worker_status: None,
-            active_jobs: None,
-            concurrency: None,
             occurred_at: Utc::now(),
+            body: EventBody::Job {
+                job_id: Uuid::new_v4(),
+                queue: "default".into(),
+                from: Some(JobStatus::Running),
+                to: JobStatus::Done,
+                reason: "COMPLETED".into(),
+                worker_id: Some("w1".into()),
+                attempt: 2,
+                detail: None,
+            },
         };
         let Decoded::Job(m) = decode("job.completed", &encode(&e)).unwrap() else {
             panic!()
         };
         assert_eq!(m.event_id, e.event_id.to_string());
-        assert_eq!(m.job_id, e.job_id.unwrap().to_string());
+        assert_eq!(m.job_id, e.job_id().unwrap().to_string());
         assert_eq!(
             (m.from_status, m.to_status),
             (v1::JobStatus::Running as i32, v1::JobStatus::Done as i32)

@@ -260,3 +260,49 @@ async fn fr_042_status_reports_kafka_health_and_the_database_version() {
     assert!(kafka.detail.contains("events wait in the outbox"), "{kafka:?}");
     env.server.shutdown().await;
 }
+
+/// The relay's pass alone (SPEC §9): one `run_once` publishes what the
+/// outbox and `job_events` hold and says so; the next finds nothing.
+#[tokio::test]
+async fn jq_160_the_relay_run_once_publishes_the_backlog_then_idles() {
+    use jq_server::relay::{Progress, Relay};
+    let db = TestDb::new().await;
+    let k = TestKafka::new();
+    let shared =
+        std::sync::Arc::new(jq_server::Shared::new(std::sync::Arc::new(kafka_config(&db, &k))).unwrap());
+    shared.store.migrate().await.unwrap();
+    shared.store.ensure_queue("default").await.unwrap();
+    let job = jq_core::NewJob {
+        queue: "default".into(),
+        payload: b"{}".to_vec(),
+        priority: 0,
+        max_retries: None,
+        ttl: None,
+        schedule: jq_core::Schedule::Now,
+        idempotency_key: None,
+    };
+    shared.store.submit_many(vec![job.clone(), job]).await.unwrap();
+    let mut relay = Relay::new(shared.clone()).unwrap();
+    let _lease = shared
+        .store
+        .try_relay_lease()
+        .await
+        .unwrap()
+        .expect("the relay lease");
+    let mut published = 0;
+    let mut passes = 0;
+    loop {
+        passes += 1;
+        assert!(passes < 50, "the relay never went idle");
+        match relay.run_once().await {
+            Progress::Published(n) => published += n,
+            Progress::Idle => break,
+            // A mock broker still electing its leaders: try again.
+            Progress::Stalled => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    assert_eq!(published, 2, "two submits, one event each");
+    assert_eq!(backlog(&db).await, 0);
+    assert_eq!(relay.run_once().await, Progress::Idle);
+    shared.store.close().await;
+}

@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 
 use jq_core::events::topic_of;
-use jq_core::records::OutboxEvent;
+use jq_core::records::{EventBody, OutboxEvent};
 use sqlx::Connection;
 use uuid::Uuid;
 
@@ -66,26 +66,40 @@ impl Row {
     fn into_event(self) -> OutboxEvent {
         let from = self.from_status.as_deref().map(status);
         let to = self.to_status.as_deref().map(status);
+        let topic = match self.topic {
+            Some(t) => t,
+            None => topic_of(from, to.unwrap_or(jq_core::JobStatus::Pending)).to_string(),
+        };
+        // A row is a job's event exactly when it names a job: worker events
+        // (workers.rs, reaper.rs) are written without one.
+        let body = match self.job_id {
+            Some(job_id) => EventBody::Job {
+                job_id,
+                queue: self.queue.unwrap_or_default(),
+                from,
+                to: to.unwrap_or(jq_core::JobStatus::Pending),
+                reason: self.reason.unwrap_or_default(),
+                worker_id: self.worker_id,
+                attempt: self.attempt.map_or(0, u32_of),
+                detail: self.detail,
+            },
+            None => EventBody::Worker {
+                worker_id: self.worker_id.unwrap_or_default(),
+                status: self
+                    .worker_status
+                    .as_deref()
+                    .map_or(jq_core::WorkerStatus::Offline, worker_status),
+                active_jobs: self.active_jobs.map_or(0, u32_of),
+                concurrency: self.concurrency.map_or(0, u32_of),
+            },
+        };
         OutboxEvent {
             id: self.id,
             event_id: self.event_id,
-            topic: match self.topic {
-                Some(t) => t,
-                None => topic_of(from, to.unwrap_or(jq_core::JobStatus::Pending)).to_string(),
-            },
+            topic,
             key: self.partition_key,
-            job_id: self.job_id,
-            queue: self.queue,
-            from,
-            to,
-            reason: self.reason,
-            worker_id: self.worker_id,
-            attempt: self.attempt.map(u32_of),
-            detail: self.detail,
-            worker_status: self.worker_status.as_deref().map(worker_status),
-            active_jobs: self.active_jobs.map(u32_of),
-            concurrency: self.concurrency.map(u32_of),
             occurred_at: self.occurred_at,
+            body,
         }
     }
 }

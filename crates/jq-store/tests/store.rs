@@ -541,7 +541,7 @@ async fn fr_010_fr_011_jq_160_full_life_writes_one_event_per_transition_which_is
     let topics: Vec<(Uuid, String)> = to_publish(&s)
         .await
         .into_iter()
-        .filter(|e| e.job_id == Some(id))
+        .filter(|e| e.job_id() == Some(id))
         .map(|e| (e.event_id, e.topic))
         .collect();
     assert_eq!(
@@ -1572,7 +1572,7 @@ async fn fr_031_fr_035_events_of_unknown_job_and_deleting_dead_letters() {
     let kept = s.outbox_unsent(10).await.unwrap();
     assert_eq!(
         kept.iter()
-            .map(|e| (e.job_id, e.topic.as_str()))
+            .map(|e| (e.job_id(), e.topic.as_str()))
             .collect::<Vec<_>>(),
         vec![(Some(id), "job.submitted"), (Some(id), "job.dead-lettered")]
     );
@@ -1584,7 +1584,7 @@ async fn fr_031_fr_035_events_of_unknown_job_and_deleting_dead_letters() {
     let gone = s.submit(job("default")).await.unwrap().job_id;
     s.cancel(gone).await.unwrap();
     let w = window_when(&s, |w| {
-        w.events.iter().filter(|e| e.job_id == Some(gone)).count() == 2
+        w.events.iter().filter(|e| e.job_id() == Some(gone)).count() == 2
     })
     .await;
     s.job_events_published(w.upto).await.unwrap();
@@ -1675,7 +1675,7 @@ async fn jq_160_outbox_is_read_in_order_marked_sent_and_pruned_after_retention()
     let unsent = s.outbox_unsent(10).await.unwrap();
     assert_eq!(unsent.len(), 6);
     assert!(unsent.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
-    assert!(unsent.iter().all(|e| e.key == e.job_id.unwrap().to_string()));
+    assert!(unsent.iter().all(|e| e.key == e.job_id().unwrap().to_string()));
     assert_eq!(unsent.iter().filter(|e| e.topic == "job.submitted").count(), 3);
     let ids: Vec<i64> = unsent.iter().map(|e| e.id).collect();
     s.outbox_mark_sent(&ids[..4]).await.unwrap();
@@ -1763,7 +1763,7 @@ async fn jq_160_job_events_are_published_by_windows_that_skip_no_late_commit() {
     let w = window_when(&s, |w| !w.events.is_empty()).await;
     // The window ends below the running transaction: `after` waits too.
     assert_eq!(
-        w.events.iter().map(|e| e.job_id.unwrap()).collect::<Vec<_>>(),
+        w.events.iter().map(|e| e.job_id().unwrap()).collect::<Vec<_>>(),
         vec![early]
     );
     assert_eq!(w.events[0].topic, "job.submitted");
@@ -1779,7 +1779,7 @@ async fn jq_160_job_events_are_published_by_windows_that_skip_no_late_commit() {
     assert_eq!(
         w.events
             .iter()
-            .map(|e| (e.id == late_event, e.job_id.unwrap()))
+            .map(|e| (e.id == late_event, e.job_id().unwrap()))
             .collect::<Vec<_>>(),
         vec![(true, late_job), (false, after)],
         "both, in id order"

@@ -16,6 +16,20 @@ use tonic::{Request, Response, Status};
 use crate::status::{from_store, from_validation, job_id};
 use crate::{Shared, convert};
 
+/// The group commit of single submits from many clients.
+pub fn lane(
+    store: jq_store::Store,
+) -> crate::batch::Batcher<jq_core::NewJob, jq_store::Result<jq_store::Submitted>> {
+    crate::batch::Batcher::spawn(
+        crate::SUBMIT_LANES,
+        crate::BATCH_MAX,
+        move |jobs: Vec<jq_core::NewJob>| {
+            let store = store.clone();
+            async move { store.submit_each(&jobs).await }
+        },
+    )
+}
+
 pub struct Jobs(pub Arc<Shared>);
 
 fn request(spec: JobSpec) -> Result<JobRequest, Status> {

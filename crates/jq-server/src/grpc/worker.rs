@@ -10,12 +10,35 @@ use jq_proto::{job_status_to_proto, outcome_from_proto, worker_status_to_proto};
 use jq_store::{CallOutcome, ResultReport, WorkerCall};
 use tonic::{Code, Request, Response, Status};
 
+use crate::batch::Batcher;
+use crate::effects::Effects;
 use crate::grpc::control;
 use crate::registry::AssignmentStream;
 use crate::status::{from_store, job_id, job_id_of};
 use crate::{Shared, VERSION};
 
 pub struct Workers(pub Arc<Shared>);
+
+/// The group commit of workers' acks and results (ADR 0010): calls that
+/// arrive while a batch is being written form the next. Started jobs'
+/// dispatch locks are released before the batch is answered.
+pub fn lane(
+    store: jq_store::Store,
+    effects: Arc<Effects>,
+) -> Batcher<WorkerCall, jq_store::Result<CallOutcome>> {
+    Batcher::spawn(
+        crate::BATCH_LANES,
+        crate::BATCH_MAX,
+        move |calls: Vec<WorkerCall>| {
+            let (store, effects) = (store.clone(), effects.clone());
+            async move {
+                let out = store.worker_calls_many(&calls).await;
+                effects.release_locks().await;
+                out
+            }
+        },
+    )
+}
 
 fn leases(v: Vec<v1::Lease>) -> Result<Vec<Lease>, Status> {
     v.into_iter()

@@ -1,0 +1,191 @@
+//! Each maintenance service's `run_once` alone, on a real database: one
+//! pass finds what is due, changes it, says how much, and a second pass
+//! finds nothing left (FR-004, FR-016, FR-020, JQ-112, JQ-160, NFR-012).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jq_core::records::WorkerRegistration;
+use jq_core::{JobStatus, NewJob, Schedule};
+use jq_server::maintenance::Service;
+use jq_server::maintenance::assignment_timeout::AssignmentTimeouts;
+use jq_server::maintenance::dead_workers::DeadWorkers;
+use jq_server::maintenance::gauges::Gauges;
+use jq_server::maintenance::outbox_prune::OutboxPrune;
+use jq_server::maintenance::statistics::Statistics;
+use jq_server::maintenance::ttl_expiry::TtlExpiry;
+use jq_server::registry::Registry;
+use jq_store::Store;
+use jq_testkit::TestDb;
+
+const EVERY: Duration = Duration::from_secs(1);
+
+fn job(ttl: Option<Duration>) -> NewJob {
+    NewJob {
+        queue: "default".into(),
+        payload: b"{}".to_vec(),
+        priority: 0,
+        max_retries: Some(0),
+        ttl,
+        schedule: Schedule::Now,
+        idempotency_key: None,
+    }
+}
+
+/// A worker `w` holding one claimed (ASSIGNED) job.
+async fn assigned(store: &Store) -> uuid::Uuid {
+    store
+        .register_worker(&WorkerRegistration {
+            id: "w".into(),
+            hostname: "h".into(),
+            concurrency: 1,
+            queues: vec!["default".into()],
+            version: "0".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = store.submit(job(None)).await.unwrap().job_id;
+    let got = store.claim("w", &["default".into()], 1).await.unwrap();
+    assert_eq!(got[0].job_id, id);
+    id
+}
+
+#[tokio::test]
+async fn fr_016_assignment_timeouts_run_once_fails_what_waited_too_long() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let id = assigned(&store).await;
+    let long = AssignmentTimeouts {
+        store: store.clone(),
+        timeout: Duration::from_secs(3600),
+        every: EVERY,
+    };
+    assert_eq!(long.run_once().await.unwrap(), 0, "not yet due");
+    let due = AssignmentTimeouts {
+        timeout: Duration::ZERO,
+        ..long
+    };
+    assert_eq!(due.run_once().await.unwrap(), 1);
+    assert_eq!(due.run_once().await.unwrap(), 0, "nothing left");
+    // No retries left: the timeout dead-letters it.
+    assert_eq!(store.get_job(id).await.unwrap().status, JobStatus::DeadLettered);
+}
+
+#[tokio::test]
+async fn fr_020_jq_112_dead_workers_run_once_marks_silent_workers_and_reclaims_their_jobs() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let id = assigned(&store).await;
+    let pass = DeadWorkers {
+        store: store.clone(),
+        registry: Registry::new(),
+        timeout: Duration::from_secs(60),
+        every: EVERY,
+    };
+    assert_eq!(pass.run_once().await.unwrap(), Default::default(), "w is alive");
+    sqlx::query("UPDATE workers SET last_heartbeat_at = now() - interval '1 hour'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let r = pass.run_once().await.unwrap();
+    assert_eq!((r.workers_offline, r.jobs), (vec!["w".to_string()], vec![id]));
+    assert_eq!(pass.run_once().await.unwrap(), Default::default());
+    assert_eq!(store.get_job(id).await.unwrap().status, JobStatus::DeadLettered);
+}
+
+#[tokio::test]
+async fn fr_004_ttl_expiry_run_once_dead_letters_what_expired_unstarted() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let kept = store
+        .submit(job(Some(Duration::from_secs(3600))))
+        .await
+        .unwrap()
+        .job_id;
+    let gone = store
+        .submit(job(Some(Duration::from_secs(3600))))
+        .await
+        .unwrap()
+        .job_id;
+    let pass = TtlExpiry {
+        store: store.clone(),
+        every: EVERY,
+    };
+    assert_eq!(pass.run_once().await.unwrap(), 0);
+    sqlx::query("UPDATE jobs SET expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(gone)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(pass.run_once().await.unwrap(), 1);
+    assert_eq!(pass.run_once().await.unwrap(), 0);
+    assert_eq!(store.get_job(gone).await.unwrap().status, JobStatus::DeadLettered);
+    assert_eq!(store.get_job(kept).await.unwrap().status, JobStatus::Pending);
+}
+
+#[tokio::test]
+async fn jq_160_outbox_prune_run_once_deletes_sent_events_past_retention() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    assigned(&store).await; // registering queues a worker event
+    let unsent = store.outbox_unsent(100).await.unwrap();
+    assert!(!unsent.is_empty());
+    let pass = OutboxPrune {
+        store: store.clone(),
+        retention: Duration::ZERO,
+    };
+    assert_eq!(pass.run_once().await.unwrap(), 0, "unsent events are kept");
+    let ids: Vec<i64> = unsent.iter().map(|e| e.id).collect();
+    store.outbox_mark_sent(&ids).await.unwrap();
+    sqlx::query("UPDATE event_outbox SET sent_at = now() - interval '1 second'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(pass.run_once().await.unwrap(), ids.len() as u64);
+    assert_eq!(pass.run_once().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn nfr_012_statistics_run_once_analyzes_a_table_grown_from_empty() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let pass = Statistics { store: store.clone() };
+    store
+        .submit_many((0..1500).map(|_| job(None)).collect())
+        .await
+        .unwrap();
+    // The statistics collector publishes row counts within about a second.
+    let mut analyzed = vec![];
+    for _ in 0..100 {
+        analyzed = pass.run_once().await.unwrap();
+        if analyzed.contains(&"jobs".to_string()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(analyzed.contains(&"jobs".to_string()), "{analyzed:?}");
+    assert!(
+        !pass.run_once().await.unwrap().contains(&"jobs".to_string()),
+        "once"
+    );
+}
+
+#[tokio::test]
+async fn fr_040_gauges_run_once_sets_queue_depths_from_the_database() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    store.ensure_queue("default").await.unwrap();
+    for _ in 0..3 {
+        store.submit(job(None)).await.unwrap();
+    }
+    let metrics = Arc::new(jq_telemetry::ServerMetrics::new());
+    let pass = Gauges {
+        store,
+        registry: Registry::new(),
+        metrics: metrics.clone(),
+    };
+    assert_eq!(pass.run_once().await.unwrap(), 1, "one queue");
+    let depth = |status: &str| metrics.queue_depth.with_label_values(&["default", status]).get();
+    assert_eq!((depth("PENDING"), depth("RUNNING")), (3, 0));
+}
