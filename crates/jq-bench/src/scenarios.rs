@@ -10,18 +10,19 @@ use crate::{Env, Settings, Stats, noop_spec};
 
 const Q: &str = "default";
 
-async fn pause(env: &mut Env, paused: bool) -> anyhow::Result<()> {
-    if paused {
-        env.clients
-            .admin
-            .pause_queue(v1::PauseQueueRequest { name: Q.into() })
-            .await?;
-    } else {
-        env.clients
-            .admin
-            .resume_queue(v1::ResumeQueueRequest { name: Q.into() })
-            .await?;
-    }
+async fn pause(env: &mut Env) -> anyhow::Result<()> {
+    env.clients
+        .admin
+        .pause_queue(v1::PauseQueueRequest { name: Q.into() })
+        .await?;
+    Ok(())
+}
+
+async fn resume(env: &mut Env) -> anyhow::Result<()> {
+    env.clients
+        .admin
+        .resume_queue(v1::ResumeQueueRequest { name: Q.into() })
+        .await?;
     Ok(())
 }
 
@@ -117,11 +118,11 @@ pub async fn burst(
     concurrency: u32,
 ) -> anyhow::Result<Value> {
     let mut env = Env::start(s, name).await?;
-    pause(&mut env, true).await?;
+    pause(&mut env).await?;
     bulk_submit(&mut env, n, 1000).await?;
     env.add_workers(workers, concurrency).await?;
     let t0 = Instant::now();
-    pause(&mut env, false).await?;
+    resume(&mut env).await?;
     let took = env.wait_done(Q, n as u64, t0).await?.as_secs_f64();
     let rss = env.server_rss_mib();
     env.stop().await;

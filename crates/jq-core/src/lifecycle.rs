@@ -378,11 +378,11 @@ pub fn transition(job: &JobState, cmd: &Command, ctx: &Context) -> Result<Decisi
                 // A failure after a cancel request is the kill landing.
                 _ if job.cancel_requested => cancelled(next, Running),
                 Outcome::Failed { retryable } => {
-                    fail(job, next, Running, Reason::Failed, true, *retryable, ctx)
+                    fail(job, next, Running, Reason::Failed, Failure::of(*retryable), ctx)
                 }
                 // Cancelled without a request: treat as a retryable failure so
                 // the job is never stranded.
-                Outcome::Cancelled => fail(job, next, Running, Reason::Failed, true, true, ctx),
+                Outcome::Cancelled => fail(job, next, Running, Reason::Failed, Failure::Counted, ctx),
             }
         }
         Command::AssignmentTimeout { attempt } => {
@@ -390,7 +390,14 @@ pub fn transition(job: &JobState, cmd: &Command, ctx: &Context) -> Result<Decisi
                 return Err(refuse());
             }
             fence_attempt(job, *attempt)?;
-            fail(job, next, Assigned, Reason::AssignmentTimeout, true, true, ctx)
+            fail(
+                job,
+                next,
+                Assigned,
+                Reason::AssignmentTimeout,
+                Failure::Counted,
+                ctx,
+            )
         }
         Command::WorkerLost { worker_id, attempt } => {
             if !job.status.is_in_flight() {
@@ -400,7 +407,7 @@ pub fn transition(job: &JobState, cmd: &Command, ctx: &Context) -> Result<Decisi
             if job.cancel_requested {
                 cancelled(next, job.status)
             } else {
-                fail(job, next, job.status, Reason::WorkerLost, true, true, ctx)
+                fail(job, next, job.status, Reason::WorkerLost, Failure::Counted, ctx)
             }
         }
         Command::DeliveryFailed { worker_id, attempt } => {
@@ -408,7 +415,14 @@ pub fn transition(job: &JobState, cmd: &Command, ctx: &Context) -> Result<Decisi
                 return Err(refuse());
             }
             fence(job, worker_id, *attempt)?;
-            fail(job, next, Assigned, Reason::DeliveryFailed, false, true, ctx)
+            fail(
+                job,
+                next,
+                Assigned,
+                Reason::DeliveryFailed,
+                Failure::Uncounted,
+                ctx,
+            )
         }
         Command::TtlExpired => {
             if job.status != Pending {
@@ -474,18 +488,40 @@ fn cancelled(mut next: JobState, from: JobStatus) -> Effects {
     simple(next, from, JobStatus::DeadLettered, Reason::Cancelled)
 }
 
+/// What a failed attempt leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Uses up a retry; retried with backoff while any are left (JQ-112).
+    Counted,
+    /// Retried at once without using a retry: the attempt never reached
+    /// the worker (JQ-111).
+    Uncounted,
+    /// Dead-lettered whatever the retries left (PERMANENT_FAILURE).
+    Permanent,
+}
+
+impl Failure {
+    fn of(retryable: bool) -> Failure {
+        if retryable {
+            Failure::Counted
+        } else {
+            Failure::Permanent
+        }
+    }
+}
+
 /// `from` -> FAILED, then at once FAILED -> PENDING (with backoff) or
 /// FAILED -> DEAD_LETTERED, committed together (FR-010, FR-033, FR-034).
-/// `counted`: the attempt uses up a retry (JQ-112); a delivery failure does not.
 fn fail(
     job: &JobState,
     mut next: JobState,
     from: JobStatus,
     reason: Reason,
-    counted: bool,
-    retryable: bool,
+    failure: Failure,
     ctx: &Context,
 ) -> Effects {
+    let counted = failure != Failure::Uncounted;
+    let retryable = failure != Failure::Permanent;
     let mut steps = vec![Step {
         from: Some(from),
         to: JobStatus::Failed,

@@ -211,9 +211,14 @@ impl Model {
             .min(self.cfg.backoff_max)
     }
 
-    /// A counted (or not) failure of job `j` from its current state:
-    /// FAILED then PENDING with backoff, or DEAD_LETTERED.
-    fn fail(&mut self, j: usize, counted: bool, retryable: bool) {
+    /// A failure of job `j` from its current state: FAILED then PENDING
+    /// (with backoff when it spends a retry), or DEAD_LETTERED.
+    fn fail(&mut self, j: usize, how: Fails) {
+        let (counted, retryable) = match how {
+            Fails::Counted => (true, true),
+            Fails::Uncounted => (false, true),
+            Fails::Permanently => (true, false),
+        };
         let now = self.now;
         let delay = self.backoff(self.jobs[j].retries);
         let job = &mut self.jobs[j];
@@ -271,8 +276,9 @@ impl Model {
                 job.events += 1;
             }
             _ if cancel_requested => self.dead_letter_cancelled(j),
-            ReportKind::Failed => self.fail(j, true, retryable),
-            ReportKind::Cancelled => self.fail(j, true, true),
+            ReportKind::Failed if retryable => self.fail(j, Fails::Counted),
+            ReportKind::Failed => self.fail(j, Fails::Permanently),
+            ReportKind::Cancelled => self.fail(j, Fails::Counted),
         }
         Expect::Ok
     }
@@ -381,7 +387,7 @@ impl Model {
                 if self.jobs[j].status != JobStatus::Assigned {
                     return Expect::Refused(Refusal::InvalidState);
                 }
-                self.fail(j, false, true);
+                self.fail(j, Fails::Uncounted);
                 Expect::Ok
             }
             Op::Cancel { job } => {
@@ -432,7 +438,7 @@ impl Model {
                     if self.jobs[i].cancel_requested {
                         self.dead_letter_cancelled(i);
                     } else {
-                        self.fail(i, true, true);
+                        self.fail(i, Fails::Counted);
                     }
                 }
                 Expect::Ok
@@ -468,7 +474,7 @@ impl Model {
                     })
                     .collect();
                 for &i in &hit {
-                    self.fail(i, true, true);
+                    self.fail(i, Fails::Counted);
                 }
                 Expect::Reaped(hit)
             }
@@ -493,7 +499,7 @@ impl Model {
                     if self.jobs[i].cancel_requested {
                         self.dead_letter_cancelled(i);
                     } else {
-                        self.fail(i, true, true);
+                        self.fail(i, Fails::Counted);
                     }
                 }
                 Expect::Reaped(hit)
@@ -560,4 +566,15 @@ impl ReferenceStateMachine for ModelMachine {
         state.apply(op);
         state
     }
+}
+
+/// How a failure counts in the model (kept apart from the decider's own).
+#[derive(Debug, Clone, Copy)]
+enum Fails {
+    /// Spends a retry.
+    Counted,
+    /// Retried at once, spending nothing (an undelivered assignment).
+    Uncounted,
+    /// Dead-lettered whatever is left.
+    Permanently,
 }

@@ -49,7 +49,7 @@ pub use jq_core::Step;
 pub use outbox::{EventAudit, EventWindow, RelayLease};
 pub use reaper::ReapReport;
 pub use transitions::{CancelOutcome, ReportOutcome, ResultReport};
-pub use workers::HeartbeatOutcome;
+pub use workers::{HeartbeatOutcome, WorkerListing};
 
 /// Result of every store call.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

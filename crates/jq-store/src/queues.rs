@@ -229,9 +229,18 @@ impl Store {
     }
 
     /// JQ-122: a paused queue dispatches nothing and loses nothing.
-    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<Queue> {
+    pub async fn pause_queue(&self, name: &str) -> Result<Queue> {
+        self.set_paused("pause_queue", name, true).await
+    }
+
+    /// JQ-122: the queue dispatches again, in the order it would have.
+    pub async fn resume_queue(&self, name: &str) -> Result<Queue> {
+        self.set_paused("resume_queue", name, false).await
+    }
+
+    async fn set_paused(&self, query_name: &'static str, name: &str, paused: bool) -> Result<Queue> {
         validate_queue_name(name)?;
-        self.run("pause_queue", || async move {
+        self.run(query_name, || async move {
             let row: Option<QueueRow> = sqlx::query_as(&format!(
                 "UPDATE queues SET paused = $2, updated_at = now() WHERE name = $1 RETURNING {QUEUE_COLUMNS}"
             ))

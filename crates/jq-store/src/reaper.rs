@@ -31,7 +31,7 @@ impl Store {
         &self,
         pass: &'static str,
         filter: &str,
-        bind: Option<f64>,
+        binds: &[f64],
         cmd: impl Fn(&JobRow) -> Command,
     ) -> Result<Vec<uuid::Uuid>> {
         let sql = format!(
@@ -39,7 +39,7 @@ impl Store {
              WHERE {filter} LIMIT {REAP_BATCH}"
         );
         let mut query = sqlx::query_as::<_, Candidate>(&sql);
-        if let Some(b) = bind {
+        for b in binds {
             query = query.bind(b);
         }
         let rows = query.fetch_all(&self.pool).await?;
@@ -58,7 +58,7 @@ impl Store {
             self.reap_with(
                 "reap_assignments",
                 "j.status = 'ASSIGNED' AND j.assigned_at <= now() - $1 * interval '1 second'",
-                Some(timeout.as_secs_f64()),
+                &[timeout.as_secs_f64()],
                 |j| Command::AssignmentTimeout {
                     attempt: j.attempt as u32,
                 },
@@ -95,7 +95,7 @@ SELECT id FROM dead ORDER BY id"#,
                     "reap_workers",
                     "j.status IN ('ASSIGNED', 'RUNNING') AND EXISTS \
                      (SELECT 1 FROM workers w WHERE w.id = j.worker_id AND w.status = 'OFFLINE')",
-                    None,
+                    &[],
                     |j| Command::WorkerLost {
                         worker_id: j.worker_id.clone().unwrap_or_default(),
                         attempt: j.attempt as u32,
@@ -113,7 +113,7 @@ SELECT id FROM dead ORDER BY id"#,
             self.reap_with(
                 "reap_expired",
                 "j.status = 'PENDING' AND j.expires_at IS NOT NULL AND j.expires_at <= now()",
-                None,
+                &[],
                 |_| Command::TtlExpired,
             )
             .await

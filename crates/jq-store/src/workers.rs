@@ -28,6 +28,24 @@ pub struct HeartbeatOutcome {
     pub cancel: Vec<Lease>,
 }
 
+/// Which workers [`Store::list_workers`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerListing {
+    /// ONLINE, DRAINING and STOPPING.
+    Live,
+    /// Also those OFFLINE (deregistered or declared dead).
+    WithOffline,
+}
+
+/// Which of a worker's jobs (beyond the leases it keeps) are reclaimed.
+#[derive(Debug, Clone, Copy)]
+enum Reclaim {
+    /// Every ASSIGNED or RUNNING job: a new incarnation registered.
+    EveryHeldJob,
+    /// RUNNING jobs started more than this long ago: the heartbeat's list.
+    RunningStartedBefore(Duration),
+}
+
 /// Most queues one worker may serve.
 pub const MAX_WORKER_QUEUES: usize = 1000;
 
@@ -112,8 +130,7 @@ impl Store {
     /// Jobs the worker id held before its new registration, except the
     /// `keep` leases -> WorkerLost.
     async fn reclaim_worker_jobs(&self, worker_id: &str, keep: &[Lease]) -> Result<Vec<Uuid>> {
-        self.reclaim_where(worker_id, keep, "j.status IN ('ASSIGNED', 'RUNNING')", None)
-            .await
+        self.reclaim_where(worker_id, keep, Reclaim::EveryHeldJob).await
     }
 
     /// JQ-110's other half: a live worker that no longer lists a RUNNING
@@ -131,19 +148,17 @@ impl Store {
         validate_worker_id(worker_id)?;
         check_leases("in_flight", listed)?;
         self.run("reclaim_unlisted", || async move {
-            self.reclaim_where(worker_id, listed, "j.status = 'RUNNING'", Some(grace))
+            self.reclaim_where(worker_id, listed, Reclaim::RunningStartedBefore(grace))
                 .await
         })
         .await
     }
 
-    async fn reclaim_where(
-        &self,
-        worker_id: &str,
-        keep: &[Lease],
-        status: &str,
-        started_before: Option<Duration>,
-    ) -> Result<Vec<Uuid>> {
+    async fn reclaim_where(&self, worker_id: &str, keep: &[Lease], which: Reclaim) -> Result<Vec<Uuid>> {
+        let (status, started_before) = match which {
+            Reclaim::EveryHeldJob => ("j.status IN ('ASSIGNED', 'RUNNING')", None),
+            Reclaim::RunningStartedBefore(grace) => ("j.status = 'RUNNING'", Some(grace)),
+        };
         let (ids, attempts): (Vec<Uuid>, Vec<i32>) =
             keep.iter().map(|l| (l.job_id, l.attempt as i32)).unzip();
         let rows: Vec<crate::rows::Candidate> = sqlx::query_as(&format!(
@@ -306,7 +321,8 @@ impl Store {
         self.run("get_worker", || self.get_worker_inner(worker_id)).await
     }
 
-    pub async fn list_workers(&self, include_offline: bool) -> Result<Vec<Worker>> {
+    pub async fn list_workers(&self, which: WorkerListing) -> Result<Vec<Worker>> {
+        let include_offline = which == WorkerListing::WithOffline;
         self.run("list_workers", || async move {
             let rows: Vec<WorkerRow> = sqlx::query_as(&format!(
                 "SELECT {WORKER_COLUMNS} FROM workers w WHERE $1 OR w.status <> 'OFFLINE' ORDER BY w.id"

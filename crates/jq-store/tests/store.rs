@@ -932,14 +932,14 @@ async fn jq_122_paused_queue_dispatches_nothing_and_loses_nothing() {
     s.submit_many((0..3).map(|_| job("default")).collect())
         .await
         .unwrap();
-    assert!(s.set_paused("default", true).await.unwrap().paused);
+    assert!(s.pause_queue("default").await.unwrap().paused);
     assert!(s.claim("w", &q(&["default"]), 10).await.unwrap().is_empty());
     // Submitting into a paused queue still works.
     s.submit(job("default")).await.unwrap();
-    assert!(!s.set_paused("default", false).await.unwrap().paused);
+    assert!(!s.resume_queue("default").await.unwrap().paused);
     assert_eq!(s.claim("w", &q(&["default"]), 10).await.unwrap().len(), 4);
     assert!(matches!(
-        s.set_paused("nope", true).await,
+        s.pause_queue("nope").await,
         Err(StoreError::QueueNotFound(_))
     ));
 }
@@ -1130,7 +1130,13 @@ async fn fr_018_fr_019_register_heartbeat_and_stale_leases() {
             Err(StoreError::Invalid(_))
         ));
     }
-    assert_eq!(s.list_workers(true).await.unwrap().len(), 1);
+    assert_eq!(
+        s.list_workers(jq_store::WorkerListing::WithOffline)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]

@@ -7,13 +7,16 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use jq_core::Outcome;
+use uuid::Uuid;
+
 use crate::executor::{self, ExecConfig, ExecResult};
 use crate::handler::{HandlerError, Handlers, JobContext};
 
 /// An assignment as the runner needs it.
 #[derive(Debug, Clone)]
 pub struct Attempt {
-    pub job_id: String,
+    pub job_id: Uuid,
     pub queue: String,
     pub attempt: u32,
     pub retries: u32,
@@ -72,14 +75,6 @@ impl Stopper {
     }
 }
 
-/// How an attempt ended, ready for ReportResult.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Succeeded,
-    Failed { retryable: bool },
-    Cancelled,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub outcome: Outcome,
@@ -91,9 +86,19 @@ pub struct Report {
 }
 
 impl Report {
-    fn failed(message: String, retryable: bool, started: Instant) -> Report {
+    /// The attempt failed; the server retries it while retries are left.
+    fn retryable(message: String, started: Instant) -> Report {
+        Report::failed(message, Outcome::Failed { retryable: true }, started)
+    }
+
+    /// The attempt failed for good (a bad payload, an unknown handler).
+    fn permanent(message: String, started: Instant) -> Report {
+        Report::failed(message, Outcome::Failed { retryable: false }, started)
+    }
+
+    fn failed(message: String, outcome: Outcome, started: Instant) -> Report {
         Report {
-            outcome: Outcome::Failed { retryable },
+            outcome,
             result: Vec::new(),
             error: Some(message),
             exit_code: None,
@@ -176,22 +181,21 @@ pub async fn execute(a: &Attempt, handlers: &Handlers, exec: &ExecConfig, stop: 
     // itself first is reported even when a stop came after).
     let mut interrupted = false;
     let report = match plan(&a.payload) {
-        Err(msg) => Report::failed(msg, false, started),
+        Err(msg) => Report::permanent(msg, started),
         // JQ-173: a program this worker may not start fails the job at once
         // (no retry: another attempt would be refused the same way).
-        Ok(Plan::Subprocess(spec)) if !exec.allows(&spec.command[0]) => Report::failed(
+        Ok(Plan::Subprocess(spec)) if !exec.allows(&spec.command[0]) => Report::permanent(
             format!(
                 "{} is not in this worker's exec.allowed_commands ({}); nothing was started",
                 jq_core::input::echo(&spec.command[0]),
                 exec.allowed_commands.join(", ")
             ),
-            false,
             started,
         ),
         Ok(Plan::Subprocess(mut spec)) => {
             // Which attempt this is, for the job's own de-duplication
             // (NFR-006); these win over the payload's env.
-            spec.env.insert("JQ_JOB_ID".into(), a.job_id.clone());
+            spec.env.insert("JQ_JOB_ID".into(), a.job_id.to_string());
             spec.env.insert("JQ_JOB_ATTEMPT".into(), a.attempt.to_string());
             spec.env.insert("JQ_JOB_QUEUE".into(), a.queue.clone());
             spec.env.insert("JQ_WORKER_ID".into(), a.worker_id.clone());
@@ -200,22 +204,21 @@ pub async fn execute(a: &Attempt, handlers: &Handlers, exec: &ExecConfig, stop: 
                     interrupted = r.cancelled;
                     subprocess_report(&spec, r)
                 }
-                Err(e) => Report::failed(e.to_string(), true, started),
+                Err(e) => Report::retryable(e.to_string(), started),
             }
         }
         Ok(Plan::Handler { name, input, timeout }) => match handlers.get(&name) {
-            None => Report::failed(
+            None => Report::permanent(
                 format!(
                     "no handler named {name:?} on this worker (it has: {})",
                     handlers.names().join(", ")
                 ),
-                false,
                 started,
             ),
             Some(h) => {
                 let timeout = timeout.or(a.timeout).unwrap_or(exec.default_timeout);
                 let ctx = JobContext {
-                    job_id: a.job_id.clone(),
+                    job_id: a.job_id.to_string(),
                     queue: a.queue.clone(),
                     attempt: a.attempt,
                     retries: a.retries,
@@ -248,10 +251,16 @@ pub async fn execute(a: &Attempt, handlers: &Handlers, exec: &ExecConfig, stop: 
                         signal: None,
                         duration: started.elapsed(),
                     },
-                    Some(Err(e)) => Report::failed(e.message, e.retryable, started),
+                    Some(Err(e)) => Report::failed(
+                        e.message,
+                        Outcome::Failed {
+                            retryable: e.retryable,
+                        },
+                        started,
+                    ),
                     None => {
                         interrupted = true;
-                        Report::failed("stopped".into(), true, started)
+                        Report::retryable("stopped".into(), started)
                     }
                 }
             }
@@ -362,7 +371,7 @@ mod tests {
 
     fn attempt(payload: &str) -> Attempt {
         Attempt {
-            job_id: "j".into(),
+            job_id: Uuid::nil(),
             queue: "default".into(),
             attempt: 1,
             retries: 0,

@@ -13,12 +13,14 @@
 //! - [`job`]: one attempt: payload routing, timeout, stop, report shape.
 //! - [`handler`]: the public handler trait and the stock `noop`/`echo`.
 //! - [`executor`]: payload parsing and safe subprocess execution.
+//! - `wire`: the protobuf edge; inside it, only `jq-core` types.
 //! - `calls`: acks and results sent in batches (`AckJobs`, `ReportResults`).
 
 mod calls;
 pub mod executor;
 pub mod handler;
 pub mod job;
+mod wire;
 pub mod worker;
 
 pub use handler::{Handler, HandlerError, Handlers, JobContext};

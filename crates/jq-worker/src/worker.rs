@@ -17,18 +17,22 @@ use std::time::Duration;
 
 use jq_client::{ClientError, Clients, Target};
 use jq_config::WorkerConfig;
-use jq_proto::v1::{self, server_message::Kind};
+use jq_core::WorkerStatus;
+use jq_core::records::Lease;
 use jq_telemetry::WorkerMetrics;
 use jq_telemetry::http::{Readiness, health_router, serve, worker_metrics_router};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tonic::Code;
+use uuid::Uuid;
 
 use crate::calls::Calls;
 use crate::executor::ExecConfig;
 use crate::handler::Handlers;
-use crate::job::{self, Attempt, Outcome, StopReason, Stopper};
+use crate::job::{self, Attempt, StopReason, Stopper};
+use crate::wire::{self, Message};
 
 /// Semver and git commit (NFR-017).
 pub const VERSION: &str = jq_config::VERSION;
@@ -62,13 +66,13 @@ struct Inner {
     calls: Calls,
     metrics: Arc<WorkerMetrics>,
     permits: Arc<Semaphore>,
-    held: Mutex<HashMap<String, Held>>,
+    held: Mutex<HashMap<Uuid, Held>>,
     draining: AtomicBool,
     connected: AtomicBool,
     /// Graceful stop requested: take nothing new.
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     /// Deadline passed or stopped: give up on reports and heartbeats.
-    hard_stop: watch::Sender<bool>,
+    hard_stop: CancellationToken,
     /// The server no longer knows us: register again.
     reregister: Notify,
     heartbeat_ms: AtomicU64,
@@ -86,13 +90,14 @@ pub struct RunningWorker {
     pub health_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     inner: Arc<Inner>,
-    done: watch::Receiver<bool>,
+    /// Cancelled once the worker has stopped.
+    done: CancellationToken,
 }
 
 impl RunningWorker {
     /// Begin a graceful stop (what SIGTERM does); returns at once.
     pub fn begin_shutdown(&self) {
-        self.inner.stop.send_replace(true);
+        self.inner.stop.cancel();
     }
 
     /// Graceful stop: no new jobs, running ones finish (up to
@@ -107,7 +112,7 @@ impl RunningWorker {
     ///
     /// [`begin_shutdown`]: RunningWorker::begin_shutdown
     pub async fn wait(&mut self) {
-        let _ = self.done.wait_for(|d| *d).await;
+        self.done.cancelled().await;
     }
 
     pub fn is_connected(&self) -> bool {
@@ -160,7 +165,7 @@ struct Ready(Arc<Inner>);
 impl Readiness for Ready {
     fn check(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
         Box::pin(async move {
-            if *self.0.stop.borrow() {
+            if self.0.stop.is_cancelled() {
                 Err("shutting down".into())
             } else if !self.0.connected.load(Ordering::Relaxed) {
                 Err("not connected to jq-server".into())
@@ -216,31 +221,31 @@ pub async fn start(cfg: WorkerConfig, handlers: Handlers) -> Result<RunningWorke
         held: Mutex::default(),
         draining: AtomicBool::new(false),
         connected: AtomicBool::new(false),
-        stop: watch::channel(false).0,
-        hard_stop: watch::channel(false).0,
+        stop: CancellationToken::new(),
+        hard_stop: CancellationToken::new(),
         reregister: Notify::new(),
         heartbeat_ms: AtomicU64::new(5000),
         heartbeat_timeout_ms: AtomicU64::new(30_000),
         heartbeat_changed: Notify::new(),
     });
-    let (done_tx, done) = watch::channel(false);
+    let done = CancellationToken::new();
     tokio::spawn(serve(
         health,
         health_router(Arc::new(Ready(inner.clone()))),
-        stopped(&inner.hard_stop),
+        inner.hard_stop.clone().cancelled_owned(),
     ));
     tokio::spawn(serve(
         metrics_l,
         worker_metrics_router(metrics),
-        stopped(&inner.hard_stop),
+        inner.hard_stop.clone().cancelled_owned(),
     ));
     tokio::spawn(heartbeats(inner.clone()));
     {
-        let inner = inner.clone();
+        let (inner, done) = (inner.clone(), done.clone());
         tokio::spawn(async move {
             run(inner.clone()).await;
-            inner.hard_stop.send_replace(true);
-            done_tx.send_replace(true);
+            inner.hard_stop.cancel();
+            done.cancel();
         });
     }
     tracing::info!(worker_id = %id, queues = ?inner.cfg.worker.queues, concurrency = inner.cfg.worker.concurrency,
@@ -283,20 +288,11 @@ impl Backoff {
     }
 }
 
-/// Resolves once the flag is set.
-fn stopped(flag: &watch::Sender<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let mut rx = flag.subscribe();
-    async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }
-}
-
 /// Sleep, unless a stop comes first (then false).
-async fn pause(d: Duration, stop: &watch::Sender<bool>) -> bool {
-    let mut rx = stop.subscribe();
+async fn pause(d: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => true,
-        _ = rx.wait_for(|s| *s) => false,
+        _ = stop.cancelled() => false,
     }
 }
 
@@ -337,19 +333,19 @@ fn retried(r: Refusal) -> bool {
 const SERVER_FAULT_TRIES: u32 = 15;
 
 impl Inner {
-    fn leases(&self) -> Vec<v1::Lease> {
+    fn leases(&self) -> Vec<Lease> {
         self.held
             .lock()
             .unwrap()
             .iter()
-            .map(|(job_id, h)| v1::Lease {
-                job_id: job_id.clone(),
+            .map(|(job_id, h)| Lease {
+                job_id: *job_id,
                 attempt: h.attempt,
             })
             .collect()
     }
 
-    fn stop_lease(&self, l: &v1::Lease, why: StopReason) {
+    fn stop_lease(&self, l: &Lease, why: StopReason) {
         if let Some(h) = self.held.lock().unwrap().get(&l.job_id)
             && h.attempt == l.attempt
         {
@@ -358,55 +354,37 @@ impl Inner {
         }
     }
 
-    async fn register(&self) -> Result<v1::RegisterResponse, tonic::Status> {
-        let req = v1::RegisterRequest {
-            worker_id: self.id.clone(),
-            hostname: self.hostname.clone(),
-            concurrency: self.cfg.worker.concurrency,
-            queues: self.cfg.worker.queues.clone(),
-            version: VERSION.to_string(),
-            in_flight: self.leases(),
-            draining: self.draining.load(Ordering::Relaxed),
-        };
-        let r = self.clients.workers.clone().register(req).await?.into_inner();
-        if r.heartbeat_interval_ms > 0 {
+    async fn register(&self) -> Result<wire::Registered, tonic::Status> {
+        let r = wire::register(
+            &self.clients,
+            wire::Registration {
+                worker_id: &self.id,
+                hostname: &self.hostname,
+                concurrency: self.cfg.worker.concurrency,
+                queues: &self.cfg.worker.queues,
+                version: VERSION,
+                held: self.leases(),
+                draining: self.draining.load(Ordering::Relaxed),
+            },
+        )
+        .await?;
+        if let Some(every) = r.heartbeat_interval {
             self.heartbeat_ms
-                .store(r.heartbeat_interval_ms as u64, Ordering::Relaxed);
+                .store(every.as_millis() as u64, Ordering::Relaxed);
             // The heartbeat loop may be sleeping out the default interval,
             // longer than this server's timeout.
             self.heartbeat_changed.notify_waiters();
         }
-        if r.heartbeat_timeout_ms > 0 {
+        if let Some(timeout) = r.heartbeat_timeout {
             self.heartbeat_timeout_ms
-                .store(r.heartbeat_timeout_ms as u64, Ordering::Relaxed);
+                .store(timeout.as_millis() as u64, Ordering::Relaxed);
         }
         Ok(r)
     }
 
-    fn control(&self, m: Kind) -> bool {
-        match m {
-            Kind::CancelJob(c) => {
-                self.stop_lease(
-                    &v1::Lease {
-                        job_id: c.job_id,
-                        attempt: c.attempt,
-                    },
-                    StopReason::Cancel,
-                );
-                true
-            }
-            Kind::Drain(_) => {
-                if !self.draining.swap(true, Ordering::Relaxed) {
-                    tracing::info!(worker_id = %self.id, "draining: finishing running jobs, taking no new ones");
-                }
-                true
-            }
-            Kind::Shutdown(_) => {
-                tracing::info!(worker_id = %self.id, "the server asked this worker to shut down");
-                self.stop.send_replace(true);
-                false
-            }
-            Kind::Assignment(_) => true,
+    fn drain(&self) {
+        if !self.draining.swap(true, Ordering::Relaxed) {
+            tracing::info!(worker_id = %self.id, "draining: finishing running jobs, taking no new ones");
         }
     }
 }
@@ -418,9 +396,9 @@ async fn run(inner: Arc<Inner>) {
         inner.cfg.worker.reconnect_min_ms,
         inner.cfg.worker.reconnect_max_ms,
     );
-    let mut stop = inner.stop.subscribe();
+    let stop = inner.stop.clone();
     let mut first = true;
-    'session: while !*stop.borrow() {
+    'session: while !stop.is_cancelled() {
         if !first && !pause(backoff.step(), &inner.stop).await {
             break;
         }
@@ -434,16 +412,8 @@ async fn run(inner: Arc<Inner>) {
                 continue;
             }
         }
-        let mut stream = match inner
-            .clients
-            .workers
-            .clone()
-            .stream_assignments(v1::StreamAssignmentsRequest {
-                worker_id: inner.id.clone(),
-            })
-            .await
-        {
-            Ok(s) => s.into_inner(),
+        let mut stream = match wire::Assignments::open(&inner.clients, &inner.id).await {
+            Ok(s) => s,
             Err(e) => {
                 tracing::warn!(worker_id = %inner.id, error = %e.message(), "cannot open the assignment stream; retrying");
                 continue;
@@ -454,24 +424,24 @@ async fn run(inner: Arc<Inner>) {
         backoff.reset();
         loop {
             tokio::select! {
-                _ = stop.wait_for(|s| *s) => break 'session,
+                _ = stop.cancelled() => break 'session,
                 _ = inner.reregister.notified() => {
                     tracing::warn!(worker_id = %inner.id, "the server no longer knows this worker; registering again");
                     break;
                 }
                 Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
-                msg = stream.message() => match msg {
-                    Ok(Some(v1::ServerMessage { kind: Some(Kind::Assignment(a)) })) => {
+                msg = stream.next() => match msg {
+                    Ok(Some(Message::Assignment(a))) => {
                         let stopper = Stopper::default();
-                        inner.held.lock().unwrap().insert(a.job_id.clone(), Held { attempt: a.attempt, stopper: stopper.clone() });
+                        inner.held.lock().unwrap().insert(a.job_id, Held { attempt: a.attempt, stopper: stopper.clone() });
                         jobs.spawn(run_assignment(inner.clone(), a, stopper));
                     }
-                    Ok(Some(v1::ServerMessage { kind: Some(k) })) => {
-                        if !inner.control(k) {
-                            break 'session;
-                        }
+                    Ok(Some(Message::Cancel(l))) => inner.stop_lease(&l, StopReason::Cancel),
+                    Ok(Some(Message::Drain)) => inner.drain(),
+                    Ok(Some(Message::Shutdown)) => {
+                        tracing::info!(worker_id = %inner.id, "the server asked this worker to shut down");
+                        break 'session;
                     }
-                    Ok(Some(_)) => {}
                     Ok(None) => {
                         tracing::warn!(worker_id = %inner.id, "the server closed the assignment stream; reconnecting");
                         break;
@@ -491,7 +461,7 @@ async fn run(inner: Arc<Inner>) {
     // nothing more; assignments not yet acked go back to PENDING there.
     inner.connected.store(false, Ordering::Relaxed);
     inner.metrics.connected.set(0);
-    inner.stop.send_replace(true);
+    inner.stop.cancel();
     let grace = Duration::from_secs(inner.cfg.worker.shutdown_grace_s);
     let running = inner.held.lock().unwrap().len();
     tracing::info!(worker_id = %inner.id, running, grace_s = grace.as_secs(), "stopping: finishing running jobs");
@@ -505,18 +475,15 @@ async fn run(inner: Arc<Inner>) {
             inner.stop_lease(l, StopReason::Abandon);
         }
         // Reports and retries end now; processes get their kill grace.
-        inner.hard_stop.send_replace(true);
+        inner.hard_stop.cancel();
         let _ = tokio::time::timeout(inner.exec.kill_grace + Duration::from_secs(1), async {
             while jobs.join_next().await.is_some() {}
         })
         .await;
         jobs.abort_all();
     }
-    inner.hard_stop.send_replace(true);
-    let mut client = inner.clients.workers.clone();
-    let dereg = client.deregister(v1::DeregisterRequest {
-        worker_id: inner.id.clone(),
-    });
+    inner.hard_stop.cancel();
+    let dereg = wire::deregister(&inner.clients, &inner.id);
     match tokio::time::timeout(Duration::from_secs(5), dereg).await {
         Ok(Ok(_)) => tracing::info!(worker_id = %inner.id, "deregistered; stopped"),
         Ok(Err(e)) => {
@@ -533,7 +500,7 @@ async fn run(inner: Arc<Inner>) {
 /// registers again, DRAINING/STOPPING are honoured even when the control
 /// message went to another server replica.
 async fn heartbeats(inner: Arc<Inner>) {
-    let mut hard = inner.hard_stop.subscribe();
+    let hard = inner.hard_stop.clone();
     let mut last_ok = std::time::Instant::now();
     loop {
         // Listen before reading the interval, so a change in between wakes us.
@@ -544,17 +511,14 @@ async fn heartbeats(inner: Arc<Inner>) {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = changed => continue,
-            _ = hard.wait_for(|s| *s) => return,
+            _ = hard.cancelled() => return,
         }
-        let req = v1::HeartbeatRequest {
-            worker_id: inner.id.clone(),
-            in_flight: inner.leases(),
-        };
         // No longer than an interval: a hung server must not stall the
         // lease check below.
-        let sent = tokio::time::timeout(every, inner.clients.workers.clone().heartbeat(req)).await;
+        let sent =
+            tokio::time::timeout(every, wire::heartbeat(&inner.clients, &inner.id, &inner.leases())).await;
         let r = match sent {
-            Ok(Ok(r)) => r.into_inner(),
+            Ok(Ok(r)) => r,
             failed => {
                 if let Ok(Err(e)) = failed {
                     tracing::debug!(worker_id = %inner.id, error = %e.message(), "heartbeat failed");
@@ -575,12 +539,11 @@ async fn heartbeats(inner: Arc<Inner>) {
         for l in &r.cancel {
             inner.stop_lease(l, StopReason::Cancel);
         }
-        match v1::WorkerStatus::try_from(r.status) {
-            Ok(v1::WorkerStatus::Draining) => {
-                inner.control(Kind::Drain(v1::Drain {}));
-            }
-            Ok(v1::WorkerStatus::Stopping) if !*inner.stop.borrow() => {
-                inner.control(Kind::Shutdown(v1::Shutdown {}));
+        match r.status {
+            Some(WorkerStatus::Draining) => inner.drain(),
+            Some(WorkerStatus::Stopping) if !inner.stop.is_cancelled() => {
+                tracing::info!(worker_id = %inner.id, "the server asked this worker to shut down");
+                inner.stop.cancel();
             }
             _ => {}
         }
@@ -620,33 +583,35 @@ fn lease_limit(inner: &Inner, interval: Duration) -> Duration {
 /// attempt of the job given to this worker meanwhile keeps its lease.
 struct HeldLease {
     inner: Arc<Inner>,
-    job_id: String,
-    attempt: u32,
+    lease: Lease,
 }
 
 impl Drop for HeldLease {
     fn drop(&mut self) {
         let mut held = self.inner.held.lock().unwrap();
-        if held.get(&self.job_id).is_some_and(|h| h.attempt == self.attempt) {
-            held.remove(&self.job_id);
+        if held
+            .get(&self.lease.job_id)
+            .is_some_and(|h| h.attempt == self.lease.attempt)
+        {
+            held.remove(&self.lease.job_id);
         }
     }
 }
 
 /// One assignment from slot to report.
-async fn run_assignment(inner: Arc<Inner>, a: v1::Assignment, stopper: Stopper) {
-    let job_id = a.job_id.clone();
+async fn run_assignment(inner: Arc<Inner>, a: Attempt, stopper: Stopper) {
     let lease = HeldLease {
         inner: inner.clone(),
-        job_id: job_id.clone(),
-        attempt: a.attempt,
+        lease: Lease {
+            job_id: a.job_id,
+            attempt: a.attempt,
+        },
     };
     let mut stopped = stopper.subscribe();
-    let mut stop = inner.stop.subscribe();
     let permit = tokio::select! {
         p = inner.permits.clone().acquire_owned() => p.ok(),
         _ = stopped.wait_for(|s| *s) => None,
-        _ = stop.wait_for(|s| *s) => None,
+        _ = inner.stop.cancelled() => None,
     };
     let Some(permit) = permit else {
         // Never acked: the server returns it to PENDING (stream closed) or
@@ -655,7 +620,7 @@ async fn run_assignment(inner: Arc<Inner>, a: v1::Assignment, stopper: Stopper) 
     };
     let asked = std::time::Instant::now();
     if let Err(e) = ack(&inner, &a).await {
-        tracing::warn!(job_id = %job_id, attempt = a.attempt, code = ?e.code(), error = %e.message(), "ack refused; not running it");
+        tracing::warn!(job_id = %a.job_id, attempt = a.attempt, code = ?e.code(), error = %e.message(), "ack refused; not running it");
         return;
     }
     // An answer that took longer than a lease can be trusted (this worker
@@ -663,22 +628,13 @@ async fn run_assignment(inner: Arc<Inner>, a: v1::Assignment, stopper: Stopper) 
     // for a job the server has handed on meanwhile: do not start it.
     let every = Duration::from_millis(inner.heartbeat_ms.load(Ordering::Relaxed));
     if asked.elapsed() >= lease_limit(&inner, every) {
-        tracing::warn!(job_id = %job_id, attempt = a.attempt, waited_s = asked.elapsed().as_secs_f64(),
+        tracing::warn!(job_id = %a.job_id, attempt = a.attempt, waited_s = asked.elapsed().as_secs_f64(),
             "ack answered too late to trust the lease; not running it");
         return;
     }
     inner.metrics.job_concurrency.inc();
-    tracing::info!(job_id = %job_id, queue = %a.queue, attempt = a.attempt, "job started");
-    let attempt = Attempt {
-        job_id: job_id.clone(),
-        queue: a.queue.clone(),
-        attempt: a.attempt,
-        retries: a.retries,
-        payload: a.payload,
-        timeout: a.timeout_seconds.map(|s| Duration::from_secs(s as u64)),
-        worker_id: inner.id.clone(),
-    };
-    let report = job::execute(&attempt, &inner.handlers, &inner.exec, &stopper).await;
+    tracing::info!(job_id = %a.job_id, queue = %a.queue, attempt = a.attempt, "job started");
+    let report = job::execute(&a, &inner.handlers, &inner.exec, &stopper).await;
     inner.metrics.job_concurrency.dec();
     let label = report.as_ref().map(|r| r.outcome_label()).unwrap_or("abandoned");
     inner.metrics.jobs.with_label_values(&[&a.queue, label]).inc();
@@ -688,9 +644,9 @@ async fn run_assignment(inner: Arc<Inner>, a: v1::Assignment, stopper: Stopper) 
             .job_duration
             .with_label_values(&[&a.queue])
             .observe(r.duration.as_secs_f64());
-        report_result(&inner, &attempt, r).await;
+        report_result(&inner, &a, r).await;
     } else {
-        tracing::info!(job_id = %job_id, attempt = a.attempt, "attempt abandoned; nothing reported");
+        tracing::info!(job_id = %a.job_id, attempt = a.attempt, "attempt abandoned; nothing reported");
     }
     // The lease goes before the slot, so a heartbeat never lists a
     // finished attempt beside a new one.
@@ -698,90 +654,101 @@ async fn run_assignment(inner: Arc<Inner>, a: v1::Assignment, stopper: Stopper) 
     drop(permit);
 }
 
-async fn ack(inner: &Inner, a: &v1::Assignment) -> Result<(), tonic::Status> {
+/// How a worker call is retried.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    /// Tries after the first; `None`: until the hard stop.
+    tries: Option<u32>,
+    /// Longest wait between tries (they start at 100 ms and double).
+    max_delay: Duration,
+}
+
+/// A few tries only: an assignment not acked in time is reclaimed by the
+/// server anyway.
+const ACK_RETRY: Retry = Retry {
+    tries: Some(5),
+    max_delay: Duration::from_secs(5),
+};
+
+/// Until the server answers (results are idempotent per attempt) or the
+/// shutdown deadline passes.
+const REPORT_RETRY: Retry = Retry {
+    tries: None,
+    max_delay: Duration::from_secs(5),
+};
+
+/// Make `call` until it succeeds or is refused for good. A refusal the
+/// call may outlive (the server unreached, or a fault of its own) is tried
+/// again as `retry` says, the server's own faults at most
+/// [`SERVER_FAULT_TRIES`] times; the hard stop ends the tries at once.
+async fn with_retries<T, F, Fut>(
+    inner: &Inner,
+    what: &str,
+    a: &Attempt,
+    retry: Retry,
+    mut call: F,
+) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
     let mut delay = Duration::from_millis(100);
-    let mut tries = 0;
+    let (mut tries, mut faults) = (0, 0);
     loop {
-        let req = v1::AckJobRequest {
-            worker_id: inner.id.clone(),
-            job_id: a.job_id.clone(),
-            attempt: a.attempt,
+        let e = match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
         };
-        match inner.calls.ack(req).await {
-            Ok(()) => return Ok(()),
-            // A few tries only: an assignment not acked in time is reclaimed
-            // by the server anyway.
-            Err(e) if retried(refusal(&e)) && tries < 5 => {
-                tries += 1;
-                tracing::debug!(job_id = %a.job_id, code = ?e.code(), error = %e.message(), "ack failed; retrying");
-                if !pause(delay, &inner.hard_stop).await {
-                    return Err(e);
-                }
-                delay *= 2;
-            }
-            Err(e) => return Err(e),
+        let kind = refusal(&e);
+        if !retried(kind) || retry.tries.is_some_and(|n| tries >= n) {
+            return Err(e);
         }
+        if kind == Refusal::ServerFault {
+            faults += 1;
+            if faults >= SERVER_FAULT_TRIES {
+                tracing::error!(job_id = %a.job_id, attempt = a.attempt, code = ?e.code(), error = %e.message(),
+                    tries = faults, "{what} refused by a server fault every time; giving up, the server will retry the job");
+                return Err(e);
+            }
+        }
+        tries += 1;
+        tracing::warn!(job_id = %a.job_id, attempt = a.attempt, code = ?e.code(), error = %e.message(), "{what} failed; retrying");
+        if !pause(delay, &inner.hard_stop).await {
+            tracing::warn!(job_id = %a.job_id, attempt = a.attempt, "{what} not answered before the deadline; the server will retry the job");
+            return Err(e);
+        }
+        delay = (delay * 2).min(retry.max_delay);
     }
 }
 
-/// Report until the server answers (results are idempotent per attempt,
-/// so retrying is safe) or the shutdown deadline passes.
+async fn ack(inner: &Inner, a: &Attempt) -> Result<(), tonic::Status> {
+    with_retries(inner, "ack", a, ACK_RETRY, || wire::ack(&inner.calls, a)).await
+}
+
+/// Report the attempt's result; whatever the end, the attempt is over here.
 async fn report_result(inner: &Inner, a: &Attempt, r: job::Report) {
-    let (outcome, retryable) = match r.outcome {
-        Outcome::Succeeded => (v1::Outcome::Succeeded, false),
-        Outcome::Failed { retryable } => (v1::Outcome::Failed, retryable),
-        Outcome::Cancelled => (v1::Outcome::Cancelled, false),
-    };
-    let req = v1::ReportResultRequest {
-        worker_id: inner.id.clone(),
-        job_id: a.job_id.clone(),
-        attempt: a.attempt,
-        outcome: outcome as i32,
-        result: r.result,
-        error: r.error.clone().unwrap_or_default(),
-        retryable,
-        exit_code: r.exit_code,
-        signal: r.signal,
-        duration_ms: r.duration.as_millis() as u64,
-    };
-    let mut delay = Duration::from_millis(100);
-    let mut faults = 0;
-    loop {
-        match inner.calls.report(req.clone()).await {
-            Ok(resp) => {
-                let st = v1::JobStatus::try_from(resp.status).unwrap_or_default();
-                tracing::info!(job_id = %a.job_id, queue = %a.queue, attempt = a.attempt, outcome = ?outcome,
-                    status = ?st, error = r.error.as_deref().unwrap_or(""), "result reported");
-                return;
-            }
-            Err(e) if retried(refusal(&e)) => {
-                if refusal(&e) == Refusal::ServerFault {
-                    faults += 1;
-                    if faults >= SERVER_FAULT_TRIES {
-                        tracing::error!(job_id = %a.job_id, attempt = a.attempt, code = ?e.code(), error = %e.message(),
-                            tries = faults, "result refused by a server fault every time; giving up, the server will retry the job");
-                        return;
-                    }
-                }
-                inner.metrics.report_retries.inc();
-                tracing::warn!(job_id = %a.job_id, attempt = a.attempt, code = ?e.code(), error = %e.message(),
-                    "report failed; retrying");
-                if !pause(delay, &inner.hard_stop).await {
-                    tracing::warn!(job_id = %a.job_id, attempt = a.attempt, "result not reported before the deadline; the server will retry the job");
-                    return;
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) if refusal(&e) == Refusal::NotCurrent => {
-                tracing::info!(job_id = %a.job_id, attempt = a.attempt, code = ?e.code(), error = %e.message(),
-                    "result refused: the attempt is no longer current");
-                return;
-            }
-            Err(e) => {
-                tracing::error!(job_id = %a.job_id, attempt = a.attempt, code = ?e.code(), error = %e.message(),
-                    "result refused by the server; not retrying it");
-                return;
-            }
+    let retries = &inner.metrics.report_retries;
+    let mut first = true;
+    let sent = with_retries(inner, "result", a, REPORT_RETRY, || {
+        if !std::mem::take(&mut first) {
+            retries.inc();
+        }
+        wire::report(&inner.calls, a, &r)
+    })
+    .await;
+    match sent {
+        Ok(status) => {
+            tracing::info!(job_id = %a.job_id, queue = %a.queue, attempt = a.attempt, outcome = ?r.outcome,
+                status = ?status, error = r.error.as_deref().unwrap_or(""), "result reported");
+        }
+        Err(e) if refusal(&e) == Refusal::NotCurrent => {
+            tracing::info!(job_id = %a.job_id, attempt = a.attempt, code = ?e.code(), error = %e.message(),
+                "result refused: the attempt is no longer current");
+        }
+        Err(e) if retried(refusal(&e)) => {} // said by with_retries
+        Err(e) => {
+            tracing::error!(job_id = %a.job_id, attempt = a.attempt, code = ?e.code(), error = %e.message(),
+                "result refused by the server; not retrying it");
         }
     }
 }

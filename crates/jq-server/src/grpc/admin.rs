@@ -6,6 +6,7 @@ use std::time::Duration;
 use jq_core::{BackoffPolicy, QueueSettings};
 use jq_proto::v1::admin_service_server::AdminService;
 use jq_proto::v1::{self, *};
+use jq_store::WorkerListing;
 use jq_store::queues::QueuePatch;
 use tonic::{Request, Response, Status};
 
@@ -136,7 +137,7 @@ impl AdminService for Admin {
         let q = self
             .0
             .store
-            .set_paused(&req.into_inner().name, true)
+            .pause_queue(&req.into_inner().name)
             .await
             .map_err(from_store)?;
         tracing::info!(queue = %q.name, "queue paused");
@@ -152,7 +153,7 @@ impl AdminService for Admin {
         let s = &self.0;
         let q = s
             .store
-            .set_paused(&req.into_inner().name, false)
+            .resume_queue(&req.into_inner().name)
             .await
             .map_err(from_store)?;
         s.submitted();
@@ -169,7 +170,11 @@ impl AdminService for Admin {
         let ws = self
             .0
             .store
-            .list_workers(req.into_inner().include_offline)
+            .list_workers(if req.into_inner().include_offline {
+                WorkerListing::WithOffline
+            } else {
+                WorkerListing::Live
+            })
             .await
             .map_err(from_store)?;
         Ok(Response::new(ListWorkersResponse {
@@ -241,7 +246,11 @@ impl AdminService for Admin {
             state: state.into(),
             detail,
         });
-        let workers = s.store.list_workers(false).await.map_err(from_store)?;
+        let workers = s
+            .store
+            .list_workers(WorkerListing::Live)
+            .await
+            .map_err(from_store)?;
         let mut queues = vec![];
         for q in s.store.list_queues().await.map_err(from_store)? {
             queues.push(convert::stats(
