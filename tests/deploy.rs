@@ -566,3 +566,42 @@ fn every_requirement_id_in_the_repository_resolves_in_docs_requirements() {
         "ids not defined in docs/requirements.md: {missing:?}"
     );
 }
+
+/// docs/ARCHITECTURE.md is a map of the code: every file or folder it names
+/// in backticks (`crates/…`, `tests/…`, `migrations/`…) exists, so a rename
+/// that forgets the map fails here.
+#[test]
+fn architecture_map_names_only_paths_that_exist() {
+    let doc = read("docs/ARCHITECTURE.md");
+    let mut missing = vec![];
+    let mut named = 0;
+    for (k, chunk) in doc.split('`').enumerate() {
+        // Odd chunks are inside backticks.
+        if k % 2 == 0 || chunk.contains(' ') {
+            continue;
+        }
+        let rooted = [
+            "crates/",
+            "tests/",
+            "migrations/",
+            "docs/",
+            "nix/",
+            "deploy/",
+            "fuzz/",
+            "benches/",
+            "proto/",
+        ];
+        if !rooted.iter().any(|r| chunk.starts_with(r)) || chunk.contains('*') || chunk.contains('<') {
+            continue;
+        }
+        named += 1;
+        if !root().join(chunk).exists() {
+            missing.push(chunk.to_string());
+        }
+    }
+    assert!(named > 20, "the map names the code it maps ({named} paths)");
+    assert!(
+        missing.is_empty(),
+        "docs/ARCHITECTURE.md names paths that do not exist: {missing:?}"
+    );
+}
