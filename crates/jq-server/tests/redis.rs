@@ -24,14 +24,21 @@ async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
-#[tokio::test]
-async fn fr_015_each_dispatch_takes_a_lock_released_when_the_job_starts() {
+/// A server on a fresh database with its locks in a fresh Redis key space,
+/// configured further by `tune`.
+async fn start_locked(tune: impl FnOnce(&mut jq_config::ServerConfig)) -> (Env, TestRedis) {
     let db = TestDb::new().await;
     let r = TestRedis::new().await;
     let mut cfg = config(&db);
     cfg.redis.url = r.url.clone();
     cfg.redis.key_prefix = r.prefix.clone();
-    let mut env = start_with(db, cfg).await;
+    tune(&mut cfg);
+    (start_with(db, cfg).await, r)
+}
+
+#[tokio::test]
+async fn fr_015_each_dispatch_takes_a_lock_released_when_the_job_starts() {
+    let (mut env, r) = start_locked(|_| {}).await;
     let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 1).await;
     let id = env.submit(spec("default", "{}")).await;
     let a = w.assignment().await;
@@ -49,13 +56,7 @@ async fn fr_015_each_dispatch_takes_a_lock_released_when_the_job_starts() {
 
 #[tokio::test]
 async fn fr_015_a_job_locked_by_another_dispatcher_is_not_sent() {
-    let db = TestDb::new().await;
-    let r = TestRedis::new().await;
-    let mut cfg = config(&db);
-    cfg.redis.url = r.url.clone();
-    cfg.redis.key_prefix = r.prefix.clone();
-    cfg.scheduler.assignment_timeout_s = 1;
-    let mut env = start_with(db, cfg).await;
+    let (mut env, r) = start_locked(|cfg| cfg.scheduler.assignment_timeout_s = 1).await;
     env.admin
         .pause_queue(v1::PauseQueueRequest {
             name: "default".into(),
@@ -91,15 +92,12 @@ async fn fr_015_a_job_locked_by_another_dispatcher_is_not_sent() {
 /// (the assignment timeout, here ten minutes).
 #[tokio::test]
 async fn fr_015_fr_020_a_job_taken_from_a_lost_worker_is_sent_again_without_waiting_out_its_lock() {
-    let db = TestDb::new().await;
-    let r = TestRedis::new().await;
-    let mut cfg = config(&db);
-    cfg.redis.url = r.url.clone();
-    cfg.redis.key_prefix = r.prefix.clone();
-    cfg.scheduler.assignment_timeout_s = 600;
-    cfg.scheduler.worker_heartbeat_timeout_s = 1;
-    cfg.scheduler.reaper_interval_ms = 100;
-    let mut env = start_with(db, cfg).await;
+    let (mut env, r) = start_locked(|cfg| {
+        cfg.scheduler.assignment_timeout_s = 600;
+        cfg.scheduler.worker_heartbeat_timeout_s = 1;
+        cfg.scheduler.reaper_interval_ms = 100;
+    })
+    .await;
     let mut lost = FakeWorker::connect(env.server.grpc_addr, "w-lost", &["default"], 1).await;
     let id = env.submit(spec("default", "{}")).await;
     let first = lost.assignment().await;
