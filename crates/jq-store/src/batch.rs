@@ -97,7 +97,7 @@ impl Store {
     /// Decide every call: from its expected state where it has one, else
     /// from a read of its row; a call that lost a race is decided again,
     /// alone.
-    async fn act_many(&self, items: &[Item]) -> Vec<Decided> {
+    async fn execute_calls(&self, items: &[Item]) -> Vec<Decided> {
         let mut out: Vec<Option<Decided>> = (0..items.len()).map(|_| None).collect();
         // Expected states: anything but a clean write is left to the read,
         // which answers from the row itself.
@@ -150,7 +150,7 @@ impl Store {
         }
         for k in 0..items.len() {
             if out[k].is_none() {
-                out[k] = Some(self.act(items[k].id, &items[k].order).await);
+                out[k] = Some(self.execute_one(items[k].id, &items[k].order).await);
             }
         }
         out.into_iter().map(|o| o.expect("every item decided")).collect()
@@ -214,7 +214,7 @@ impl Store {
         let valid: Vec<usize> = (0..calls.len()).filter(|k| checked[*k].is_ok()).collect();
         let items: Vec<Item> = valid.iter().map(|k| calls[*k].item()).collect();
         let mut decided = self
-            .observed("worker_calls", self.act_many(&items))
+            .observed("worker_calls", self.execute_calls(&items))
             .await
             .into_iter();
         let mut checked = checked.into_iter();

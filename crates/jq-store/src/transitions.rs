@@ -71,7 +71,11 @@ impl Store {
     /// Decide `order` for one job and write it; on a lost race, read and
     /// decide again. A refusal is the error; `None` effects: the same
     /// report was applied before.
-    pub(crate) async fn act(&self, id: Uuid, order: &Order) -> Result<(String, JobState, Option<Effects>)> {
+    pub(crate) async fn execute_one(
+        &self,
+        id: Uuid,
+        order: &Order,
+    ) -> Result<(String, JobState, Option<Effects>)> {
         for _ in 0..8 {
             let row = self.load_row(id).await?;
             match self.execute(vec![(row, order.clone())]).await?.pop() {
@@ -100,7 +104,7 @@ impl Store {
         });
         let order = &order;
         self.run("ack_job", move || async move {
-            self.act(job_id, order).await.map(|_| ())
+            self.execute_one(job_id, order).await.map(|_| ())
         })
         .await
     }
@@ -110,7 +114,7 @@ impl Store {
         validate_worker_id(&r.worker_id)?;
         let order = &r.order();
         self.run("report_result", || async move {
-            let (_, before, effects) = self.act(r.job_id, order).await?;
+            let (_, before, effects) = self.execute_one(r.job_id, order).await?;
             Ok(ReportOutcome::of(&before, effects.as_ref()))
         })
         .await
@@ -120,7 +124,7 @@ impl Store {
     pub async fn cancel(&self, job_id: Uuid) -> Result<CancelOutcome> {
         let order = &Order::new(Command::Cancel);
         self.run("cancel_job", || async move {
-            let (_, _, effects) = self.act(job_id, order).await?;
+            let (_, _, effects) = self.execute_one(job_id, order).await?;
             let e = effects.expect("cancel is never a duplicate");
             Ok(match (e.steps.is_empty(), e.notify_cancel) {
                 (true, Some((worker_id, attempt))) => CancelOutcome::KillRequested { worker_id, attempt },
@@ -134,7 +138,7 @@ impl Store {
     pub async fn retry(&self, job_id: Uuid) -> Result<()> {
         let order = &manual_retry();
         self.run("retry_job", || async move {
-            self.act(job_id, order).await.map(|_| ())
+            self.execute_one(job_id, order).await.map(|_| ())
         })
         .await
     }
@@ -177,7 +181,7 @@ impl Store {
         });
         let order = &order;
         self.run("delivery_failed", move || async move {
-            self.act(job_id, order).await.map(|_| ())
+            self.execute_one(job_id, order).await.map(|_| ())
         })
         .await
     }
