@@ -11,12 +11,14 @@ use serde_json::Value;
 #[command(
     name = "jq-bench",
     after_help = "\
-Scenarios: submit-unary submit-bulk burst latency scale-workers big-table, or all.
+Scenarios: submit-unary submit-bulk burst latency scale-workers big-table, or all;
+soak runs only when named (it takes --minutes).
 
 Examples:
   cargo run --release -p jq-bench -- all
   cargo run --release -p jq-bench -- burst --jobs 50000 --workers 2
-  cargo run --release -p jq-bench -- big-table --big-rows 10000000"
+  cargo run --release -p jq-bench -- big-table --big-rows 10000000
+  cargo run --release -p jq-bench -- soak --rate 2000 --minutes 20"
 )]
 struct Args {
     /// Scenarios to run (default: all).
@@ -60,6 +62,10 @@ struct Args {
     big_rows: u64,
     #[arg(long, default_value_t = 100_000)]
     big_pending: u64,
+    /// How long soak offers its load (at --rate jobs/s), printing a line
+    /// each minute.
+    #[arg(long, default_value_t = 20)]
+    minutes: u64,
     /// Extra setting for the server, `JQ_NAME=value`; repeatable. For
     /// example `--server-env JQ_KAFKA_BROKERS=<brokers>` runs every
     /// scenario with the outbox relay publishing to Kafka.
@@ -102,6 +108,18 @@ fn row(v: &Value) -> String {
             f(v, "assigned_to_started.p50_ms"),
             f(v, "started_to_done.p50_ms"),
         ),
+        "soak" => {
+            let minutes = v["per_minute"].as_array().map_or(0, Vec::len);
+            let last = &v["per_minute"][minutes.saturating_sub(1)];
+            format!(
+                "{} min at {}/s: last minute {} jobs/s done, start p99 {} ms; {} failed submits",
+                minutes,
+                v["rate_per_s"],
+                f(last, "done_per_s"),
+                f(last, "submit_to_start.p99_ms"),
+                v["failed_submits"]
+            )
+        }
         "big-table" => format!(
             "claim 100: p50 {} / p95 {} ms ({} rows, {} pending)",
             f(v, "claim_100.p50_ms"),
@@ -180,7 +198,10 @@ async fn main() -> anyhow::Result<()> {
                 out.push(scenarios::many_workers(&s, 100, a.jobs / 2).await?);
             }
             "big-table" => out.push(scenarios::big_table(&s, a.big_rows, a.big_pending, 200).await?),
-            other => anyhow::bail!("unknown scenario {other:?} (one of {all:?} or all)"),
+            "soak" => {
+                out.push(scenarios::soak(&s, a.rate, a.minutes, a.workers, a.worker_concurrency).await?)
+            }
+            other => anyhow::bail!("unknown scenario {other:?} (one of {all:?}, soak, or all)"),
         }
         for v in out {
             println!("{v}");

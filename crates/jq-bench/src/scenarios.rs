@@ -225,3 +225,87 @@ pub async fn big_table(s: &Settings, rows: u64, pending: u64, claims: usize) -> 
         "plan_uses_jobs_claim_index": plan.contains("jobs_claim"),
     }))
 }
+
+/// Issue 21's soak: a constant offered load of `rate` jobs/s for `minutes`,
+/// printing each minute what the database did with it — jobs finished,
+/// submit→start p50/p99 of that minute's submits (and how many had not
+/// started by its end), and the on-disk size and dead tuples of every jq
+/// table — so growth and drift show while it runs. Minutes are cut on the
+/// database's clock. Options for the server (a retention, say) come in
+/// through `--server-env`.
+pub async fn soak(
+    s: &Settings,
+    rate: u32,
+    minutes: u64,
+    workers: usize,
+    concurrency: u32,
+) -> anyhow::Result<Value> {
+    let mut env = Env::start(s, "soak").await?;
+    env.add_workers(workers, concurrency).await?;
+    let every = Duration::from_secs_f64(1.0 / rate as f64);
+    let jobs = env.clients.jobs.clone();
+    let submitter = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let end = Instant::now() + Duration::from_secs(minutes * 60);
+        let mut sent = tokio::task::JoinSet::new();
+        let mut failed = 0u64;
+        while Instant::now() < end {
+            tick.tick().await;
+            let mut jobs = jobs.clone();
+            sent.spawn(async move {
+                jobs.submit_job(v1::SubmitJobRequest {
+                    job: Some(noop_spec(Q)),
+                })
+                .await
+            });
+            // Reap finished submits as we go, so the set stays small.
+            while let Some(r) = sent.try_join_next() {
+                failed += u64::from(!matches!(r, Ok(Ok(_))));
+            }
+        }
+        while let Some(r) = sent.join_next().await {
+            failed += u64::from(!matches!(r, Ok(Ok(_))));
+        }
+        failed
+    });
+    let mut from = env.store.bench_now().await?;
+    let mut per_minute = vec![];
+    for minute in 1..=minutes {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let to = env.store.bench_now().await?;
+        let done = env.store.bench_done_between(Q, from, to).await?;
+        let (started, waiting) = env.store.bench_start_window(Q, from, to).await?;
+        let start = Stats::of(started);
+        let tables = env.store.bench_table_sizes().await?;
+        let secs = (to - from).num_milliseconds() as f64 / 1000.0;
+        let mib = |b: i64| b as f64 / (1 << 20) as f64;
+        let sizes: Vec<String> = tables
+            .iter()
+            .filter(|t| t.bytes > 64 * 1024)
+            .map(|t| format!("{} {:.1} MiB ({} dead)", t.name, mib(t.bytes), t.dead_tuples))
+            .collect();
+        println!(
+            "soak minute {minute:>3}: {:>6.0} jobs/s done, start p50 {:.2} / p99 {:.2} ms ({} not started), {}",
+            done as f64 / secs,
+            start.p50_ms,
+            start.p99_ms,
+            waiting,
+            sizes.join(", ")
+        );
+        per_minute.push(json!({
+            "minute": minute, "done_per_s": done as f64 / secs, "submit_to_start": start,
+            "not_started": waiting,
+            "tables": tables.iter().map(|t| json!({
+                "name": t.name, "bytes": t.bytes, "index_bytes": t.index_bytes, "dead_tuples": t.dead_tuples,
+            })).collect::<Vec<_>>(),
+        }));
+        from = to;
+    }
+    let failed = submitter.await?;
+    env.stop().await;
+    Ok(json!({
+        "scenario": "soak", "rate_per_s": rate, "minutes": minutes, "workers": workers,
+        "concurrency": concurrency, "failed_submits": failed, "per_minute": per_minute,
+    }))
+}

@@ -15,6 +15,16 @@ pub type Timeline = (
     Option<DateTime<Utc>>,
 );
 
+/// One table of the soak's size report.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TableSize {
+    pub name: String,
+    /// Heap, indexes and TOAST.
+    pub bytes: i64,
+    pub index_bytes: i64,
+    pub dead_tuples: i64,
+}
+
 impl Store {
     /// Insert `terminal` DONE and then `pending` PENDING jobs into `queue`
     /// with `generate_series`, `chunk` rows per statement.
@@ -55,6 +65,65 @@ impl Store {
             "SELECT created_at, assigned_at, started_at, completed_at FROM jobs WHERE queue = $1 AND status = 'DONE'",
         )
         .bind(queue)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The database's clock (the soak's minutes are cut on it, as every
+    /// timestamp it reads is the database's).
+    pub async fn bench_now(&self) -> Result<DateTime<Utc>> {
+        Ok(sqlx::query_scalar("SELECT now()").fetch_one(&self.pool).await?)
+    }
+
+    /// Of the jobs of `queue` submitted in `[from, to)`: the submit→start
+    /// latency (ms) of each that has started, and how many have not.
+    pub async fn bench_start_window(
+        &self,
+        queue: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<(Vec<f64>, i64)> {
+        let rows: Vec<(Option<f64>,)> = sqlx::query_as(
+            "SELECT (extract(epoch FROM started_at - created_at) * 1000)::float8 FROM jobs \
+             WHERE queue = $1 AND created_at >= $2 AND created_at < $3",
+        )
+        .bind(queue)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        let waiting = rows.iter().filter(|(ms,)| ms.is_none()).count() as i64;
+        Ok((rows.into_iter().filter_map(|(ms,)| ms).collect(), waiting))
+    }
+
+    /// Jobs of `queue` that reached DONE in `[from, to)`.
+    pub async fn bench_done_between(
+        &self,
+        queue: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE queue = $1 AND status = 'DONE' AND completed_at >= $2 AND completed_at < $3",
+        )
+        .bind(queue)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Each jq table's size on disk (heap, indexes and TOAST) and its dead
+    /// tuples as the statistics collector last counted them.
+    pub async fn bench_table_sizes(&self) -> Result<Vec<TableSize>> {
+        Ok(sqlx::query_as(
+            "SELECT c.relname::text AS name, pg_total_relation_size(c.oid) AS bytes, \
+                    pg_indexes_size(c.oid) AS index_bytes, coalesce(s.n_dead_tup, 0) AS dead_tuples \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
+             WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname NOT LIKE '\\_sqlx%' \
+             ORDER BY c.relname",
+        )
         .fetch_all(&self.pool)
         .await?)
     }

@@ -2301,3 +2301,44 @@ async fn nfr_014_closing_the_store_takes_back_pinned_connections() {
         "a closed store takes no work"
     );
 }
+
+/// NFR-002 (measured, never asserted as a speed): the soak scenario's
+/// statements read the right jobs — finished ones by their DONE time, a
+/// window's submits with their start latency or as not yet started — and
+/// the table sizes of every jq table.
+#[tokio::test]
+async fn nfr_002_the_soak_reads_each_minutes_jobs_and_the_table_sizes() {
+    let (_db, s) = setup().await;
+    worker(&s, "w", &["default"]).await;
+    let t0 = s.bench_now().await.unwrap();
+    for _ in 0..3 {
+        s.submit(job("default")).await.unwrap();
+    }
+    let a = s.claim("w", &q(&["default"]), 1).await.unwrap().remove(0);
+    s.ack("w", a.job_id, a.attempt).await.unwrap();
+    s.report(&ResultReport {
+        worker_id: "w".into(),
+        job_id: a.job_id,
+        attempt: a.attempt,
+        outcome: Outcome::Succeeded,
+        result: vec![],
+        error: None,
+    })
+    .await
+    .unwrap();
+    let t1 = s.bench_now().await.unwrap();
+    assert_eq!(s.bench_done_between("default", t0, t1).await.unwrap(), 1);
+    assert_eq!(
+        s.bench_done_between("default", t1, t1).await.unwrap(),
+        0,
+        "an empty window"
+    );
+    let (started, waiting) = s.bench_start_window("default", t0, t1).await.unwrap();
+    assert_eq!((started.len(), waiting), (1, 2));
+    assert!(started[0] >= 0.0);
+    let sizes = s.bench_table_sizes().await.unwrap();
+    let jobs = sizes.iter().find(|t| t.name == "jobs").expect("jobs is listed");
+    assert!(jobs.bytes >= jobs.index_bytes && jobs.index_bytes > 0);
+    assert!(sizes.iter().any(|t| t.name == "job_events"));
+    assert!(sizes.iter().all(|t| !t.name.starts_with("_sqlx")));
+}
