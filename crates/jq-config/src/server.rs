@@ -14,6 +14,7 @@ pub struct ServerConfig {
     pub kafka: Kafka,
     pub scheduler: Scheduler,
     pub retry: Retry,
+    pub retention: Retention,
     pub tls: Tls,
     pub auth: Auth,
     pub log: Log,
@@ -227,6 +228,28 @@ impl Default for Retry {
     }
 }
 
+/// How long finished jobs and their history are kept, for queues that do
+/// not set their own (issue 21). 0 keeps them until deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    pub done_s: u64,
+    /// FR-035: dead letters stay until deleted unless this is set.
+    pub dead_lettered_s: u64,
+    /// How often the pruner runs.
+    pub interval_s: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            done_s: 7 * 24 * 3600,
+            dead_lettered_s: 0,
+            interval_s: 60,
+        }
+    }
+}
+
 /// mTLS for gRPC (FR-047). Off for local development.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -337,6 +360,14 @@ impl Config for ServerConfig {
             s.reaper_interval_ms >= 10,
             "scheduler.reaper_interval_ms must be at least 10",
         );
+        let r = &self.retention;
+        // A hundred years, as jq_core::submit::MAX_RETENTION_S.
+        let max = 100 * 365 * 24 * 3600;
+        check(
+            r.done_s <= max && r.dead_lettered_s <= max,
+            "retention.done_s and retention.dead_lettered_s must be at most 3153600000 (100 years)",
+        );
+        check(r.interval_s >= 1, "retention.interval_s must be at least 1");
         check(
             self.retry.backoff_base_ms >= 1,
             "retry.backoff_base_ms must be at least 1",

@@ -210,6 +210,56 @@ pub fn validate_bulk(
         .collect()
 }
 
+/// How long a queue keeps its finished jobs and their history (issue 21):
+/// past it they are deleted, and read as NOT_FOUND.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Retention {
+    /// The server's `retention.done_s` / `retention.dead_lettered_s`.
+    #[default]
+    ServerDefault,
+    /// Kept until deleted.
+    Forever,
+    /// Deleted this long after the job finished.
+    For(Duration),
+}
+
+impl Retention {
+    /// The wire and column form: -1 (or NULL) the server's default, 0
+    /// forever, n seconds.
+    pub fn from_seconds(v: i64) -> Result<Retention, ValidationError> {
+        match v {
+            -1 => Ok(Retention::ServerDefault),
+            0 => Ok(Retention::Forever),
+            n if n > 0 => Ok(Retention::For(Duration::from_secs(n as u64))),
+            n => Err(ValidationError::invalid(
+                "retention",
+                format!("{n} seconds: use -1 for the server's default, 0 to keep, or a positive number"),
+            )),
+        }
+    }
+
+    pub fn as_seconds(self) -> i64 {
+        match self {
+            Retention::ServerDefault => -1,
+            Retention::Forever => 0,
+            Retention::For(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// What applies, given the server's default (`0`: forever).
+    pub fn resolve(self, server_default: Duration) -> Option<Duration> {
+        match self {
+            Retention::ServerDefault => (!server_default.is_zero()).then_some(server_default),
+            Retention::Forever => None,
+            Retention::For(d) => Some(d),
+        }
+    }
+}
+
+/// Longest retention: a hundred years, so database-side interval
+/// arithmetic never overflows.
+pub const MAX_RETENTION_S: u64 = 100 * 365 * 24 * 3600;
+
 /// A queue's settings (FR-025, JQ-140).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueSettings {
@@ -219,6 +269,11 @@ pub struct QueueSettings {
     pub backoff: BackoffPolicy,
     pub concurrency_limit: Option<u32>,
     pub rate_limit_per_second: Option<f64>,
+    /// How long DONE jobs are kept.
+    pub retain_done: Retention,
+    /// How long DEAD_LETTERED jobs are kept (FR-035: by default, until
+    /// deleted).
+    pub retain_dead: Retention,
 }
 
 impl Default for QueueSettings {
@@ -230,6 +285,8 @@ impl Default for QueueSettings {
             backoff: BackoffPolicy::default(),
             concurrency_limit: None,
             rate_limit_per_second: None,
+            retain_done: Retention::ServerDefault,
+            retain_dead: Retention::ServerDefault,
         }
     }
 }
@@ -287,6 +344,19 @@ impl QueueSettings {
                 "rate_limit_per_second",
                 "must be a positive number when set",
             ));
+        }
+        for (field, r) in [
+            ("retain_done", self.retain_done),
+            ("retain_dead", self.retain_dead),
+        ] {
+            if let Retention::For(d) = r
+                && d.as_secs() > MAX_RETENTION_S
+            {
+                return Err(ValidationError::invalid(
+                    field,
+                    format!("must be at most {MAX_RETENTION_S} seconds (100 years)"),
+                ));
+            }
         }
         Ok(())
     }

@@ -223,9 +223,12 @@ pub enum QueueCmd {
     /// All queues and their settings.
     #[command(after_help = "Example:\n  jq-ctl queue list -o yaml")]
     List,
+    /// One queue's settings, retention included.
+    #[command(after_help = "Example:\n  jq-ctl queue get emails -o json")]
+    Get { name: String },
     /// Create a queue (FR-025).
     #[command(
-        after_help = "Example:\n  jq-ctl queue create emails --max-retries 5 --ttl 1h --concurrency-limit 10"
+        after_help = "Example:\n  jq-ctl queue create emails --max-retries 5 --ttl 1h --concurrency-limit 10\n  jq-ctl queue create audit --retain-done 1h --retain-dead 30d"
     )]
     Create {
         name: String,
@@ -282,6 +285,32 @@ pub struct QueueFlags {
     /// Most dispatches per second across the cluster (0 clears it).
     #[arg(long)]
     pub rate_limit: Option<f64>,
+    /// How long its DONE jobs are kept after they finished (e.g. 1h, 7d;
+    /// `keep` until deleted, `default` for the server's retention.done_s).
+    #[arg(long, value_parser = parse_retention)]
+    pub retain_done: Option<i64>,
+    /// How long its dead letters are kept (e.g. 30d; `keep`, the server's
+    /// default, keeps them until deleted: FR-035).
+    #[arg(long, value_parser = parse_retention)]
+    pub retain_dead: Option<i64>,
+}
+
+/// A retention on the wire: `default` -1, `keep` 0, a duration in seconds
+/// (at least one).
+pub fn parse_retention(s: &str) -> Result<i64, String> {
+    match s.trim() {
+        "default" => Ok(-1),
+        "keep" | "forever" => Ok(0),
+        other => {
+            let d = parse_duration(other)?;
+            if d.as_secs() == 0 {
+                return Err(format!(
+                    "{other:?} is under a second; use `keep` to keep jobs until deleted"
+                ));
+            }
+            Ok(d.as_secs() as i64)
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -378,6 +407,34 @@ mod tests {
             clashes.is_empty(),
             "subcommand options shadowing a global one: {clashes:?}"
         );
+    }
+
+    #[test]
+    fn fr_035_retention_flags_parse_to_their_wire_form() {
+        let c = parse("queue update z --retain-done 1h --retain-dead keep").unwrap();
+        let Some(Cmd::Queue(QueueCmd::Update { settings, .. })) = c.command else {
+            panic!("not a queue update")
+        };
+        assert_eq!(
+            (settings.retain_done, settings.retain_dead),
+            (Some(3600), Some(0))
+        );
+        let c = parse("queue create z --retain-dead 30d --retain-done default").unwrap();
+        let Some(Cmd::Queue(QueueCmd::Create { settings, .. })) = c.command else {
+            panic!("not a queue create")
+        };
+        assert_eq!(
+            (settings.retain_done, settings.retain_dead),
+            (Some(-1), Some(30 * 86_400))
+        );
+        for bad in ["0", "500ms", "soon", "-1"] {
+            assert!(
+                parse(&format!("queue update z --retain-done {bad}")).is_err(),
+                "{bad}"
+            );
+        }
+        let c = parse("queue get z").unwrap();
+        assert!(matches!(c.command, Some(Cmd::Queue(QueueCmd::Get { name })) if name == "z"));
     }
 
     #[test]

@@ -481,6 +481,8 @@ fn settings(f: QueueFlags) -> v1::QueueSettings {
         backoff_max_ms: f.backoff_max.map(ms),
         concurrency_limit: f.concurrency_limit,
         rate_limit_per_second: f.rate_limit,
+        retain_done_seconds: f.retain_done,
+        retain_dead_seconds: f.retain_dead,
     }
 }
 
@@ -553,6 +555,14 @@ async fn queue(s: &mut Session<'_, '_>, cmd: QueueCmd) -> Result<(), CtlError> {
                 )
                 .await?;
             s.print(&StatsView::from(r.stats.unwrap_or_default()))
+        }
+        QueueCmd::Get { name } => {
+            let q = s
+                .call(QUEUE_HINT, admin.get_queue(v1::GetQueueRequest { name }))
+                .await?
+                .queue
+                .unwrap_or_default();
+            s.print(&QueueView::from(q))
         }
         QueueCmd::Pause { name } => {
             let q = s

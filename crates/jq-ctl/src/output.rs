@@ -541,7 +541,19 @@ pub struct QueueView {
     pub backoff_max_ms: u32,
     pub concurrency_limit: Option<u32>,
     pub rate_limit_per_second: Option<f64>,
+    /// -1: the server's default; 0: kept until deleted; n seconds.
+    pub retain_done_seconds: i64,
+    pub retain_dead_seconds: i64,
     pub created_at: Option<DateTime<Utc>>,
+}
+
+/// A retention as the table shows it.
+fn retention(v: i64) -> String {
+    match v {
+        -1 => "default".into(),
+        0 => "keep".into(),
+        n => secs(Some(u32::try_from(n).unwrap_or(u32::MAX))),
+    }
 }
 
 impl From<v1::Queue> for QueueView {
@@ -555,6 +567,8 @@ impl From<v1::Queue> for QueueView {
             backoff_max_ms: q.backoff_max_ms,
             concurrency_limit: q.concurrency_limit,
             rate_limit_per_second: q.rate_limit_per_second,
+            retain_done_seconds: q.retain_done_seconds,
+            retain_dead_seconds: q.retain_dead_seconds,
             created_at: time(&q.created_at),
             name: q.name,
         }
@@ -584,11 +598,13 @@ impl QueueView {
             self.rate_limit_per_second
                 .map(|r| format!("{r}/s"))
                 .unwrap_or_else(|| "-".into()),
+            retention(self.retain_done_seconds),
+            retention(self.retain_dead_seconds),
         ]
     }
 }
 
-const QUEUE_HEADERS: [&str; 8] = [
+const QUEUE_HEADERS: [&str; 10] = [
     "NAME",
     "STATE",
     "MAX_RETRIES",
@@ -597,6 +613,8 @@ const QUEUE_HEADERS: [&str; 8] = [
     "BACKOFF",
     "CONCURRENCY",
     "RATE",
+    "RETAIN_DONE",
+    "RETAIN_DEAD",
 ];
 
 impl View for QueueView {

@@ -125,6 +125,8 @@ fn queue(name: &str, paused: bool) -> v1::Queue {
         rate_limit_per_second: if paused { Some(2.5) } else { None },
         paused,
         created_at: ts("2026-11-01T00:00:00Z"),
+        retain_done_seconds: if paused { 3600 } else { -1 },
+        retain_dead_seconds: if paused { 30 * 86_400 } else { 0 },
     }
 }
 

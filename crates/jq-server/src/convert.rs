@@ -63,6 +63,8 @@ pub fn queue(q: Queue) -> v1::Queue {
         rate_limit_per_second: s.rate_limit_per_second,
         paused: q.paused,
         created_at: Some(timestamp(q.created_at)),
+        retain_done_seconds: s.retain_done.as_seconds(),
+        retain_dead_seconds: s.retain_dead.as_seconds(),
     }
 }
 

@@ -411,6 +411,19 @@ fn maintenance_services(shared: &Shared) -> Vec<Spawnable> {
             store: store(),
             retention: Duration::from_secs(shared.cfg.kafka.outbox_retention_s),
         }),
+        service(retention::Retention {
+            store: store(),
+            server: jq_store::retention::Retentions {
+                done: Duration::from_secs(shared.cfg.retention.done_s),
+                dead_lettered: Duration::from_secs(shared.cfg.retention.dead_lettered_s),
+            },
+            publishing: if shared.cfg.kafka.brokers.trim().is_empty() {
+                jq_store::retention::Publishing::Off
+            } else {
+                jq_store::retention::Publishing::Kafka
+            },
+            every: Duration::from_secs(shared.cfg.retention.interval_s),
+        }),
     ]
 }
 

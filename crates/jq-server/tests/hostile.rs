@@ -71,6 +71,20 @@ fn i32_edge() -> BoxedStrategy<i32> {
     .boxed()
 }
 
+/// Retentions: -1, 0 and seconds are meant; the rest must be refused.
+fn i64_edge() -> BoxedStrategy<i64> {
+    prop_oneof![
+        8 => -1i64..5_000,
+        1 => Just(i64::MIN),
+        1 => Just(-2),
+        1 => Just(3_153_600_000),
+        1 => Just(3_153_600_001),
+        1 => Just(i64::MAX),
+        1 => any::<i64>(),
+    ]
+    .boxed()
+}
+
 fn u64_edge() -> BoxedStrategy<u64> {
     prop_oneof![
         12 => 0u64..5_000,
@@ -168,8 +182,10 @@ fn settings() -> BoxedStrategy<Option<v1::QueueSettings>> {
             o(u32_edge()),
             o(u32_edge()),
             prop::option::of(f64_edge()),
+            prop::option::of(i64_edge()),
+            prop::option::of(i64_edge()),
         )
-            .prop_map(|(a, b, c, d, e, f, g)| v1::QueueSettings {
+            .prop_map(|(a, b, c, d, e, f, g, h, i)| v1::QueueSettings {
                 max_retries: a,
                 default_ttl_seconds: b,
                 default_timeout_seconds: c,
@@ -177,6 +193,8 @@ fn settings() -> BoxedStrategy<Option<v1::QueueSettings>> {
                 backoff_max_ms: e,
                 concurrency_limit: f,
                 rate_limit_per_second: g,
+                retain_done_seconds: h,
+                retain_dead_seconds: i,
             }),
     )
     .boxed()

@@ -189,3 +189,48 @@ async fn fr_040_gauges_run_once_sets_queue_depths_from_the_database() {
     let depth = |status: &str| metrics.queue_depth.with_label_values(&["default", status]).get();
     assert_eq!((depth("PENDING"), depth("RUNNING")), (3, 0));
 }
+
+#[tokio::test]
+async fn fr_035_retention_run_once_deletes_done_jobs_past_their_retention_and_keeps_dead_letters() {
+    use jq_server::maintenance::retention::Retention;
+    use jq_store::retention::{Publishing, Retentions};
+    let db = TestDb::new().await;
+    let store = db.store();
+    let dead = assigned(&store).await;
+    let pass_timeouts = AssignmentTimeouts {
+        store: store.clone(),
+        timeout: Duration::ZERO,
+        every: EVERY,
+    };
+    assert_eq!(
+        pass_timeouts.run_once().await.unwrap(),
+        1,
+        "dead-lettered: no retries"
+    );
+    let done = store.submit(job(None)).await.unwrap().job_id;
+    sqlx::query(
+        "UPDATE jobs SET status = 'DONE', attempt = 1, completed_at = now() - interval '2 days' WHERE id = $1",
+    )
+    .bind(done)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    sqlx::query("UPDATE jobs SET completed_at = now() - interval '400 days' WHERE id = $1")
+        .bind(dead)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let pass = Retention {
+        store: store.clone(),
+        server: Retentions {
+            done: Duration::from_secs(24 * 3600),
+            dead_lettered: Duration::ZERO,
+        },
+        publishing: Publishing::Off,
+        every: EVERY,
+    };
+    assert_eq!(pass.run_once().await.unwrap(), 1);
+    assert_eq!(pass.run_once().await.unwrap(), 0);
+    assert!(store.get_job(done).await.is_err(), "pruned: NOT_FOUND");
+    assert_eq!(store.get_job(dead).await.unwrap().status, JobStatus::DeadLettered);
+}

@@ -37,6 +37,7 @@ pub mod jobs;
 pub mod outbox;
 pub mod queues;
 pub mod reaper;
+pub mod retention;
 mod rows;
 pub mod transitions;
 pub mod workers;

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use jq_core::QueueSettings;
 use jq_core::records::{Queue, QueueStats};
-use jq_core::submit::validate_queue_name;
+use jq_core::submit::{Retention, validate_queue_name};
 
-use crate::rows::{QUEUE_COLUMNS, QueueRow, status};
+use crate::rows::{QUEUE_COLUMNS, QueueRow, retention_col, status};
 use crate::{Result, Store, StoreError};
 
 /// Changes to a queue's settings; `None` keeps the current value, and for
@@ -20,6 +20,8 @@ pub struct QueuePatch {
     pub backoff_max: Option<Duration>,
     pub concurrency_limit: Option<Option<u32>>,
     pub rate_limit_per_second: Option<Option<f64>>,
+    pub retain_done: Option<Retention>,
+    pub retain_dead: Option<Retention>,
 }
 
 impl QueuePatch {
@@ -46,6 +48,12 @@ impl QueuePatch {
         if let Some(v) = self.rate_limit_per_second {
             s.rate_limit_per_second = v;
         }
+        if let Some(v) = self.retain_done {
+            s.retain_done = v;
+        }
+        if let Some(v) = self.retain_dead {
+            s.retain_dead = v;
+        }
         s
     }
 }
@@ -60,8 +68,8 @@ fn ms_col(d: Duration) -> i64 {
 
 type QueueQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, QueueRow, sqlx::postgres::PgArguments>;
 
-/// Bind the seven settings columns, in the order both statements use
-/// ($2..$8 after the name).
+/// Bind the nine settings columns, in the order both statements use
+/// ($2..$10 after the name).
 fn bind_settings<'q>(q: QueueQuery<'q>, s: &QueueSettings) -> QueueQuery<'q> {
     q.bind(s.max_retries as i32)
         .bind(secs_col(s.default_ttl))
@@ -70,6 +78,8 @@ fn bind_settings<'q>(q: QueueQuery<'q>, s: &QueueSettings) -> QueueQuery<'q> {
         .bind(ms_col(s.backoff.max))
         .bind(s.concurrency_limit.map(|c| c as i32))
         .bind(s.rate_limit_per_second)
+        .bind(retention_col(s.retain_done))
+        .bind(retention_col(s.retain_dead))
 }
 
 fn unique_violation(e: &sqlx::Error) -> bool {
@@ -84,10 +94,13 @@ impl Store {
         self.run("create_queue", || async move {
             let sql = format!(
                 "INSERT INTO queues (name, max_retries, default_ttl_s, default_timeout_s, backoff_base_ms, \
-                 backoff_max_ms, concurrency_limit, rate_limit_per_s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 backoff_max_ms, concurrency_limit, rate_limit_per_s, retain_done_s, retain_dead_s) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                  RETURNING {QUEUE_COLUMNS}"
             );
-            let row = bind_settings(sqlx::query_as(&sql).bind(name), settings).fetch_one(&self.pool).await;
+            let row = bind_settings(sqlx::query_as(&sql).bind(name), settings)
+                .fetch_one(&self.pool)
+                .await;
             match row {
                 Ok(r) => Ok(r.into()),
                 Err(e) if unique_violation(&e) => Err(StoreError::QueueExists(name.to_string())),
@@ -129,7 +142,7 @@ impl Store {
                 let sql = format!(
                     "UPDATE queues SET max_retries = $2, default_ttl_s = $3, default_timeout_s = $4, \
                      backoff_base_ms = $5, backoff_max_ms = $6, concurrency_limit = $7, rate_limit_per_s = $8, \
-                     updated_at = now() WHERE name = $1 RETURNING {QUEUE_COLUMNS}"
+                     retain_done_s = $9, retain_dead_s = $10, updated_at = now() WHERE name = $1 RETURNING {QUEUE_COLUMNS}"
                 );
                 let row: QueueRow = bind_settings(sqlx::query_as(&sql).bind(name), &s)
                     .fetch_one(&mut *tx)

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use jq_core::records::{Job, JobEvent, Queue, Worker};
+use jq_core::submit::Retention;
 use jq_core::{BackoffPolicy, JobState, JobStatus, LastReport, QueueSettings, ReportKind, WorkerStatus};
 use uuid::Uuid;
 
@@ -126,7 +127,7 @@ impl JobRow {
 }
 
 pub(crate) const QUEUE_COLUMNS: &str = "name, max_retries, default_ttl_s, default_timeout_s, backoff_base_ms, \
-    backoff_max_ms, concurrency_limit, rate_limit_per_s, paused, created_at";
+    backoff_max_ms, concurrency_limit, rate_limit_per_s, retain_done_s, retain_dead_s, paused, created_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct QueueRow {
@@ -138,12 +139,26 @@ pub(crate) struct QueueRow {
     pub backoff_max_ms: i64,
     pub concurrency_limit: Option<i32>,
     pub rate_limit_per_s: Option<f64>,
+    pub retain_done_s: Option<i64>,
+    pub retain_dead_s: Option<i64>,
     pub paused: bool,
     pub created_at: DateTime<Utc>,
 }
 
 pub(crate) fn secs(v: Option<i32>) -> Option<Duration> {
     v.map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)))
+}
+
+/// A retention column: NULL the server's default, 0 forever, n seconds.
+pub(crate) fn retention(v: Option<i64>) -> Retention {
+    v.map_or(Retention::ServerDefault, |s| {
+        Retention::from_seconds(s.max(0)).unwrap_or(Retention::ServerDefault)
+    })
+}
+
+/// The column form of a retention.
+pub(crate) fn retention_col(r: Retention) -> Option<i64> {
+    (r != Retention::ServerDefault).then(|| r.as_seconds())
 }
 
 pub(crate) fn backoff(base_ms: i64, max_ms: i64) -> BackoffPolicy {
@@ -164,6 +179,8 @@ impl From<QueueRow> for Queue {
                 backoff: backoff(r.backoff_base_ms, r.backoff_max_ms),
                 concurrency_limit: r.concurrency_limit.map(u32_of),
                 rate_limit_per_second: r.rate_limit_per_s,
+                retain_done: retention(r.retain_done_s),
+                retain_dead: retention(r.retain_dead_s),
             },
             paused: r.paused,
             created_at: r.created_at,

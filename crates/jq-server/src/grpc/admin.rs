@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use jq_core::submit::Retention;
 use jq_core::{BackoffPolicy, QueueSettings};
 use jq_proto::v1::admin_service_server::AdminService;
 use jq_proto::v1::{self, *};
@@ -20,9 +21,18 @@ fn opt_secs(v: u32) -> Option<Duration> {
     (v > 0).then(|| Duration::from_secs(u64::from(v)))
 }
 
-fn patch(s: Option<v1::QueueSettings>) -> QueuePatch {
+fn patch(s: Option<v1::QueueSettings>) -> Result<QueuePatch, Status> {
     let s = s.unwrap_or_default();
-    QueuePatch {
+    let retention = |field: &str, v: Option<i64>| {
+        v.map(Retention::from_seconds).transpose().map_err(|_| {
+            Status::invalid_argument(format!(
+                "{field}: -1 (the server's default), 0 (keep until deleted) or a number of seconds"
+            ))
+        })
+    };
+    Ok(QueuePatch {
+        retain_done: retention("retain_done_seconds", s.retain_done_seconds)?,
+        retain_dead: retention("retain_dead_seconds", s.retain_dead_seconds)?,
         max_retries: s.max_retries,
         default_ttl: s.default_ttl_seconds.map(opt_secs),
         default_timeout: s.default_timeout_seconds.map(opt_secs),
@@ -30,7 +40,7 @@ fn patch(s: Option<v1::QueueSettings>) -> QueuePatch {
         backoff_max: s.backoff_max_ms.map(|v| Duration::from_millis(u64::from(v))),
         concurrency_limit: s.concurrency_limit.map(|v| (v > 0).then_some(v)),
         rate_limit_per_second: s.rate_limit_per_second.map(|v| (v != 0.0).then_some(v)),
-    }
+    })
 }
 
 #[tonic::async_trait]
@@ -50,7 +60,7 @@ impl AdminService for Admin {
             },
             ..QueueSettings::default()
         };
-        let settings = patch(r.settings).apply(&defaults);
+        let settings = patch(r.settings)?.apply(&defaults);
         let q = s
             .store
             .create_queue(&r.name, &settings)
@@ -70,7 +80,7 @@ impl AdminService for Admin {
         let q = self
             .0
             .store
-            .update_queue(&r.name, &patch(r.settings))
+            .update_queue(&r.name, &patch(r.settings)?)
             .await
             .map_err(from_store)?;
         Ok(Response::new(UpdateQueueResponse {

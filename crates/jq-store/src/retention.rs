@@ -1,0 +1,75 @@
+//! Retention (issue 21, ADR 0016 step 1): finished jobs and their history
+//! are deleted once their queue's retention has passed. A deleted job reads
+//! as NOT_FOUND, and its idempotency key is free again.
+//!
+//! Each pass walks every queue's DONE and DEAD_LETTERED jobs oldest first
+//! by finish time (`jobs_done_at`, `jobs_dead_at`) and stops at the queue's
+//! cutoff, so it reads what it deletes and no more; a queue that keeps its
+//! jobs is not read at all.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::{Result, Store};
+
+/// The server's retentions, for queues that do not set their own
+/// (`Duration::ZERO`: kept until deleted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retentions {
+    pub done: Duration,
+    pub dead_lettered: Duration,
+}
+
+/// Whether the relay publishes events: while it does, a job whose events
+/// are not all published is kept until they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publishing {
+    /// Kafka is configured: no event is deleted before it was published.
+    Kafka,
+    /// No Kafka: history is deleted with its job, published or not, so
+    /// it never counts as backlog.
+    Off,
+}
+
+/// Most jobs one queue gives up per status in one pass; the next pass
+/// takes the rest.
+const PRUNE_BATCH: i64 = 5000;
+
+/// One status of one queue, with its retention in seconds (0: keep).
+fn doomed(status: &str, column: &str, default_param: &str) -> String {
+    format!(
+        "SELECT d.id FROM queues q CROSS JOIN LATERAL ( \
+             SELECT j.id FROM jobs j \
+             WHERE j.queue = q.name AND j.status = '{status}' \
+               AND j.completed_at < now() - make_interval(secs => coalesce(q.{column}, {default_param})::float8) \
+               AND NOT ($3 AND EXISTS (SELECT 1 FROM job_events e WHERE e.job_id = j.id \
+                                         AND e.txid >= (SELECT published_below FROM relay_cursor))) \
+             ORDER BY j.completed_at LIMIT {PRUNE_BATCH}) d \
+         WHERE coalesce(q.{column}, {default_param}) > 0"
+    )
+}
+
+impl Store {
+    /// Delete the finished jobs whose retention has passed, with their
+    /// history; returns their ids.
+    pub async fn prune_finished(&self, server: Retentions, publishing: Publishing) -> Result<Vec<Uuid>> {
+        let sql = format!(
+            "WITH doomed AS ({} UNION ALL {}), \
+                  ev AS (DELETE FROM job_events e USING doomed d WHERE e.job_id = d.id) \
+             DELETE FROM jobs j USING doomed d WHERE j.id = d.id RETURNING j.id",
+            doomed("DONE", "retain_done_s", "$1"),
+            doomed("DEAD_LETTERED", "retain_dead_s", "$2"),
+        );
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        self.run("prune_finished", || async {
+            Ok(sqlx::query_scalar(&sql)
+                .bind(secs(server.done))
+                .bind(secs(server.dead_lettered))
+                .bind(publishing == Publishing::Kafka)
+                .fetch_all(&self.pool)
+                .await?)
+        })
+        .await
+    }
+}
