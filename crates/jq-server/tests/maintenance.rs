@@ -234,3 +234,33 @@ async fn fr_035_retention_run_once_deletes_done_jobs_past_their_retention_and_ke
     assert!(store.get_job(done).await.is_err(), "pruned: NOT_FOUND");
     assert_eq!(store.get_job(dead).await.unwrap().status, JobStatus::DeadLettered);
 }
+
+#[tokio::test]
+async fn fr_035_retention_run_once_works_off_more_than_one_batch_in_a_pass() {
+    use jq_server::maintenance::retention::Retention;
+    use jq_store::retention::{PRUNE_BATCH, Publishing, Retentions};
+    let db = TestDb::new().await;
+    let store = db.store();
+    store.ensure_queue("default").await.unwrap();
+    let n = PRUNE_BATCH as u64 + 1500;
+    store.bench_fill("default", n, 0, 10_000).await.unwrap();
+    sqlx::query("UPDATE jobs SET completed_at = now() - interval '2 days'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let pass = Retention {
+        store,
+        server: Retentions {
+            done: Duration::from_secs(24 * 3600),
+            dead_lettered: Duration::ZERO,
+        },
+        publishing: Publishing::Off,
+        every: EVERY,
+    };
+    assert_eq!(
+        pass.run_once().await.unwrap() as u64,
+        n,
+        "one pass, several batches"
+    );
+    assert_eq!(pass.run_once().await.unwrap(), 0);
+}

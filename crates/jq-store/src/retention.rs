@@ -32,9 +32,9 @@ pub enum Publishing {
     Off,
 }
 
-/// Most jobs one queue gives up per status in one pass; the next pass
-/// takes the rest.
-const PRUNE_BATCH: i64 = 5000;
+/// Most jobs one queue gives up per status in one statement (one
+/// transaction); a caller that got at least this many goes again.
+pub const PRUNE_BATCH: i64 = 5000;
 
 /// One status of one queue, with its retention in seconds (0: keep).
 fn doomed(status: &str, column: &str, default_param: &str) -> String {

@@ -5,7 +5,11 @@
 use std::time::Duration;
 
 use jq_store::Store;
-use jq_store::retention::{Publishing, Retentions};
+use jq_store::retention::{PRUNE_BATCH, Publishing, Retentions};
+
+/// Most batches one pass runs (a quarter of a million jobs); the next pass
+/// goes on.
+const MAX_BATCHES: usize = 50;
 
 pub struct Retention {
     pub store: Store,
@@ -24,10 +28,20 @@ impl super::Service for Retention {
     }
 
     async fn run_once(&self) -> jq_store::Result<usize> {
-        let ids = self.store.prune_finished(self.server, self.publishing).await?;
-        if !ids.is_empty() {
-            tracing::debug!(jobs = ids.len(), "finished jobs past their retention deleted");
+        // Batches of one transaction each, until one comes back short: a
+        // busy queue's backlog is worked off in one pass, not one batch per
+        // interval, yet no transaction holds many rows.
+        let mut pruned = 0;
+        for _ in 0..MAX_BATCHES {
+            let ids = self.store.prune_finished(self.server, self.publishing).await?;
+            pruned += ids.len();
+            if (ids.len() as i64) < PRUNE_BATCH {
+                break;
+            }
         }
-        Ok(ids.len())
+        if pruned > 0 {
+            tracing::debug!(jobs = pruned, "finished jobs past their retention deleted");
+        }
+        Ok(pruned)
     }
 }
