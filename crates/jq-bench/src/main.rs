@@ -18,7 +18,7 @@ Examples:
   cargo run --release -p jq-bench -- all
   cargo run --release -p jq-bench -- burst --jobs 50000 --workers 2
   cargo run --release -p jq-bench -- big-table --big-rows 10000000
-  cargo run --release -p jq-bench -- soak --rate 2000 --minutes 20"
+  cargo run --release -p jq-bench -- soak --rate 2000 --minutes 20 --retention-s 120"
 )]
 struct Args {
     /// Scenarios to run (default: all).
@@ -66,6 +66,11 @@ struct Args {
     /// each minute.
     #[arg(long, default_value_t = 20)]
     minutes: u64,
+    /// Soak with this retention of DONE jobs (the server's
+    /// retention.done_s, pruned every few seconds); without it, the server's
+    /// default (7 days), so nothing is pruned during the run.
+    #[arg(long)]
+    retention_s: Option<u64>,
     /// Extra setting for the server, `JQ_NAME=value`; repeatable. For
     /// example `--server-env JQ_KAFKA_BROKERS=<brokers>` runs every
     /// scenario with the outbox relay publishing to Kafka.
