@@ -268,6 +268,12 @@ async fn prepare(s: &Shared) -> Result<(), jq_store::StoreError> {
     s.store.ping().await?;
     s.store.migrate().await?;
     s.store.ensure_queue("default").await?;
+    if !s.store.autovacuum_on().await? {
+        tracing::warn!(
+            "PostgreSQL runs with autovacuum off: the dead rows every job leaves are never reclaimed, \
+             so jobs and job_events grow and dispatch slows; turn it on (autovacuum = on)"
+        );
+    }
     s.migrated.store(true, Ordering::Release);
     Ok(())
 }

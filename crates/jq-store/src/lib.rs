@@ -308,6 +308,19 @@ impl Store {
         closed.await;
     }
 
+    /// Whether autovacuum runs. Without it the dead tuples of every
+    /// transition and prune are never reclaimed: tables and indexes grow
+    /// and the hot path slows (seen on a test machine, docs/benchmarks.md).
+    pub async fn autovacuum_on(&self) -> Result<bool> {
+        self.run("autovacuum_on", || async move {
+            let v: String = sqlx::query_scalar("SELECT current_setting('autovacuum')")
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(v == "on")
+        })
+        .await
+    }
+
     /// PostgreSQL's version string (status and `--dry-run` show it).
     pub async fn server_version(&self) -> Result<String> {
         self.run("server_version", || async move {

@@ -2342,3 +2342,15 @@ async fn nfr_002_the_soak_reads_each_minutes_jobs_and_the_table_sizes() {
     assert!(sizes.iter().any(|t| t.name == "job_events"));
     assert!(sizes.iter().all(|t| !t.name.starts_with("_sqlx")));
 }
+
+/// NFR-012: the server warns when autovacuum is off; the store reads the
+/// setting as PostgreSQL reports it.
+#[tokio::test]
+async fn nfr_012_the_store_reads_whether_autovacuum_runs() {
+    let (db, s) = setup().await;
+    let setting: String = sqlx::query_scalar("SHOW autovacuum")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(s.autovacuum_on().await.unwrap(), setting == "on");
+}
