@@ -204,7 +204,17 @@ async fn main() -> anyhow::Result<()> {
             }
             "big-table" => out.push(scenarios::big_table(&s, a.big_rows, a.big_pending, 200).await?),
             "soak" => {
-                out.push(scenarios::soak(&s, a.rate, a.minutes, a.workers, a.worker_concurrency).await?)
+                let mut soak = s.clone();
+                if let Some(r) = a.retention_s {
+                    soak.server_env
+                        .push(("JQ_RETENTION_DONE_S".into(), r.to_string()));
+                    soak.server_env
+                        .push(("JQ_RETENTION_INTERVAL_S".into(), r.clamp(1, 10).to_string()));
+                }
+                let mut v =
+                    scenarios::soak(&soak, a.rate, a.minutes, a.workers, a.worker_concurrency).await?;
+                v["retention_s"] = serde_json::json!(a.retention_s);
+                out.push(v)
             }
             other => anyhow::bail!("unknown scenario {other:?} (one of {all:?}, soak, or all)"),
         }
