@@ -559,26 +559,20 @@ async fn queue(s: &mut Session<'_, '_>, cmd: QueueCmd) -> Result<(), CtlError> {
         QueueCmd::Get { name } => {
             let q = s
                 .call(QUEUE_HINT, admin.get_queue(v1::GetQueueRequest { name }))
-                .await?
-                .queue
-                .unwrap_or_default();
-            s.print(&QueueView::from(q))
+                .await?;
+            s.print(&QueueView::from(q.queue.unwrap_or_default()))
         }
         QueueCmd::Pause { name } => {
             let q = s
                 .call(QUEUE_HINT, admin.pause_queue(v1::PauseQueueRequest { name }))
-                .await?
-                .queue
-                .unwrap_or_default();
-            s.print(&QueueView::from(q))
+                .await?;
+            s.print(&QueueView::from(q.queue.unwrap_or_default()))
         }
         QueueCmd::Resume { name } => {
             let q = s
                 .call(QUEUE_HINT, admin.resume_queue(v1::ResumeQueueRequest { name }))
-                .await?
-                .queue
-                .unwrap_or_default();
-            s.print(&QueueView::from(q))
+                .await?;
+            s.print(&QueueView::from(q.queue.unwrap_or_default()))
         }
     }
 }
