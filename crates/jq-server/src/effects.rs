@@ -46,6 +46,14 @@ impl Effects {
         }
     }
 
+    /// One step into `step.to`, for `jq_job_total{queue,status}`.
+    fn count(&self, queue: &str, step: &jq_store::Step) {
+        self.metrics
+            .job_total
+            .with_label_values(&[queue, step.to.as_str()])
+            .inc();
+    }
+
     /// Release the dispatch locks of every job that left ASSIGNED so far,
     /// in one pipelined round trip.
     pub async fn release_locks(&self) {
@@ -58,15 +66,12 @@ impl Effects {
 
 impl jq_store::TransitionObserver for Effects {
     fn submitted(&self, queue: &str, step: &jq_store::Step) {
-        self.metrics
-            .job_total
-            .with_label_values(&[queue, step.to.as_str()])
-            .inc();
+        self.count(queue, step);
     }
 
     fn applied(&self, t: &Transition<'_>) {
         for step in &t.effects.steps {
-            self.submitted(t.queue, step);
+            self.count(t.queue, step);
         }
         let (before, next) = (t.before, &t.effects.next);
         if before.status == JobStatus::Assigned && next.status != JobStatus::Assigned {

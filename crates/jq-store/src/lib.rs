@@ -2,21 +2,24 @@
 //!
 //! The PostgreSQL repository of jq and the only crate with SQL in it.
 //!
-//! Every state change goes through [`jq_core::transition`]; the store carries
-//! out its [`Effects`](jq_core::Effects) in one atomic statement that updates
-//! the job *only if* it is still in the state the decision was made on
-//! (every column of `JobState`), and writes one `job_events` row per step,
+//! Every state change goes through [`jq_core::transition`], and only through
+//! the `executor`, which carries out its [`Effects`](jq_core::Effects) in one
+//! atomic statement that updates the job *only if* it is still in the state
+//! the decision was made on (every lifecycle column it read), and writes one
+//! `job_events` row per step,
 //! which is also the step's outbox entry (ADR 0012). A lost race therefore
 //! changes nothing and is simply decided again.
 //! All times come from the database clock (`now()`).
 //!
 //! # Layout
 //! - [`jobs`]: submit (single/bulk, idempotency, delay, TTL), get, list, events, delete.
-//! - [`transitions`]: the guarded writer plus ack, report, cancel, retry, delivery failure.
+//! - `executor`: the one writer of a job's lifecycle: decide each row, one guarded statement, verdicts out.
+//! - [`transitions`]: single-job ack, report, cancel, retry, redrive, delivery failure.
 //! - [`claim`]: batch claim with `FOR UPDATE SKIP LOCKED`, pause, JQ-140 limits.
 //! - [`batch`]: group commit of many workers' acks and results.
 //! - [`bench`]: bulk fill and timelines for `jq-bench` only.
 //! - [`reaper`]: assignment timeouts, dead workers, TTL expiry.
+//! - [`retention`]: finished jobs deleted once their queue's retention has passed.
 //! - [`queues`]: queue CRUD, stats, pause/resume.
 //! - [`workers`]: register, heartbeat, drain, shutdown, deregister, list.
 //! - [`outbox`]: the relay's side of the transactional outbox.
