@@ -407,11 +407,11 @@ fn maintenance_services(shared: &Shared) -> Vec<Spawnable> {
             store: store(),
             every,
         }),
-        service(gauges::Gauges {
-            store: store(),
-            registry: shared.registry.clone(),
-            metrics: shared.metrics.clone(),
-        }),
+        service(gauges::Gauges::new(
+            store(),
+            shared.registry.clone(),
+            shared.metrics.clone(),
+        )),
         service(statistics::Statistics { store: store() }),
         service(outbox_prune::OutboxPrune {
             store: store(),

@@ -180,14 +180,52 @@ async fn fr_040_gauges_run_once_sets_queue_depths_from_the_database() {
         store.submit(job(None)).await.unwrap();
     }
     let metrics = Arc::new(jq_telemetry::ServerMetrics::new());
-    let pass = Gauges {
-        store,
-        registry: Registry::new(),
-        metrics: metrics.clone(),
-    };
+    let pass = Gauges::new(store, Registry::new(), metrics.clone());
     assert_eq!(pass.run_once().await.unwrap(), 1, "one queue");
     let depth = |status: &str| metrics.queue_depth.with_label_values(&["default", status]).get();
     assert_eq!((depth("PENDING"), depth("RUNNING")), (3, 0));
+}
+
+/// The queues the depth gauge shows series for.
+fn depth_queues(metrics: &jq_telemetry::ServerMetrics) -> Vec<String> {
+    use prometheus::core::Collector;
+    let mut qs: Vec<String> = metrics.queue_depth.collect()[0]
+        .get_metric()
+        .iter()
+        .flat_map(|m| {
+            m.get_label()
+                .iter()
+                .filter(|l| l.name() == "queue")
+                .map(|l| l.value().to_owned())
+        })
+        .collect();
+    qs.sort();
+    qs.dedup();
+    qs
+}
+
+#[tokio::test]
+async fn fr_040_gauges_overwrite_their_series_and_remove_only_a_deleted_queues() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    store.ensure_queue("default").await.unwrap();
+    store.ensure_queue("gone").await.unwrap();
+    store.submit(job(None)).await.unwrap();
+    let metrics = Arc::new(jq_telemetry::ServerMetrics::new());
+    let pass = Gauges::new(store.clone(), Registry::new(), metrics.clone());
+    pass.run_once().await.unwrap();
+    assert_eq!(depth_queues(&metrics), ["default", "gone"]);
+    store.delete_queue("gone", false).await.unwrap();
+    store.submit(job(None)).await.unwrap();
+    assert_eq!(pass.run_once().await.unwrap(), 1);
+    // A series is overwritten in place, never emptied and refilled, so a
+    // scrape during a pass cannot find it missing; the deleted queue's go.
+    assert_eq!(depth_queues(&metrics), ["default"]);
+    let depth = metrics
+        .queue_depth
+        .with_label_values(&["default", "PENDING"])
+        .get();
+    assert_eq!(depth, 2);
 }
 
 #[tokio::test]

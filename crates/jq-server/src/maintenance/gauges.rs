@@ -1,20 +1,60 @@
 //! Refresh the gauges that come from the database or the registry:
 //! `jq_job_queue_depth`, `jq_worker_active_count`,
 //! `jq_worker_job_concurrency`, `jq_outbox_backlog`.
+//!
+//! A scrape runs on another thread at any moment, so a pass never empties a
+//! gauge vector to refill it: everything is read first, then each series is
+//! overwritten and only the series that no longer exist are removed.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jq_core::JobStatus;
 use jq_store::Store;
 use jq_telemetry::ServerMetrics;
+use prometheus::IntGaugeVec;
 
 use crate::registry::Registry;
 
 pub struct Gauges {
-    pub store: Store,
-    pub registry: Arc<Registry>,
-    pub metrics: Arc<ServerMetrics>,
+    store: Store,
+    registry: Arc<Registry>,
+    metrics: Arc<ServerMetrics>,
+    /// Label sets the last pass set, per vector, to remove what went away.
+    shown: Mutex<Shown>,
+}
+
+#[derive(Default)]
+struct Shown {
+    depth: HashSet<Vec<String>>,
+    concurrency: HashSet<Vec<String>>,
+}
+
+impl Gauges {
+    pub fn new(store: Store, registry: Arc<Registry>, metrics: Arc<ServerMetrics>) -> Self {
+        Gauges {
+            store,
+            registry,
+            metrics,
+            shown: Mutex::default(),
+        }
+    }
+}
+
+/// Set every series in `now` and remove those of `shown` not in it.
+fn replace(vec: &IntGaugeVec, shown: &mut HashSet<Vec<String>>, now: Vec<(Vec<String>, i64)>) {
+    let next: HashSet<Vec<String>> = now.iter().map(|(l, _)| l.clone()).collect();
+    for (labels, n) in &now {
+        let l: Vec<&str> = labels.iter().map(String::as_str).collect();
+        vec.with_label_values(&l).set(*n);
+    }
+    for gone in shown.difference(&next) {
+        let l: Vec<&str> = gone.iter().map(String::as_str).collect();
+        // Absent already is fine: the end state is the same.
+        let _ = vec.remove_label_values(&l);
+    }
+    *shown = next;
 }
 
 impl super::Service for Gauges {
@@ -27,18 +67,12 @@ impl super::Service for Gauges {
     }
 
     async fn run_once(&self) -> jq_store::Result<usize> {
-        // The registry's gauges first: they need no database.
-        let m = &self.metrics;
-        m.worker_active.set(self.registry.connected() as i64);
-        m.worker_concurrency.reset();
-        for (w, n) in self.registry.in_flight() {
-            m.worker_concurrency.with_label_values(&[&w]).set(n as i64);
-        }
         let queues = self.store.list_queues().await?;
         let depths = self.store.depth_by_queue().await?;
+        let backlog = self.store.outbox_backlog().await?;
         // Every live queue shows every non-terminal status, zero included,
         // so a drained queue reads 0 rather than its last value.
-        m.queue_depth.reset();
+        let mut depth = Vec::new();
         for q in &queues {
             for st in [
                 JobStatus::Pending,
@@ -50,12 +84,23 @@ impl super::Service for Gauges {
                     .iter()
                     .find(|(dq, ds, _)| dq == &q.name && *ds == st)
                     .map_or(0, |d| d.2);
-                m.queue_depth
-                    .with_label_values(&[&q.name, st.as_str()])
-                    .set(n as i64);
+                depth.push((vec![q.name.clone(), st.as_str().to_owned()], n as i64));
             }
         }
-        m.outbox_backlog.set(self.store.outbox_backlog().await? as i64);
+        let concurrency = self
+            .registry
+            .in_flight()
+            .into_iter()
+            .map(|(w, n)| (vec![w], n as i64))
+            .collect();
+        let m = &self.metrics;
+        let mut shown = self.shown.lock().unwrap();
+        replace(&m.queue_depth, &mut shown.depth, depth);
+        m.outbox_backlog.set(backlog as i64);
+        // The registry's gauges last: a scrape that sees a worker's
+        // concurrency sees the depths of the same pass.
+        m.worker_active.set(self.registry.connected() as i64);
+        replace(&m.worker_concurrency, &mut shown.concurrency, concurrency);
         Ok(queues.len())
     }
 }
