@@ -236,8 +236,11 @@ pub struct Retention {
     pub done_s: u64,
     /// FR-035: dead letters stay until deleted unless this is set.
     pub dead_lettered_s: u64,
-    /// How often the pruner runs.
+    /// How often the pruner and the partition maintainer run.
     pub interval_s: u64,
+    /// Width of a `job_events` partition: history leaves one partition at
+    /// a time, up to about this much later than its retention says.
+    pub partition_s: u64,
 }
 
 impl Default for Retention {
@@ -246,6 +249,7 @@ impl Default for Retention {
             done_s: 7 * 24 * 3600,
             dead_lettered_s: 0,
             interval_s: 60,
+            partition_s: 24 * 3600,
         }
     }
 }
@@ -368,6 +372,12 @@ impl Config for ServerConfig {
             "retention.done_s and retention.dead_lettered_s must be at most 3153600000 (100 years)",
         );
         check(r.interval_s >= 1, "retention.interval_s must be at least 1");
+        // A minute to 31 days: narrower means thousands of partitions for
+        // each read by job to visit, wider holds history that long extra.
+        check(
+            (60..=31 * 24 * 3600).contains(&r.partition_s),
+            "retention.partition_s must be between 60 and 2678400 (31 days)",
+        );
         check(
             self.retry.backoff_base_ms >= 1,
             "retry.backoff_base_ms must be at least 1",

@@ -267,6 +267,11 @@ async fn prepare(s: &Shared) -> Result<(), jq_store::StoreError> {
     // (TLS, above all) says why in the store's own terms.
     s.store.ping().await?;
     s.store.migrate().await?;
+    // Partitions for now and ahead before serving: the maintainer's first
+    // pass is an interval away, and the migration made only two days'.
+    s.store
+        .ensure_event_partitions(Duration::from_secs(s.cfg.retention.partition_s))
+        .await?;
     s.store.ensure_queue("default").await?;
     if !s.store.autovacuum_on().await? {
         tracing::warn!(
@@ -419,10 +424,7 @@ fn maintenance_services(shared: &Shared) -> Vec<Spawnable> {
         }),
         service(retention::Retention {
             store: store(),
-            server: jq_store::retention::Retentions {
-                done: Duration::from_secs(shared.cfg.retention.done_s),
-                dead_lettered: Duration::from_secs(shared.cfg.retention.dead_lettered_s),
-            },
+            server: retentions(&shared.cfg),
             publishing: if shared.cfg.kafka.brokers.trim().is_empty() {
                 jq_store::retention::Publishing::Off
             } else {
@@ -430,7 +432,21 @@ fn maintenance_services(shared: &Shared) -> Vec<Spawnable> {
             },
             every: Duration::from_secs(shared.cfg.retention.interval_s),
         }),
+        service(partitions::Partitions {
+            store: store(),
+            server: retentions(&shared.cfg),
+            width: Duration::from_secs(shared.cfg.retention.partition_s),
+            every: Duration::from_secs(shared.cfg.retention.interval_s),
+        }),
     ]
+}
+
+/// The server's default retentions (`retention.*`).
+fn retentions(cfg: &ServerConfig) -> jq_store::retention::Retentions {
+    jq_store::retention::Retentions {
+        done: Duration::from_secs(cfg.retention.done_s),
+        dead_lettered: Duration::from_secs(cfg.retention.dead_lettered_s),
+    }
 }
 
 /// The database was not ready at start: try again every two seconds until

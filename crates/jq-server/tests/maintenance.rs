@@ -302,3 +302,55 @@ async fn fr_035_retention_run_once_works_off_more_than_one_batch_in_a_pass() {
     );
     assert_eq!(pass.run_once().await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn jq_152_partitions_run_once_makes_what_is_missing_and_drops_what_expired() {
+    use jq_server::maintenance::partitions::{Counts, Partitions};
+    use jq_store::partitions::{DEFAULT_WIDTH, Span};
+    use jq_store::retention::Retentions;
+    let db = TestDb::new().await;
+    let store = db.store();
+    // The last partition ahead is missing, and one from a month ago (its
+    // jobs long pruned) is still there.
+    let last = store.event_partitions().await.unwrap();
+    let last = last
+        .iter()
+        .rfind(|p| matches!(p.span, Span::Dated { .. }))
+        .unwrap();
+    sqlx::query(&format!("DROP TABLE {}", last.name))
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let now: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    let old = store
+        .ensure_event_partitions_at(DEFAULT_WIDTH, now - chrono::Duration::days(30))
+        .await
+        .unwrap();
+    let pass = Partitions {
+        store: store.clone(),
+        server: Retentions {
+            done: Duration::from_secs(7 * 24 * 3600),
+            dead_lettered: Duration::ZERO,
+        },
+        width: DEFAULT_WIDTH,
+        every: EVERY,
+    };
+    let counts = pass.run_once().await.unwrap();
+    assert_eq!(counts.created, 1, "{counts:?}");
+    // The month-old ones and the (empty) v4 partition.
+    assert_eq!(counts.dropped, old.len() + 1, "{counts:?}");
+    assert_eq!(counts.refiled, 0);
+    assert_eq!(pass.run_once().await.unwrap(), Counts::default(), "once");
+    let names: Vec<String> = store
+        .event_partitions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert!(names.contains(&last.name));
+    assert!(old.iter().all(|o| !names.contains(o)), "{names:?}");
+}

@@ -114,15 +114,18 @@ impl Store {
     }
 
     /// Each jq table's size on disk (heap, indexes and TOAST) and its dead
-    /// tuples as the statistics collector last counted them.
+    /// tuples as the statistics collector last counted them; a partitioned
+    /// table's are the sums over its partitions.
     pub async fn bench_table_sizes(&self) -> Result<Vec<TableSize>> {
         Ok(sqlx::query_as(
-            "SELECT c.relname::text AS name, pg_total_relation_size(c.oid) AS bytes, \
-                    pg_indexes_size(c.oid) AS index_bytes, coalesce(s.n_dead_tup, 0) AS dead_tuples \
+            "SELECT r.relname::text AS name, sum(pg_total_relation_size(c.oid))::bigint AS bytes, \
+                    sum(pg_indexes_size(c.oid))::bigint AS index_bytes, \
+                    sum(coalesce(s.n_dead_tup, 0))::bigint AS dead_tuples \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_class r ON r.oid = coalesce(pg_partition_root(c.oid), c.oid) \
              LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
-             WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname NOT LIKE '\\_sqlx%' \
-             ORDER BY c.relname",
+             WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname NOT LIKE '\\_sqlx%' \
+             GROUP BY r.relname ORDER BY r.relname",
         )
         .fetch_all(&self.pool)
         .await?)

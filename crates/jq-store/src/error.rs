@@ -58,7 +58,11 @@ pub fn refused_value(e: &sqlx::Error) -> Option<String> {
     match e {
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
-            (code.starts_with("22") || code == "23514").then(|| code.into_owned())
+            // A check violation names its constraint; "no partition of
+            // relation found for row" (same code) is the schema's failure,
+            // not the request's.
+            (code.starts_with("22") || (code == "23514" && db.constraint().is_some()))
+                .then(|| code.into_owned())
         }
         _ => None,
     }

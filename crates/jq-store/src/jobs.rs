@@ -354,13 +354,16 @@ impl Store {
         self.run("job_events", || async move {
             let rows: Vec<EventRow> = sqlx::query_as(
                 "SELECT event_id, job_id, queue, from_status::text AS from_status, to_status::text AS to_status, \
-                 reason, worker_id, attempt, detail, occurred_at FROM job_events WHERE job_id = $1 ORDER BY id",
+                 reason, worker_id, attempt, detail, occurred_at FROM job_events \
+                 WHERE job_id = $1 AND EXISTS (SELECT 1 FROM jobs WHERE id = $1) ORDER BY id",
             )
             .bind(id)
             .fetch_all(&self.pool)
             .await?;
             if rows.is_empty() {
-                // Every job has its submission event; none means no job.
+                // Every job has its submission event; none means no job
+                // (a pruned job's history stays until its partition goes,
+                // unread).
                 let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1)")
                     .bind(id)
                     .fetch_one(&self.pool)

@@ -20,6 +20,7 @@
 //! - [`bench`]: bulk fill and timelines for `jq-bench` only.
 //! - [`reaper`]: assignment timeouts, dead workers, TTL expiry.
 //! - [`retention`]: finished jobs deleted once their queue's retention has passed.
+//! - [`partitions`]: `job_events` partitions created ahead, dropped once expired.
 //! - [`queues`]: queue CRUD, stats, pause/resume.
 //! - [`workers`]: register, heartbeat, drain, shutdown, deregister, list.
 //! - [`outbox`]: the relay's side of the transactional outbox.
@@ -38,6 +39,7 @@ mod error;
 mod executor;
 pub mod jobs;
 pub mod outbox;
+pub mod partitions;
 pub mod queues;
 pub mod reaper;
 pub mod retention;

@@ -192,6 +192,8 @@ pub struct EventWindow {
     pub upto: i64,
     /// Events were found but none could go yet: each follows an event of
     /// the same job beyond the window. The caller widens the next window.
+    /// (No events and not held, with `upto` set: the window held only
+    /// pruned jobs' history, and the cursor moves past it.)
     pub held: bool,
 }
 
@@ -204,6 +206,10 @@ struct WindowRow {
     txid: i64,
     /// An event of the same job with a smaller id lies beyond the window.
     later_pred: bool,
+    /// Its job is gone: pruned while Kafka was off, its history waiting
+    /// for its partition to be dropped. Never published, yet it moves the
+    /// window like any other.
+    pruned: bool,
 }
 
 /// The window's read, one statement. (The CTEs are materialized: inlined,
@@ -212,6 +218,8 @@ struct WindowRow {
 /// so low that one transaction's events are split. Rows come unordered:
 /// with `ORDER BY e.id` the planner walked `job_events_pkey` over the whole
 /// table (30-100 ms on 80k rows) instead of the `txid` range (2-3 ms).
+/// `pruned` is a scalar subquery, not `NOT EXISTS`: that one the planner
+/// may run as a hash of every job, and did in a generic plan.
 const WINDOW_SQL: &str = "\
 WITH h AS MATERIALIZED (
     SELECT c.published_below AS cursor, pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin
@@ -230,7 +238,8 @@ SELECT w.cursor, w.upto, e.id, e.event_id, NULL::text AS topic, e.job_id::text A
        e.attempt, e.detail, NULL::text AS worker_status, NULL::int AS active_jobs, NULL::int AS concurrency,
        e.occurred_at, e.txid,
        EXISTS (SELECT 1 FROM job_events p WHERE p.job_id = e.job_id AND p.id < e.id AND p.txid >= w.upto)
-           AS later_pred
+           AS later_pred,
+       (SELECT 1 FROM jobs j WHERE j.id = e.job_id) IS NULL AS pruned
 FROM w JOIN job_events e ON e.txid >= w.cursor AND e.txid < w.upto";
 
 /// Lower `upto` until no event below it follows an event of the same job
@@ -279,12 +288,13 @@ impl Store {
                 .map(|r| (r.event.job_id.unwrap_or_default(), r.txid, r.later_pred))
                 .collect();
             let upto = settle_window(&keys, upto);
-            let events: Vec<OutboxEvent> = rows
+            let below: Vec<WindowRow> = rows.into_iter().filter(|r| r.txid < upto).collect();
+            let held = below.is_empty();
+            let events: Vec<OutboxEvent> = below
                 .into_iter()
-                .filter(|r| r.txid < upto)
+                .filter(|r| !r.pruned)
                 .map(|r| r.event.into_event())
                 .collect();
-            let held = events.is_empty() && !keys.is_empty();
             Ok(EventWindow {
                 events,
                 upto: upto.max(cursor),
@@ -315,13 +325,15 @@ impl Store {
         .await
     }
 
-    /// Events not yet published (FR-038 backlog): both sources.
+    /// Events not yet published (FR-038 backlog): both sources. The
+    /// history of a job pruned while Kafka was off is not: it never will be.
     pub async fn outbox_backlog(&self) -> Result<u64> {
         self.run("outbox_backlog", || async move {
             let n: i64 = sqlx::query_scalar(
                 "SELECT (SELECT count(*) FROM event_outbox WHERE sent_at IS NULL) \
-                      + (SELECT count(*) FROM job_events \
-                         WHERE txid >= (SELECT published_below FROM relay_cursor))",
+                      + (SELECT count(*) FROM job_events e \
+                         WHERE e.txid >= (SELECT published_below FROM relay_cursor) \
+                           AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = e.job_id))",
             )
             .fetch_one(&self.pool)
             .await?;

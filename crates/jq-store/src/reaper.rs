@@ -122,8 +122,12 @@ SELECT id FROM dead ORDER BY id"#,
     }
 }
 
-/// Tables the hot statements read by plan (inserts need no statistics).
-const PLANNED_TABLES: [&str; 2] = ["jobs", "job_events"];
+/// Tables the hot statements read by plan (inserts need no statistics):
+/// `jobs` and each partition of `job_events` (a partitioned table has no
+/// statistics of its own that autovacuum keeps, and every new partition
+/// starts empty: the fresh-install case, once per partition width).
+const PLANNED_TABLES: &str = "(s.relname = 'jobs' OR s.relid IN \
+     (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'job_events'::regclass))";
 
 impl Store {
     /// ANALYZE the planned tables that hold more than twice the rows their
@@ -138,12 +142,11 @@ impl Store {
     /// statistics.
     pub async fn refresh_statistics(&self) -> Result<Vec<String>> {
         self.run("refresh_statistics", || async move {
-            let stale: Vec<String> = sqlx::query_scalar(
+            let stale: Vec<String> = sqlx::query_scalar(&format!(
                 "SELECT s.relname::text FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
-                 WHERE s.schemaname = current_schema() AND s.relname = ANY($1) \
-                   AND s.n_live_tup >= 1000 AND s.n_live_tup > 2 * greatest(c.reltuples, 0)",
-            )
-            .bind(&PLANNED_TABLES[..])
+                 WHERE s.schemaname = current_schema() AND {PLANNED_TABLES} \
+                   AND s.n_live_tup >= 1000 AND s.n_live_tup > 2 * greatest(c.reltuples, 0)"
+            ))
             .fetch_all(&self.pool)
             .await?;
             for t in &stale {

@@ -52,13 +52,16 @@ fn doomed(status: &str, column: &str, default_param: &str) -> String {
 }
 
 impl Store {
-    /// Delete the finished jobs whose retention has passed, with their
-    /// history; returns their ids. One transaction: the jobs are chosen and
-    /// locked (a manual retry of a dead letter waits for it), then their
-    /// events and they are deleted by id. Deleting by a bound list of ids
-    /// keeps both deletes on their indexes: as one statement joining the
-    /// chosen rows, the planner hashed all of `job_events` (3 s per batch at
-    /// 4 M events, against 0.2 s; docs/benchmarks.md, session 10).
+    /// Delete the finished jobs whose retention has passed; returns their
+    /// ids. Their history is no longer readable (every read of events
+    /// starts from the job) and leaves with its partition
+    /// ([`Store::expire_event_partitions`]); only rows re-filed into
+    /// `job_events_kept` are deleted here. One transaction: the jobs are
+    /// chosen and locked (a manual retry of a dead letter waits for it),
+    /// then deleted by id. Deleting by a bound list of ids keeps the
+    /// deletes on their indexes: as one statement joining the chosen rows,
+    /// the planner hashed all of `job_events` (3 s per batch at 4 M events,
+    /// against 0.2 s; docs/benchmarks.md, session 10).
     pub async fn prune_finished(&self, server: Retentions, publishing: Publishing) -> Result<Vec<Uuid>> {
         let choose = format!(
             "{} UNION ALL {}",
@@ -79,7 +82,9 @@ impl Store {
                 if ids.is_empty() {
                     return Ok(ids);
                 }
-                sqlx::query("DELETE FROM job_events WHERE job_id = ANY($1)")
+                // Their events go with their partitions (`partitions`),
+                // except those re-filed as kept until deleted.
+                sqlx::query("DELETE FROM job_events WHERE bucket = 'infinity' AND job_id = ANY($1)")
                     .bind(&ids)
                     .execute(&mut *tx)
                     .await?;

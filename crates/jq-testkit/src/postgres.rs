@@ -190,6 +190,23 @@ impl TestDb {
         let template = ensure_template(server)
             .await
             .unwrap_or_else(|e| panic!("jq-testkit: template: {e}"));
+        let db = TestDb::create(server, &template).await;
+        // The template's partitions are those of the day it was built,
+        // as a server's start makes them for its own day.
+        db.store()
+            .ensure_event_partitions(jq_store::partitions::DEFAULT_WIDTH)
+            .await
+            .unwrap_or_else(|e| panic!("jq-testkit: partitions: {e}"));
+        db
+    }
+
+    /// An empty database with no migrations applied (upgrade tests apply
+    /// an older schema first).
+    pub async fn blank() -> TestDb {
+        TestDb::create(server().await, "template0").await
+    }
+
+    async fn create(server: &PgServer, template: &str) -> TestDb {
         let name = format!("jq_test_{}", crate::unique());
         let mut admin = PgConnection::connect(&server.admin_url)
             .await
