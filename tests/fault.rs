@@ -250,7 +250,9 @@ async fn fault_fr_038_kafka_down_then_up_processing_continues_and_every_event_ar
     mock.broker_up(1).unwrap();
     let v = check(&s, &log, &kills, &ids, 0).await;
     until("the outbox to drain", Duration::from_secs(120), || async {
-        s.outbox_backlog().await.is_ok_and(|n| n == 0)
+        s.outbox_backlog(jq_store::retention::Publishing::Kafka)
+            .await
+            .is_ok_and(|n| n == 0)
     })
     .await;
     // Read every topic from the start and find every job event.

@@ -67,7 +67,8 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     minutes: u64,
     /// Soak with this retention of DONE jobs (the server's
-    /// retention.done_s, pruned every few seconds); without it, the server's
+    /// retention.done_s, pruned every few seconds, with `job_events`
+    /// partitions half as wide, at least 60 s); without it, the server's
     /// default (7 days), so nothing is pruned during the run.
     #[arg(long)]
     retention_s: Option<u64>,
@@ -210,6 +211,12 @@ async fn main() -> anyhow::Result<()> {
                         .push(("JQ_RETENTION_DONE_S".into(), r.to_string()));
                     soak.server_env
                         .push(("JQ_RETENTION_INTERVAL_S".into(), r.clamp(1, 10).to_string()));
+                    // Narrow partitions, so that history leaves within the
+                    // run (two widths after the retention, ADR 0017).
+                    soak.server_env.push((
+                        "JQ_RETENTION_PARTITION_S".into(),
+                        (r / 2).clamp(60, 24 * 3600).to_string(),
+                    ));
                 }
                 let mut v =
                     scenarios::soak(&soak, a.rate, a.minutes, a.workers, a.worker_concurrency).await?;

@@ -114,6 +114,15 @@ impl Shared {
     /// (which reports every committed transition to the hook) and the
     /// group-commit lanes. Connects lazily: nothing here waits for a
     /// backing service.
+    /// Whether a relay publishes to Kafka (`kafka.brokers` set).
+    pub fn publishing(&self) -> jq_store::retention::Publishing {
+        if self.cfg.kafka.brokers.trim().is_empty() {
+            jq_store::retention::Publishing::Off
+        } else {
+            jq_store::retention::Publishing::Kafka
+        }
+    }
+
     pub fn new(cfg: Arc<ServerConfig>) -> anyhow::Result<Shared> {
         let metrics = Arc::new(ServerMetrics::new());
         for t in jq_core::events::ALL_TOPICS {
@@ -416,6 +425,7 @@ fn maintenance_services(shared: &Shared) -> Vec<Spawnable> {
             store(),
             shared.registry.clone(),
             shared.metrics.clone(),
+            shared.publishing(),
         )),
         service(statistics::Statistics { store: store() }),
         service(outbox_prune::OutboxPrune {
@@ -425,11 +435,7 @@ fn maintenance_services(shared: &Shared) -> Vec<Spawnable> {
         service(retention::Retention {
             store: store(),
             server: retentions(&shared.cfg),
-            publishing: if shared.cfg.kafka.brokers.trim().is_empty() {
-                jq_store::retention::Publishing::Off
-            } else {
-                jq_store::retention::Publishing::Kafka
-            },
+            publishing: shared.publishing(),
             every: Duration::from_secs(shared.cfg.retention.interval_s),
         }),
         service(partitions::Partitions {

@@ -16,6 +16,7 @@ use jq_server::maintenance::statistics::Statistics;
 use jq_server::maintenance::ttl_expiry::TtlExpiry;
 use jq_server::registry::Registry;
 use jq_store::Store;
+use jq_store::retention::Publishing;
 use jq_testkit::TestDb;
 
 const EVERY: Duration = Duration::from_secs(1);
@@ -180,10 +181,19 @@ async fn fr_040_gauges_run_once_sets_queue_depths_from_the_database() {
         store.submit(job(None)).await.unwrap();
     }
     let metrics = Arc::new(jq_telemetry::ServerMetrics::new());
-    let pass = Gauges::new(store, Registry::new(), metrics.clone());
+    let pass = Gauges::new(store.clone(), Registry::new(), metrics.clone(), Publishing::Kafka);
     assert_eq!(pass.run_once().await.unwrap(), 1, "one queue");
     let depth = |status: &str| metrics.queue_depth.with_label_values(&["default", status]).get();
     assert_eq!((depth("PENDING"), depth("RUNNING")), (3, 0));
+    assert_eq!(
+        metrics.outbox_backlog.get(),
+        3,
+        "three submitted events to publish"
+    );
+    // Without Kafka no relay runs: nothing waits, and nothing is counted.
+    let off = Gauges::new(store, Registry::new(), metrics.clone(), Publishing::Off);
+    off.run_once().await.unwrap();
+    assert_eq!(metrics.outbox_backlog.get(), 0);
 }
 
 /// The queues the depth gauge shows series for.
@@ -212,7 +222,7 @@ async fn fr_040_gauges_overwrite_their_series_and_remove_only_a_deleted_queues()
     store.ensure_queue("gone").await.unwrap();
     store.submit(job(None)).await.unwrap();
     let metrics = Arc::new(jq_telemetry::ServerMetrics::new());
-    let pass = Gauges::new(store.clone(), Registry::new(), metrics.clone());
+    let pass = Gauges::new(store.clone(), Registry::new(), metrics.clone(), Publishing::Off);
     pass.run_once().await.unwrap();
     assert_eq!(depth_queues(&metrics), ["default", "gone"]);
     store.delete_queue("gone", false).await.unwrap();
@@ -231,7 +241,7 @@ async fn fr_040_gauges_overwrite_their_series_and_remove_only_a_deleted_queues()
 #[tokio::test]
 async fn fr_035_retention_run_once_deletes_done_jobs_past_their_retention_and_keeps_dead_letters() {
     use jq_server::maintenance::retention::Retention;
-    use jq_store::retention::{Publishing, Retentions};
+    use jq_store::retention::Retentions;
     let db = TestDb::new().await;
     let store = db.store();
     let dead = assigned(&store).await;
@@ -276,7 +286,7 @@ async fn fr_035_retention_run_once_deletes_done_jobs_past_their_retention_and_ke
 #[tokio::test]
 async fn fr_035_retention_run_once_works_off_more_than_one_batch_in_a_pass() {
     use jq_server::maintenance::retention::Retention;
-    use jq_store::retention::{PRUNE_BATCH, Publishing, Retentions};
+    use jq_store::retention::{PRUNE_BATCH, Retentions};
     let db = TestDb::new().await;
     let store = db.store();
     store.ensure_queue("default").await.unwrap();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use jq_core::records::{Assignment, Lease, WorkerRegistration};
 use jq_core::*;
 use jq_store::queues::QueuePatch;
+use jq_store::retention::Publishing;
 use jq_store::{
     CallOutcome, CancelOutcome, Expected, ListFilter, ResultReport, Store, StoreError, StoreOptions,
     WorkerCall,
@@ -1596,7 +1597,7 @@ async fn fr_031_fr_035_events_of_unknown_job_and_deleting_dead_letters() {
     s.job_events_published(w.upto).await.unwrap();
     s.delete_job(gone).await.unwrap();
     assert!(s.outbox_unsent(10).await.unwrap().is_empty());
-    assert_eq!(s.outbox_backlog().await.unwrap(), 0);
+    assert_eq!(s.outbox_backlog(Publishing::Kafka).await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -1686,7 +1687,7 @@ async fn jq_160_outbox_is_read_in_order_marked_sent_and_pruned_after_retention()
     let ids: Vec<i64> = unsent.iter().map(|e| e.id).collect();
     s.outbox_mark_sent(&ids[..4]).await.unwrap();
     assert_eq!(s.outbox_unsent(10).await.unwrap().len(), 2);
-    assert_eq!(s.outbox_backlog().await.unwrap(), 2);
+    assert_eq!(s.outbox_backlog(Publishing::Kafka).await.unwrap(), 2);
     // Nothing is pruned before the retention has passed, unsent never.
     assert_eq!(s.outbox_prune(Duration::from_secs(3600)).await.unwrap(), 0);
     sqlx::query("UPDATE event_outbox SET sent_at = sent_at - interval '2 hours' WHERE sent_at IS NOT NULL")
@@ -1786,7 +1787,7 @@ async fn jq_160_job_events_are_published_by_windows_that_skip_no_late_commit() {
     assert_eq!(w.events[0].topic, "job.submitted");
     s.job_events_published(w.upto).await.unwrap();
     assert_eq!(
-        s.outbox_backlog().await.unwrap(),
+        s.outbox_backlog(Publishing::Kafka).await.unwrap(),
         1,
         "`after`; the running one is not visible"
     );
@@ -1802,7 +1803,7 @@ async fn jq_160_job_events_are_published_by_windows_that_skip_no_late_commit() {
         "both, in id order"
     );
     s.job_events_published(w.upto).await.unwrap();
-    assert_eq!(s.outbox_backlog().await.unwrap(), 0);
+    assert_eq!(s.outbox_backlog(Publishing::Kafka).await.unwrap(), 0);
     assert!(s.job_events_window(100).await.unwrap().events.is_empty());
     // A window never splits one transaction's events, however many.
     s.submit_many((0..50).map(|_| job("default")).collect())

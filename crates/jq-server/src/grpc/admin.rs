@@ -272,7 +272,7 @@ impl AdminService for Admin {
             components,
             active_workers: workers.len() as u32,
             queues,
-            outbox_backlog: s.store.outbox_backlog().await.map_err(from_store)?,
+            outbox_backlog: s.store.outbox_backlog(s.publishing()).await.map_err(from_store)?,
         }))
     }
 }

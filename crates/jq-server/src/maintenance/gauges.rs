@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use jq_core::JobStatus;
 use jq_store::Store;
+use jq_store::retention::Publishing;
 use jq_telemetry::ServerMetrics;
 use prometheus::IntGaugeVec;
 
@@ -21,6 +22,7 @@ pub struct Gauges {
     store: Store,
     registry: Arc<Registry>,
     metrics: Arc<ServerMetrics>,
+    publishing: Publishing,
     /// Label sets the last pass set, per vector, to remove what went away.
     shown: Mutex<Shown>,
 }
@@ -32,11 +34,17 @@ struct Shown {
 }
 
 impl Gauges {
-    pub fn new(store: Store, registry: Arc<Registry>, metrics: Arc<ServerMetrics>) -> Self {
+    pub fn new(
+        store: Store,
+        registry: Arc<Registry>,
+        metrics: Arc<ServerMetrics>,
+        publishing: Publishing,
+    ) -> Self {
         Gauges {
             store,
             registry,
             metrics,
+            publishing,
             shown: Mutex::default(),
         }
     }
@@ -69,7 +77,7 @@ impl super::Service for Gauges {
     async fn run_once(&self) -> jq_store::Result<usize> {
         let queues = self.store.list_queues().await?;
         let depths = self.store.depth_by_queue().await?;
-        let backlog = self.store.outbox_backlog().await?;
+        let backlog = self.store.outbox_backlog(self.publishing).await?;
         // Every live queue shows every non-terminal status, zero included,
         // so a drained queue reads 0 rather than its last value.
         let mut depth = Vec::new();
