@@ -64,19 +64,22 @@ ALTER TABLE job_events_v4 ALTER COLUMN bucket DROP DEFAULT;
 -- Rows of jobs kept until deleted, re-filed out of expiring partitions.
 CREATE TABLE job_events_kept PARTITION OF job_events FOR VALUES FROM ('infinity') TO (MAXVALUE);
 
--- Today and tomorrow (UTC days, the default width); every server's
+-- The partition holding now and the next one, of the server's
+-- `retention.partition_s` (the migrating server sets `jq.partition_s` on
+-- its connection; one day without it), aligned as the maintainer aligns
+-- them (to whole widths since the Unix epoch, UTC). Every server's
 -- partition maintainer keeps creating them ahead from here, so an insert
 -- always finds its partition.
 DO $$
 DECLARE
-    day timestamptz := date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
-    lo timestamptz;
+    w bigint := coalesce(nullif(current_setting('jq.partition_s', true), ''), '86400')::bigint;
+    lo timestamptz := to_timestamp(floor(extract(epoch FROM now()) / w) * w);
 BEGIN
     FOR i IN 0..1 LOOP
-        lo := day + i * interval '1 day';
         EXECUTE format('CREATE TABLE %I PARTITION OF job_events FOR VALUES FROM (%L) TO (%L)',
                        'job_events_' || to_char(lo AT TIME ZONE 'UTC', 'YYYYMMDD"t"HH24MISS')
-                           || '_' || to_char((lo + interval '1 day') AT TIME ZONE 'UTC', 'YYYYMMDD"t"HH24MISS'),
-                       lo, lo + interval '1 day');
+                           || '_' || to_char((lo + make_interval(secs => w)) AT TIME ZONE 'UTC', 'YYYYMMDD"t"HH24MISS'),
+                       lo, lo + make_interval(secs => w));
+        lo := lo + make_interval(secs => w);
     END LOOP;
 END $$;

@@ -297,3 +297,17 @@ fn jq_172_tls_settings_of_the_backing_services_are_checked() {
     ]);
     assert!(e.contains("is not a readable file"), "{e}");
 }
+
+#[test]
+fn jq_152_partition_width_defaults_to_a_day_and_is_bounded() {
+    let c = load::<ServerConfig>(None, vec![]).unwrap();
+    assert_eq!(c.config.retention.partition_s, 24 * 3600);
+    let c = load::<ServerConfig>(None, env(&[("JQ_RETENTION_PARTITION_S", "3600")])).unwrap();
+    assert_eq!(c.config.retention.partition_s, 3600);
+    for bad in ["59", "2678401"] {
+        let e = load::<ServerConfig>(None, env(&[("JQ_RETENTION_PARTITION_S", bad)]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("retention.partition_s"), "{bad}: {e}");
+    }
+}

@@ -275,12 +275,11 @@ async fn prepare(s: &Shared) -> Result<(), jq_store::StoreError> {
     // First a plain statement, so that a connection that cannot be made
     // (TLS, above all) says why in the store's own terms.
     s.store.ping().await?;
-    s.store.migrate().await?;
+    let width = Duration::from_secs(s.cfg.retention.partition_s);
+    s.store.migrate(width).await?;
     // Partitions for now and ahead before serving: the maintainer's first
     // pass is an interval away, and the migration made only two days'.
-    s.store
-        .ensure_event_partitions(Duration::from_secs(s.cfg.retention.partition_s))
-        .await?;
+    s.store.ensure_event_partitions(width).await?;
     s.store.ensure_queue("default").await?;
     if !s.store.autovacuum_on().await? {
         tracing::warn!(

@@ -270,7 +270,11 @@ async fn jq_160_the_relay_run_once_publishes_the_backlog_then_idles() {
     let k = TestKafka::new();
     let shared =
         std::sync::Arc::new(jq_server::Shared::new(std::sync::Arc::new(kafka_config(&db, &k))).unwrap());
-    shared.store.migrate().await.unwrap();
+    shared
+        .store
+        .migrate(jq_store::partitions::DEFAULT_WIDTH)
+        .await
+        .unwrap();
     shared.store.ensure_queue("default").await.unwrap();
     let job = jq_core::NewJob {
         queue: "default".into(),

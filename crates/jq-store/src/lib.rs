@@ -281,9 +281,21 @@ impl Store {
     }
 
     /// Apply pending migrations (NFR-020). Safe to run from several servers
-    /// at once: sqlx serialises them with an advisory lock.
-    pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await.map_err(StoreError::Migration)
+    /// at once: sqlx serialises them with an advisory lock. `partition`
+    /// is the width of the first `job_events` partitions, should schema v5
+    /// be created now (`retention.partition_s`).
+    pub async fn migrate(&self, partition: Duration) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query(&format!("SET jq.partition_s = '{}'", partition.as_secs().max(1)))
+            .execute(&mut *conn)
+            .await?;
+        let r = MIGRATOR
+            .run_direct(&mut *conn)
+            .await
+            .map_err(StoreError::Migration);
+        // Not handed on with the setting, nor after a failed migration.
+        conn.close_on_drop();
+        r
     }
 
     /// True when every embedded migration has been applied (readiness).

@@ -104,11 +104,12 @@ fn align(at: DateTime<Utc>, width: Duration) -> DateTime<Utc> {
     DateTime::from_timestamp(s, 0).unwrap_or(at)
 }
 
-/// The ranges to create so that `[at, at + (AHEAD + 1) × width)` is
-/// covered, given the dated partitions that exist: each new one starts
-/// where an existing one ends (or at an aligned start) and stops at the
-/// next existing one, so ranges never overlap, whatever width another
-/// replica was configured with.
+/// The ranges to create so that the aligned period holding `at` and the
+/// `AHEAD` after it are covered, given the dated partitions that exist:
+/// each new one starts where an existing one ends (or at an aligned
+/// start) and stops at the next existing one or the end of its aligned
+/// period, so ranges never overlap and fall back into step, whatever
+/// width another replica (or the migration) used.
 fn missing(
     existing: &[(DateTime<Utc>, DateTime<Utc>)],
     width: Duration,
@@ -125,7 +126,8 @@ fn missing(
             continue;
         }
         let next = existing.iter().map(|(f, _)| *f).filter(|f| *f > t).min();
-        let to = next.map_or(t + step, |n| n.min(t + step));
+        let period_end = align(t, width) + step;
+        let to = next.map_or(period_end, |n| n.min(period_end));
         out.push((t, to));
         t = to;
     }
@@ -417,7 +419,12 @@ mod tests {
         let hours = [(t("2026-12-03T12:00:00Z"), t("2026-12-03T14:00:00Z"))];
         let got = missing(&hours, day, at);
         assert_eq!(got[0], (t("2026-12-03T00:00:00Z"), t("2026-12-03T12:00:00Z")));
-        assert_eq!(got[1], (t("2026-12-03T14:00:00Z"), t("2026-12-04T14:00:00Z")));
+        assert_eq!(
+            got[1],
+            (t("2026-12-03T14:00:00Z"), t("2026-12-04T00:00:00Z")),
+            "back in step"
+        );
+        assert_eq!(got[2], (t("2026-12-04T00:00:00Z"), t("2026-12-05T00:00:00Z")));
         for (i, a) in got.iter().enumerate() {
             for b in got.iter().skip(i + 1).chain(hours.iter()) {
                 assert!(a.1 <= b.0 || b.1 <= a.0, "{a:?} overlaps {b:?}");

@@ -593,8 +593,25 @@ async fn jq_152_nfr_020_v4_history_becomes_a_partition_and_a_v4_server_writes_on
         (stop, task)
     };
     let s = db.store();
-    jq_store::MIGRATOR.run(db.pool()).await.unwrap();
-    s.ensure_event_partitions(DEFAULT_WIDTH).await.unwrap();
+    // As a server configured with hourly partitions migrates.
+    let hour = Duration::from_secs(3600);
+    s.migrate(hour).await.unwrap();
+    let made: Vec<_> = s
+        .event_partitions()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|p| match p.span {
+            Span::Dated { from, to } => Some((from, to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(made.len(), 2, "the migration's own: now and the next");
+    assert!(
+        made.iter().all(|(f, t)| *t - *f == chrono::Duration::hours(1)),
+        "{made:?}"
+    );
+    s.ensure_event_partitions(hour).await.unwrap();
     let submitted = s.submit(job("default", None)).await.unwrap().job_id;
     writer.0.store(true, std::sync::atomic::Ordering::Relaxed);
     let during = writer.1.await.unwrap();
