@@ -24,35 +24,28 @@ SQL
 wal() { $P -At -c "SELECT pg_current_wal_lsn()" postgres; }
 walbytes() { $P -At -c "SELECT pg_wal_lsn_diff('$2', '$1')" postgres; }
 size() { $P -At -d $1 -c "SELECT pg_size_pretty(coalesce(sum(pg_total_relation_size(inhrelid)),0)) FROM pg_inherits WHERE inhparent = 'job_events'::regclass"; }
-old_way() {  # $1 db: batches of 5000, as prune_finished did in v5 step 1
-  $P -d $1 <<'SQL'
-DO $$
+# Delete the DONE jobs in batches of 5,000, as prune_finished does, with
+# $2 run first for each batch's events.
+prune_jobs() {
+  $P -d $1 <<SQL
+DO \$\$
 DECLARE ids uuid[];
 BEGIN
   LOOP
     SELECT array_agg(id) INTO ids FROM (SELECT id FROM jobs WHERE status = 'DONE' ORDER BY completed_at LIMIT 5000 FOR UPDATE SKIP LOCKED) d;
     EXIT WHEN ids IS NULL;
-    DELETE FROM job_events WHERE job_id = ANY(ids);
+    $2;
     DELETE FROM jobs WHERE id = ANY(ids);
     COMMIT;
   END LOOP;
-END $$;
+END \$\$;
 SQL
 }
-new_way() {  # jobs in the same batches; the partition dropped after
-  $P -d $1 <<'SQL'
-DO $$
-DECLARE ids uuid[];
-BEGIN
-  LOOP
-    SELECT array_agg(id) INTO ids FROM (SELECT id FROM jobs WHERE status = 'DONE' ORDER BY completed_at LIMIT 5000 FOR UPDATE SKIP LOCKED) d;
-    EXIT WHEN ids IS NULL;
-    DELETE FROM job_events WHERE bucket = 'infinity' AND job_id = ANY(ids);
-    DELETE FROM jobs WHERE id = ANY(ids);
-    COMMIT;
-  END LOOP;
-END $$;
-SQL
+old_way() {  # v5 step 1: every event deleted with its job
+  prune_jobs $1 "DELETE FROM job_events WHERE job_id = ANY(ids)"
+}
+new_way() {  # ADR 0017: only kept-partition rows; the partition dropped after
+  prune_jobs $1 "DELETE FROM job_events WHERE bucket = 'infinity' AND job_id = ANY(ids)"
   # what expire_event_partitions runs: the read of surviving jobs, detach, drop
   $P -d $1 -c "SELECT count(DISTINCT e.job_id) FROM job_events_old e WHERE EXISTS (SELECT 1 FROM jobs j WHERE j.id = e.job_id)" >/dev/null
   $P -d $1 -c "ALTER TABLE job_events DETACH PARTITION job_events_old CONCURRENTLY"

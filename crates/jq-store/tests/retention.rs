@@ -71,6 +71,21 @@ async fn age(db: &TestDb, id: Uuid, ago: Duration) {
         .unwrap();
 }
 
+/// What the relay publishes, window by window of `limit`, until nothing
+/// is left (a window of pruned history only is stepped over).
+async fn publish_all(s: &Store, limit: u32) -> Vec<jq_core::records::OutboxEvent> {
+    let mut out = Vec::new();
+    for _ in 0..1000 {
+        let w = s.job_events_window(limit).await.unwrap();
+        if w.events.is_empty() && !w.held && w.upto == 0 {
+            return out;
+        }
+        out.extend(w.events);
+        s.job_events_published(w.upto).await.unwrap();
+    }
+    panic!("the windows never ran out");
+}
+
 async fn events(db: &TestDb, id: Uuid) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM job_events WHERE job_id = $1")
         .bind(id)
@@ -209,13 +224,7 @@ async fn jq_160_while_kafka_is_on_no_event_is_pruned_before_it_was_published() {
     assert_eq!(s.get_job(id).await.unwrap().status, JobStatus::Done);
 
     // The relay publishes every window; then the job goes.
-    loop {
-        let w = s.job_events_window(1000).await.unwrap();
-        if w.events.is_empty() && !w.held {
-            break;
-        }
-        s.job_events_published(w.upto).await.unwrap();
-    }
+    publish_all(&s, 1000).await;
     assert_eq!(
         s.prune_finished(SERVER, Publishing::Kafka).await.unwrap(),
         vec![id]
@@ -477,20 +486,12 @@ async fn jq_152_jq_160_unpublished_history_outlives_its_partition_and_is_publish
         "{expired:?}"
     );
 
-    let mut published = Vec::new();
-    loop {
-        let w = s.job_events_window(1000).await.unwrap();
-        if w.events.is_empty() && !w.held {
-            break;
-        }
-        published.extend(
-            w.events
-                .iter()
-                .filter(|e| e.key == id.to_string())
-                .map(|e| e.event_id),
-        );
-        s.job_events_published(w.upto).await.unwrap();
-    }
+    let published: Vec<Uuid> = publish_all(&s, 1000)
+        .await
+        .into_iter()
+        .filter(|e| e.key == id.to_string())
+        .map(|e| e.event_id)
+        .collect();
     assert_eq!(
         published, written,
         "each once, in order, from their new partition"
@@ -513,15 +514,7 @@ async fn jq_152_jq_160_a_job_pruned_while_kafka_was_off_is_never_published() {
     );
     let stays = finished(&s, "default", None, Outcome::Succeeded).await;
     // Kafka comes on later: the relay steps over the pruned job's history.
-    let mut keys = Vec::new();
-    for _ in 0..100 {
-        let w = s.job_events_window(2).await.unwrap();
-        if w.events.is_empty() && !w.held && w.upto == 0 {
-            break;
-        }
-        keys.extend(w.events.iter().map(|e| e.key.clone()));
-        s.job_events_published(w.upto).await.unwrap();
-    }
+    let keys: Vec<String> = publish_all(&s, 2).await.into_iter().map(|e| e.key).collect();
     assert!(
         !keys.contains(&gone.to_string()),
         "pruned history is not published"
