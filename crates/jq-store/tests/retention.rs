@@ -71,19 +71,32 @@ async fn age(db: &TestDb, id: Uuid, ago: Duration) {
         .unwrap();
 }
 
-/// What the relay publishes, window by window of `limit`, until nothing
-/// is left (a window of pruned history only is stepped over).
-async fn publish_all(s: &Store, limit: u32) -> Vec<jq_core::records::OutboxEvent> {
+/// What the relay publishes, window by window of `limit` (a window of
+/// pruned history only is stepped over), once every event of `jobs` is
+/// out. The horizon is cluster-wide: another test's open transaction
+/// holds every window back until it ends, so this waits for that.
+async fn publish_all(s: &Store, limit: u32, jobs: &[Uuid]) -> Vec<jq_core::records::OutboxEvent> {
+    let mut want = 0;
+    for id in jobs {
+        want += s.job_events(*id).await.map_or(0, |e| e.len());
+    }
     let mut out = Vec::new();
-    for _ in 0..1000 {
+    for _ in 0..2000 {
         let w = s.job_events_window(limit).await.unwrap();
         if w.events.is_empty() && !w.held && w.upto == 0 {
-            return out;
+            let mine = out
+                .iter()
+                .filter(|e: &&jq_core::records::OutboxEvent| jobs.iter().any(|j| e.key == j.to_string()));
+            if mine.count() >= want {
+                return out;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            continue;
         }
         out.extend(w.events);
         s.job_events_published(w.upto).await.unwrap();
     }
-    panic!("the windows never ran out");
+    panic!("the windows never got to every event of {jobs:?}");
 }
 
 async fn events(db: &TestDb, id: Uuid) -> i64 {
@@ -224,7 +237,7 @@ async fn jq_160_while_kafka_is_on_no_event_is_pruned_before_it_was_published() {
     assert_eq!(s.get_job(id).await.unwrap().status, JobStatus::Done);
 
     // The relay publishes every window; then the job goes.
-    publish_all(&s, 1000).await;
+    publish_all(&s, 1000, &[id]).await;
     assert_eq!(
         s.prune_finished(SERVER, Publishing::Kafka).await.unwrap(),
         vec![id]
@@ -486,7 +499,7 @@ async fn jq_152_jq_160_unpublished_history_outlives_its_partition_and_is_publish
         "{expired:?}"
     );
 
-    let published: Vec<Uuid> = publish_all(&s, 1000)
+    let published: Vec<Uuid> = publish_all(&s, 1000, &[id])
         .await
         .into_iter()
         .filter(|e| e.key == id.to_string())
@@ -514,7 +527,11 @@ async fn jq_152_jq_160_a_job_pruned_while_kafka_was_off_is_never_published() {
     );
     let stays = finished(&s, "default", None, Outcome::Succeeded).await;
     // Kafka comes on later: the relay steps over the pruned job's history.
-    let keys: Vec<String> = publish_all(&s, 2).await.into_iter().map(|e| e.key).collect();
+    let keys: Vec<String> = publish_all(&s, 2, &[stays])
+        .await
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
     assert!(
         !keys.contains(&gone.to_string()),
         "pruned history is not published"
