@@ -312,17 +312,10 @@ impl Relay {
                 return Progress::Stalled;
             }
         };
-        if window.events.is_empty() && !window.held && window.upto > 0 {
-            // Only the history of jobs pruned while Kafka was off: never
-            // published, stepped over.
-            self.window = BATCH;
-            if let Err(e) = s.store.job_events_published(window.upto).await {
-                tracing::warn!(error = %e, "cannot move the relay cursor");
-                return Progress::Stalled;
-            }
-            return Progress::Published(batch.len());
-        }
-        if window.events.is_empty() {
+        // A window with no events but an end (`upto`) held only the history
+        // of jobs pruned while Kafka was off: it goes the way below, with
+        // nothing to send, and the cursor steps over it.
+        if window.events.is_empty() && (window.held || window.upto == 0) {
             // Held back: widen the window until the earlier event of the
             // same job falls inside it.
             self.window = if window.held {
