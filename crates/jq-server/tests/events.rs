@@ -310,3 +310,139 @@ async fn jq_160_the_relay_run_once_publishes_the_backlog_then_idles() {
     assert_eq!(relay.run_once().await, Progress::Idle);
     shared.store.close().await;
 }
+
+/// Every job event the broker holds, read from the start of each jq topic's
+/// partitions up to their high watermarks (all that was produced, so the
+/// absence of an event is a fact, not a wait that ran out).
+async fn everything_produced(k: &TestKafka) -> Vec<v1::LifecycleEvent> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &k.brokers)
+        .set("group.id", format!("{}all", k.topic_prefix))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut left = HashMap::new();
+    for t in md
+        .topics()
+        .iter()
+        .filter(|t| t.name().starts_with(&k.topic_prefix))
+    {
+        for p in t.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(t.name(), p.id(), Duration::from_secs(10))
+                .unwrap();
+            if high > low {
+                tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)
+                    .unwrap();
+                left.insert((t.name().to_string(), p.id()), high);
+            }
+        }
+    }
+    let mut got = vec![];
+    if left.is_empty() {
+        return got;
+    }
+    consumer.assign(&tpl).unwrap();
+    while !left.is_empty() {
+        let m = match tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await {
+            Ok(Ok(m)) => m,
+            other => panic!("the broker holds messages it does not deliver: {other:?}"),
+        };
+        let part = (m.topic().to_string(), m.partition());
+        if left.get(&part).is_some_and(|high| m.offset() + 1 >= *high) {
+            left.remove(&part);
+        }
+        let logical = m.topic().strip_prefix(&k.topic_prefix).unwrap().to_string();
+        if let Decoded::Job(e) = decode(&logical, m.payload().unwrap()).expect("every message decodes") {
+            got.push(e);
+        }
+    }
+    got
+}
+
+/// History pruned while Kafka was off (ADR 0017) is never published: when
+/// Kafka comes on, the relay steps over the pruned job's events (its
+/// cursor moves past them) and publishes the rest, and nothing is left as
+/// backlog.
+#[tokio::test]
+async fn jq_152_jq_160_the_relay_steps_over_history_pruned_while_kafka_was_off() {
+    use jq_server::relay::{Progress, Relay};
+    let db = TestDb::new().await;
+    let k = TestKafka::new();
+    let shared =
+        std::sync::Arc::new(jq_server::Shared::new(std::sync::Arc::new(kafka_config(&db, &k))).unwrap());
+    let store = &shared.store;
+    store.migrate(jq_store::partitions::DEFAULT_WIDTH).await.unwrap();
+    store.ensure_queue("default").await.unwrap();
+    let job = jq_core::NewJob {
+        queue: "default".into(),
+        payload: b"{}".to_vec(),
+        priority: 0,
+        max_retries: None,
+        ttl: None,
+        schedule: jq_core::Schedule::Now,
+        idempotency_key: None,
+    };
+    let submit = || async { store.submit(job.clone()).await.unwrap().job_id };
+    let before = submit().await;
+    // Cancelled while PENDING: dead-lettered, two events; then a day old
+    // and pruned by a one-second dead-letter retention with Kafka off.
+    let gone = submit().await;
+    store.cancel(gone).await.unwrap();
+    sqlx::query("UPDATE jobs SET completed_at = now() - interval '1 day' WHERE id = $1")
+        .bind(gone)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let retain = jq_store::retention::Retentions {
+        done: Duration::from_secs(7 * 24 * 3600),
+        dead_lettered: Duration::from_secs(1),
+    };
+    assert_eq!(
+        store
+            .prune_finished(retain, jq_store::retention::Publishing::Off)
+            .await
+            .unwrap(),
+        vec![gone]
+    );
+    let after = submit().await;
+    let pruned_events: i64 = sqlx::query_scalar("SELECT count(*) FROM job_events WHERE job_id = $1")
+        .bind(gone)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        pruned_events, 2,
+        "the pruned job's history waits for its partition to go"
+    );
+
+    let mut relay = Relay::new(shared.clone()).unwrap();
+    let _lease = store.try_relay_lease().await.unwrap().expect("the relay lease");
+    let mut published = 0;
+    for pass in 0.. {
+        assert!(pass < 50, "the relay never went idle");
+        match relay.run_once().await {
+            Progress::Published(n) => published += n,
+            Progress::Idle => break,
+            // A mock broker still electing its leaders: try again.
+            Progress::Stalled => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    assert_eq!(published, 2, "one event each for the jobs that remain");
+    assert_eq!(backlog(&db).await, 0, "the cursor passed the pruned history");
+    let mut jobs: Vec<String> = everything_produced(&k)
+        .await
+        .into_iter()
+        .map(|e| e.job_id)
+        .collect();
+    jobs.sort();
+    let mut want = vec![before.to_string(), after.to_string()];
+    want.sort();
+    assert_eq!(
+        jobs, want,
+        "each remaining job's event once, none of the pruned job's"
+    );
+    shared.store.close().await;
+}
