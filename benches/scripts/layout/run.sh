@@ -8,7 +8,7 @@ set -u
 cd "$(dirname "$0")"
 db="-h ${PGHOST:-127.0.0.1} -U postgres -d layout_exp"
 for t in ${LAYOUTS:-one_table live_apart hot_ack}; do
-  for c in CHECKPOINT "VACUUM t1" "VACUUM live" "VACUUM done" "VACUUM t7"; do psql $db -qc "$c"; done
+  for c in CHECKPOINT "VACUUM t1" "VACUUM live" "VACUUM done" "VACUUM t7" "VACUUM ev"; do psql $db -qc "$c"; done
   w0=$(psql $db -Atc "select pg_current_wal_lsn()")
   out=$(pgbench $db -M prepared -n -c "${CLIENTS:-4}" -j 2 -T "${SECS:-30}" -f "$t.pgb" 2>&1)
   w1=$(psql $db -Atc "select pg_current_wal_lsn()")

@@ -62,3 +62,16 @@ ALTER TABLE t7 ALTER COLUMN seq SET DEFAULT nextval('t7_seq');
 INSERT INTO t7 (id, queue, status, payload, max_retries, attempt, worker_id, completed_at, stage, seq)
   SELECT gen_random_uuid(), 'default', 'DONE', '\x7b7d', 3, 1, 'w', now(), 3, nextval('t7_seq') FROM generate_series(1, :n);
 VACUUM ANALYZE;
+-- ev: job_events as jq has it (partitioned by bucket, three indexes), for
+-- the *_ev scripts, which write each transition's event with it.
+CREATE SEQUENCE ev_ids;
+CREATE TABLE ev (
+    id bigint NOT NULL DEFAULT nextval('ev_ids'), event_id uuid NOT NULL, job_id uuid NOT NULL,
+    queue text NOT NULL, from_status job_status, to_status job_status NOT NULL, reason text NOT NULL,
+    worker_id text, attempt integer NOT NULL, detail text, occurred_at timestamptz NOT NULL DEFAULT now(),
+    txid bigint DEFAULT pg_current_xact_id()::text::bigint, bucket timestamptz NOT NULL DEFAULT now()
+) PARTITION BY RANGE (bucket);
+CREATE INDEX ON ev (job_id, id);
+CREATE INDEX ON ev (queue) WHERE from_status = 'RUNNING';
+CREATE INDEX ON ev (txid) WHERE txid IS NOT NULL;
+CREATE TABLE ev_now PARTITION OF ev FOR VALUES FROM (now() - interval '1 day') TO (now() + interval '30 days');

@@ -280,6 +280,11 @@ async fn prepare(s: &Shared) -> Result<(), jq_store::StoreError> {
     // Partitions for now and ahead before serving: the maintainer's first
     // pass is an interval away, and the migration made only two days'.
     s.store.ensure_event_partitions(width).await?;
+    // The phase indexes before serving (on a new or small database this is
+    // instant; an upgrade of a large one builds them concurrently, writes
+    // going on, while readiness says false). The indexes they replace go
+    // later, once the grace for servers of the previous version is over.
+    s.store.advance_layout().await?;
     s.store.ensure_queue("default").await?;
     if !s.store.autovacuum_on().await? {
         tracing::warn!(
@@ -441,6 +446,10 @@ fn maintenance_services(shared: &Shared) -> Vec<Spawnable> {
             store: store(),
             server: retentions(&shared.cfg),
             width: Duration::from_secs(shared.cfg.retention.partition_s),
+            every: Duration::from_secs(shared.cfg.retention.interval_s),
+        }),
+        service(layout::Layout {
+            store: store(),
             every: Duration::from_secs(shared.cfg.retention.interval_s),
         }),
     ]

@@ -35,12 +35,13 @@ impl Store {
             let to = (from + chunk - 1).min(total);
             sqlx::query(
                 "INSERT INTO jobs (id, queue, status, priority, payload, max_retries, attempt, created_at, \
-                 not_before, started_at, completed_at, updated_at) \
+                 not_before, started_at, completed_at, updated_at, phase) \
                  SELECT gen_random_uuid(), $1, \
                    (CASE WHEN g <= $4 THEN 'DONE' ELSE 'PENDING' END)::job_status, (g % 10)::smallint, \
                    '\\x7b7d'::bytea, 3, CASE WHEN g <= $4 THEN 1 ELSE 0 END, \
                    now() - make_interval(secs => ($5 - g)::double precision / 1000), now() - interval '1 day', \
-                   CASE WHEN g <= $4 THEN now() END, CASE WHEN g <= $4 THEN now() END, now() \
+                   CASE WHEN g <= $4 THEN now() END, CASE WHEN g <= $4 THEN now() END, now(), \
+                   (CASE WHEN g <= $4 THEN 3 ELSE 0 END)::smallint \
                  FROM generate_series($2::bigint, $3::bigint) AS g",
             )
             .bind(queue)
@@ -62,7 +63,7 @@ impl Store {
     /// Timelines of every DONE job of `queue`.
     pub async fn bench_timelines(&self, queue: &str) -> Result<Vec<Timeline>> {
         Ok(sqlx::query_as(
-            "SELECT created_at, assigned_at, started_at, completed_at FROM jobs WHERE queue = $1 AND status = 'DONE'",
+            "SELECT created_at, assigned_at, started_at, completed_at FROM jobs WHERE queue = $1 AND status = 'DONE' AND phase = 3",
         )
         .bind(queue)
         .fetch_all(&self.pool)
@@ -104,7 +105,7 @@ impl Store {
         to: DateTime<Utc>,
     ) -> Result<i64> {
         Ok(sqlx::query_scalar(
-            "SELECT count(*) FROM jobs WHERE queue = $1 AND status = 'DONE' AND completed_at >= $2 AND completed_at < $3",
+            "SELECT count(*) FROM jobs WHERE queue = $1 AND status = 'DONE' AND phase = 3 AND completed_at >= $2 AND completed_at < $3",
         )
         .bind(queue)
         .bind(from)
@@ -137,8 +138,8 @@ impl Store {
     /// database's CPU per poll mid-burst and skewed the numbers.
     pub async fn bench_any_open(&self, queue: &str) -> Result<bool> {
         Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = $1 AND status = 'PENDING') \
-                 OR EXISTS (SELECT 1 FROM jobs WHERE queue = $1 AND status IN ('ASSIGNED', 'RUNNING'))",
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = $1 AND status = 'PENDING' AND phase = 0) \
+                 OR EXISTS (SELECT 1 FROM jobs WHERE queue = $1 AND status IN ('ASSIGNED', 'RUNNING') AND phase = 1)",
         )
         .bind(queue)
         .fetch_one(&self.pool)

@@ -173,3 +173,40 @@ impl Store {
         Ok(Conn::Pinned { slot, keep: false })
     }
 }
+
+/// A session-level advisory lock on a connection of its own, for the
+/// maintainers whose DDL cannot run in a transaction block (`CONCURRENTLY`)
+/// and so cannot hold a transaction-level lock.
+pub(crate) struct SessionLock {
+    key: i64,
+    pub conn: PoolConnection<Postgres>,
+}
+
+impl Store {
+    /// The lock `key` on a connection of its own, or `None` while another
+    /// replica holds it.
+    pub(crate) async fn try_session_lock(&self, key: i64) -> Result<Option<SessionLock>> {
+        let mut conn = self.pool.acquire().await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(got.then_some(SessionLock { key, conn }))
+    }
+}
+
+impl SessionLock {
+    /// Unlock and pass `r` on. After an error the connection is closed,
+    /// not returned: that also ends the lock, and any statement setting
+    /// or transaction left behind.
+    pub async fn release<T>(mut self, r: Result<T>) -> Result<T> {
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(self.key)
+            .execute(&mut *self.conn)
+            .await;
+        if r.is_err() || unlocked.is_err() {
+            self.conn.close_on_drop();
+        }
+        r
+    }
+}

@@ -239,6 +239,7 @@ WITH input AS (
 ), upd AS (
     UPDATE jobs j SET
         {set},
+        phase = jobs_phase_of(i.to_status::job_status),
         not_before = CASE WHEN i.delay_ms IS NULL THEN j.not_before
                           ELSE now() + i.delay_ms * interval '1 millisecond' END,
         expires_at = CASE WHEN i.clear_expiry THEN NULL ELSE j.expires_at END,
@@ -552,6 +553,68 @@ mod tests {
         assert!(matches!(&v[0], Verdict::Refused(_)), "{v:?}");
         assert_eq!(store.load_row(id).await.unwrap().state, assigned.state);
         assert_eq!(events(&store, id).await, before + 1);
+    }
+
+    /// Index entries and HOT updates of `jobs` in the current transaction.
+    async fn hot_and_all(tx: &mut sqlx::PgConnection) -> (i64, i64) {
+        sqlx::query_as(
+            "SELECT pg_stat_get_xact_tuples_hot_updated('jobs'::regclass), \
+                    pg_stat_get_xact_tuples_updated('jobs'::regclass)",
+        )
+        .fetch_one(tx)
+        .await
+        .unwrap()
+    }
+
+    /// ADR 0018: no index names a column the ack changes, so the ack is a
+    /// HOT update (the row only); the claim and the completion, which
+    /// change the phase, are not.
+    #[tokio::test]
+    async fn jq_152_the_ack_writes_the_row_and_no_index() {
+        let (_db, store) = store().await;
+        let id = store
+            .submit(NewJob {
+                queue: "default".into(),
+                payload: b"{}".to_vec(),
+                priority: 0,
+                max_retries: None,
+                ttl: None,
+                schedule: Schedule::Now,
+                idempotency_key: None,
+            })
+            .await
+            .unwrap()
+            .job_id;
+        let mut tx = store.pool().begin().await.unwrap();
+        let pending = store.load_row(id).await.unwrap();
+        let v = store
+            .execute_in(&mut *tx, vec![(pending, claim("w"))])
+            .await
+            .unwrap();
+        let Verdict::Applied { effects, .. } = &v[0] else {
+            panic!("{v:?}")
+        };
+        assert_eq!(hot_and_all(&mut tx).await, (0, 1), "the claim changes the phase");
+        let assigned = Row {
+            state: effects.next.clone(),
+            ..store.load_row(id).await.unwrap()
+        };
+        let ack = Order::new(Command::Ack {
+            worker_id: "w".into(),
+            attempt: assigned.state.attempt,
+        });
+        let v = store.execute_in(&mut *tx, vec![(assigned, ack)]).await.unwrap();
+        let Verdict::Applied { effects, .. } = &v[0] else {
+            panic!("{v:?}")
+        };
+        assert_eq!(effects.next.status, JobStatus::Running);
+        assert_eq!(hot_and_all(&mut tx).await, (1, 2), "the ack is a HOT update");
+        let phase: i16 = sqlx::query_scalar("SELECT phase FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(phase, crate::layout::phase(JobStatus::Running));
     }
 
     #[test]

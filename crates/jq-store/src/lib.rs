@@ -38,6 +38,7 @@ mod conn;
 mod error;
 mod executor;
 pub mod jobs;
+pub mod layout;
 pub mod outbox;
 pub mod partitions;
 pub mod queues;

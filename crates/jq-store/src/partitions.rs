@@ -24,6 +24,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use uuid::Uuid;
 
+use crate::conn::SessionLock;
 use crate::retention::Retentions;
 use crate::{Result, Store};
 
@@ -193,7 +194,7 @@ impl Store {
         width: Duration,
         at: DateTime<Utc>,
     ) -> Result<Vec<String>> {
-        let mut lock = match self.partitions_lock().await? {
+        let mut lock = match self.try_session_lock(PARTITIONS_LOCK).await? {
             Some(l) => l,
             None => return Ok(Vec::new()),
         };
@@ -244,7 +245,7 @@ impl Store {
     /// transactions that began inside it); with no finite retention no job
     /// is ever pruned and nothing expires.
     pub async fn expire_event_partitions(&self, server: Retentions) -> Result<Vec<Expired>> {
-        let mut lock = match self.partitions_lock().await? {
+        let mut lock = match self.try_session_lock(PARTITIONS_LOCK).await? {
             Some(l) => l,
             None => return Ok(Vec::new()),
         };
@@ -252,7 +253,7 @@ impl Store {
         lock.release(r).await
     }
 
-    async fn expire_locked(&self, lock: &mut PartitionsLock, server: Retentions) -> Result<Vec<Expired>> {
+    async fn expire_locked(&self, lock: &mut SessionLock, server: Retentions) -> Result<Vec<Expired>> {
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         let (now, longest): (DateTime<Utc>, Option<i64>) = sqlx::query_as(
             "SELECT now(), (SELECT max(s) FROM ( \
@@ -335,7 +336,7 @@ impl Store {
 
     /// Detach `name` without blocking readers and writers of `job_events`
     /// (or finish an interrupted detach), then drop it.
-    async fn drop_partition(&self, lock: &mut PartitionsLock, name: &str, finalize: bool) -> Result<()> {
+    async fn drop_partition(&self, lock: &mut SessionLock, name: &str, finalize: bool) -> Result<()> {
         sqlx::query(&format!("SET lock_timeout = '{DDL_LOCK_TIMEOUT}'"))
             .execute(&mut *lock.conn)
             .await?;
@@ -349,37 +350,6 @@ impl Store {
             .await?;
         sqlx::query("RESET lock_timeout").execute(&mut *lock.conn).await?;
         Ok(())
-    }
-
-    /// The maintainer's session lock on a connection of its own, or `None`
-    /// while another replica holds it.
-    async fn partitions_lock(&self) -> Result<Option<PartitionsLock>> {
-        let mut conn = self.pool.acquire().await?;
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(PARTITIONS_LOCK)
-            .fetch_one(&mut *conn)
-            .await?;
-        Ok(got.then_some(PartitionsLock { conn }))
-    }
-}
-
-struct PartitionsLock {
-    conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
-}
-
-impl PartitionsLock {
-    /// Unlock and pass `r` on. After an error the connection is closed,
-    /// not returned: that also ends the lock, and any statement setting
-    /// or transaction left behind.
-    async fn release<T>(mut self, r: Result<T>) -> Result<T> {
-        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(PARTITIONS_LOCK)
-            .execute(&mut *self.conn)
-            .await;
-        if r.is_err() || unlocked.is_err() {
-            self.conn.close_on_drop();
-        }
-        r
     }
 }
 

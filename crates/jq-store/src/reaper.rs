@@ -57,7 +57,7 @@ impl Store {
         self.run("reap_assignments", || async move {
             self.reap_with(
                 "reap_assignments",
-                "j.status = 'ASSIGNED' AND j.assigned_at <= now() - $1 * interval '1 second'",
+                "j.status = 'ASSIGNED' AND j.phase = 1 AND j.assigned_at <= now() - $1 * interval '1 second'",
                 &[timeout.as_secs_f64()],
                 |j| Command::AssignmentTimeout {
                     attempt: j.attempt as u32,
@@ -93,7 +93,7 @@ SELECT id FROM dead ORDER BY id"#,
             let jobs = self
                 .reap_with(
                     "reap_workers",
-                    "j.status IN ('ASSIGNED', 'RUNNING') AND EXISTS \
+                    "j.status IN ('ASSIGNED', 'RUNNING') AND j.phase = 1 AND EXISTS \
                      (SELECT 1 FROM workers w WHERE w.id = j.worker_id AND w.status = 'OFFLINE')",
                     &[],
                     |j| Command::WorkerLost {
@@ -112,7 +112,7 @@ SELECT id FROM dead ORDER BY id"#,
         self.run("reap_expired", || async move {
             self.reap_with(
                 "reap_expired",
-                "j.status = 'PENDING' AND j.expires_at IS NOT NULL AND j.expires_at <= now()",
+                "j.status = 'PENDING' AND j.phase = 0 AND j.expires_at IS NOT NULL AND j.expires_at <= now()",
                 &[],
                 |_| Command::TtlExpired,
             )

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use jq_core::JobStatus;
 use uuid::Uuid;
 
 use crate::{Result, Store};
@@ -38,11 +39,13 @@ pub const PRUNE_BATCH: i64 = 5000;
 
 /// One status of one queue, with its retention in seconds (0: keep); the
 /// rows are locked, skipping any another replica's pass holds.
-fn doomed(status: &str, column: &str, default_param: &str) -> String {
+fn doomed(status: JobStatus, column: &str, default_param: &str) -> String {
+    let phase = crate::layout::phase(status);
+    let status = status.as_str();
     format!(
         "SELECT d.id FROM queues q CROSS JOIN LATERAL ( \
              SELECT j.id FROM jobs j \
-             WHERE j.queue = q.name AND j.status = '{status}' \
+             WHERE j.queue = q.name AND j.status = '{status}' AND j.phase = {phase} \
                AND j.completed_at < now() - make_interval(secs => coalesce(q.{column}, {default_param})::float8) \
                AND NOT ($3 AND EXISTS (SELECT 1 FROM job_events e WHERE e.job_id = j.id \
                                          AND e.txid >= (SELECT published_below FROM relay_cursor))) \
@@ -65,8 +68,8 @@ impl Store {
     pub async fn prune_finished(&self, server: Retentions, publishing: Publishing) -> Result<Vec<Uuid>> {
         let choose = format!(
             "{} UNION ALL {}",
-            doomed("DONE", "retain_done_s", "$1"),
-            doomed("DEAD_LETTERED", "retain_dead_s", "$2"),
+            doomed(JobStatus::Done, "retain_done_s", "$1"),
+            doomed(JobStatus::DeadLettered, "retain_dead_s", "$2"),
         );
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         let choose = &choose;

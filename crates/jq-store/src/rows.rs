@@ -190,7 +190,7 @@ impl From<QueueRow> for Queue {
 
 pub(crate) const WORKER_COLUMNS: &str = "w.id, w.hostname, w.concurrency, w.queues, w.status::text AS status, \
     w.version, w.registered_at, w.last_heartbeat_at, \
-    (SELECT count(*) FROM jobs j WHERE j.worker_id = w.id AND j.status IN ('ASSIGNED', 'RUNNING')) AS active_jobs";
+    (SELECT count(*) FROM jobs j WHERE j.worker_id = w.id AND j.status IN ('ASSIGNED', 'RUNNING') AND j.phase = 1) AS active_jobs";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct WorkerRow {

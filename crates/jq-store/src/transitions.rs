@@ -159,10 +159,11 @@ impl Store {
             self.require_queue(queue).await?;
             let rows: Vec<Candidate> = sqlx::query_as(&format!(
                 "SELECT {JOB_COLUMNS}, q.backoff_base_ms, q.backoff_max_ms FROM jobs j JOIN queues q ON q.name = j.queue \
-                 WHERE j.queue = $1 AND j.status = $2::job_status ORDER BY j.created_at, j.seq LIMIT $3"
+                 WHERE j.queue = $1 AND j.status = '{status}' AND j.phase = {phase} ORDER BY j.created_at, j.seq LIMIT $2",
+                status = status.as_str(),
+                phase = crate::layout::phase(status),
             ))
             .bind(queue)
-            .bind(status.as_str())
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;

@@ -60,7 +60,7 @@ fn check_leases(field: &'static str, leases: &[Lease]) -> Result<()> {
 /// Queue a worker.heartbeat event in the same statement as the change.
 const WORKER_EVENT: &str = "INSERT INTO event_outbox (event_id, topic, partition_key, worker_id, worker_status, \
     active_jobs, concurrency) SELECT gen_random_uuid(), $TOPIC, id, id, status, \
-    (SELECT count(*) FROM jobs j WHERE j.worker_id = ch.id AND j.status IN ('ASSIGNED', 'RUNNING'))::int, \
+    (SELECT count(*) FROM jobs j WHERE j.worker_id = ch.id AND j.status IN ('ASSIGNED', 'RUNNING') AND j.phase = 1)::int, \
     concurrency FROM ch";
 
 fn with_event(change: &str, topic_param: &str) -> String {
@@ -156,8 +156,8 @@ impl Store {
 
     async fn reclaim_where(&self, worker_id: &str, keep: &[Lease], which: Reclaim) -> Result<Vec<Uuid>> {
         let (status, started_before) = match which {
-            Reclaim::EveryHeldJob => ("j.status IN ('ASSIGNED', 'RUNNING')", None),
-            Reclaim::RunningStartedBefore(grace) => ("j.status = 'RUNNING'", Some(grace)),
+            Reclaim::EveryHeldJob => ("j.status IN ('ASSIGNED', 'RUNNING') AND j.phase = 1", None),
+            Reclaim::RunningStartedBefore(grace) => ("j.status = 'RUNNING' AND j.phase = 1", Some(grace)),
         };
         let (ids, attempts): (Vec<Uuid>, Vec<i32>) =
             keep.iter().map(|l| (l.job_id, l.attempt as i32)).unzip();
@@ -212,7 +212,7 @@ impl Store {
             let held: Vec<(Uuid, i32, bool)> = sqlx::query_as(
                 "SELECT j.id, j.attempt, j.cancel_requested FROM jobs j \
                  JOIN unnest($1::uuid[], $2::int[]) AS l(id, attempt) ON j.id = l.id AND j.attempt = l.attempt \
-                 WHERE j.worker_id = $3 AND j.status IN ('ASSIGNED', 'RUNNING')",
+                 WHERE j.worker_id = $3 AND j.status IN ('ASSIGNED', 'RUNNING') AND j.phase = 1",
             )
             .bind(&ids)
             .bind(&attempts)

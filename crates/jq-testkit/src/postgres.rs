@@ -113,6 +113,12 @@ fn template_name() -> String {
             h = (h ^ u64::from(*b)).wrapping_mul(0x100000001b3);
         }
     }
+    // The template also holds the layout step's indexes.
+    for (name, def, old) in jq_store::layout::PHASE_INDEXES {
+        for b in [*name, *def, *old].concat().bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+        }
+    }
     format!("jq_tpl_{:012x}", h & 0xffff_ffff_ffff)
 }
 
@@ -157,6 +163,14 @@ async fn ensure_template(server: &PgServer) -> Result<String, String> {
                 .run(&pool)
                 .await
                 .map_err(|e| format!("migrate template: {e}"))?;
+            // The v5 indexes of `jobs`, as a new server's start makes them.
+            let step = jq_store::Store::from_pool(pool.clone())
+                .advance_layout()
+                .await
+                .map_err(|e| format!("layout of template: {e}"))?;
+            if !step.complete {
+                return Err(format!("layout of template incomplete: {step:?}"));
+            }
             pool.close().await;
         }
         // Renamed only once complete: a crash mid-way leaves no half template.

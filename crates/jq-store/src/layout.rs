@@ -1,0 +1,169 @@
+//! The indexes of `jobs` (issue 21 item 3, ADR 0018). An update is HOT —
+//! no index entries, the new row version on the same page — only when no
+//! column an index names changes. The partial indexes used to name
+//! `status`, so every transition wrote an entry into each of the table's
+//! indexes. They now name `phase` (0 pending, 1 in flight, 2 failed, 3
+//! done, 4 dead letter), which the ack (ASSIGNED -> RUNNING) leaves as it
+//! is: the ack writes the row and nothing else.
+//!
+//! Migration `20261204000001_jobs_phase` adds the column (catalog-only)
+//! and a trigger that keeps it in step with `status`; the next one sets it
+//! on every row that is not done. [`Store::advance_layout`] then builds
+//! the phase indexes with `CREATE INDEX CONCURRENTLY` (writes go on) and,
+//! once all are valid and `jobs_layout.status_indexes_until` has passed,
+//! drops the indexes that name `status` (`DROP INDEX CONCURRENTLY`).
+//! Until then both exist, so every query that walks one says both its
+//! status and its phase, and either index serves it.
+
+use jq_core::JobStatus;
+
+use crate::conn::SessionLock;
+use crate::{Result, Store};
+
+/// Advisory-lock key of the layout step ("jqlayout").
+const LAYOUT_LOCK: i64 = 0x6a71_6c61_796f_7574;
+
+/// (index, what it indexes, the index naming `status` it replaces)
+pub const PHASE_INDEXES: &[(&str, &str, &str)] = &[
+    (
+        "jobs_claim_phase",
+        "(queue, priority DESC, created_at, seq) WHERE phase = 0",
+        "jobs_claim",
+    ),
+    (
+        "jobs_in_flight_phase",
+        "(worker_id) WHERE phase = 1",
+        "jobs_in_flight",
+    ),
+    (
+        "jobs_in_flight_queue_phase",
+        "(queue) WHERE phase = 1",
+        "jobs_in_flight_queue",
+    ),
+    // RUNNING rows too (the reaper reads the status from the row): the
+    // in-flight set is small, and an index of ASSIGNED alone would make
+    // the ack write an entry again.
+    (
+        "jobs_assigned_at_phase",
+        "(assigned_at) WHERE phase = 1",
+        "jobs_assigned_at",
+    ),
+    (
+        "jobs_expiry_phase",
+        "(expires_at) WHERE phase = 0 AND expires_at IS NOT NULL",
+        "jobs_expiry",
+    ),
+    ("jobs_failed_phase", "(queue) WHERE phase = 2", "jobs_failed"),
+    (
+        "jobs_done_at_phase",
+        "(queue, completed_at) WHERE phase = 3",
+        "jobs_done_at",
+    ),
+    (
+        "jobs_dead_at_phase",
+        "(queue, completed_at) WHERE phase = 4",
+        "jobs_dead_at",
+    ),
+    (
+        "jobs_dead_letters_phase",
+        "(queue, created_at, seq) WHERE phase = 4",
+        "jobs_dead_letters",
+    ),
+];
+
+/// A status's phase, as SQL's `jobs_phase_of` has it.
+pub fn phase(s: JobStatus) -> i16 {
+    match s {
+        JobStatus::Pending => 0,
+        JobStatus::Assigned | JobStatus::Running => 1,
+        JobStatus::Failed => 2,
+        JobStatus::Done => 3,
+        JobStatus::DeadLettered => 4,
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LayoutStep {
+    /// Phase indexes built (or rebuilt after an interrupted build).
+    pub built: Vec<String>,
+    /// Indexes naming `status` dropped.
+    pub dropped: Vec<String>,
+    /// Every phase index is valid and no index names `status`.
+    pub complete: bool,
+}
+
+impl Store {
+    /// Build the phase indexes that are missing or were left invalid, then,
+    /// once every one is valid and the grace has passed, drop the indexes
+    /// they replace. Idempotent; any replica, one at a time (a replica that
+    /// finds the lock taken does nothing). A build on a large table takes
+    /// as long as a scan of it and waits for older transactions; writes go
+    /// on meanwhile.
+    pub async fn advance_layout(&self) -> Result<LayoutStep> {
+        let Some(mut lock) = self.try_session_lock(LAYOUT_LOCK).await? else {
+            return Ok(LayoutStep::default());
+        };
+        let r = self.advance_locked(&mut lock).await;
+        lock.release(r).await
+    }
+
+    async fn advance_locked(&self, lock: &mut SessionLock) -> Result<LayoutStep> {
+        let mut step = LayoutStep::default();
+        let indexes = jobs_indexes(lock).await?;
+        for (name, def, _) in PHASE_INDEXES {
+            match indexes.iter().find(|(n, _)| n == name) {
+                Some((_, true)) => continue,
+                // Left by a build that was interrupted: never used, and in
+                // the way of the next build.
+                Some((_, false)) => {
+                    sqlx::query(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+                        .execute(&mut *lock.conn)
+                        .await?;
+                }
+                None => {}
+            }
+            // Not in a transaction block: CONCURRENTLY commits in steps.
+            sqlx::query(&format!(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON jobs {def}"
+            ))
+            .execute(&mut *lock.conn)
+            .await?;
+            tracing::info!(index = name, "built an index of the v5 layout");
+            step.built.push(name.to_string());
+        }
+        let due: bool = sqlx::query_scalar("SELECT status_indexes_until <= now() FROM jobs_layout")
+            .fetch_one(&mut *lock.conn)
+            .await?;
+        let indexes = jobs_indexes(lock).await?;
+        let valid = PHASE_INDEXES
+            .iter()
+            .all(|(name, _, _)| indexes.iter().any(|(n, ok)| n == name && *ok));
+        let left: Vec<&str> = PHASE_INDEXES
+            .iter()
+            .map(|(_, _, old)| *old)
+            .filter(|old| indexes.iter().any(|(n, _)| n == old))
+            .collect();
+        if valid && due {
+            for old in left {
+                sqlx::query(&format!("DROP INDEX CONCURRENTLY IF EXISTS {old}"))
+                    .execute(&mut *lock.conn)
+                    .await?;
+                tracing::info!(index = old, "dropped an index of the v4 layout");
+                step.dropped.push(old.to_string());
+            }
+            step.complete = true;
+        }
+        Ok(step)
+    }
+}
+
+/// The indexes of `jobs` and whether each is valid.
+async fn jobs_indexes(lock: &mut SessionLock) -> Result<Vec<(String, bool)>> {
+    Ok(sqlx::query_as(
+        "SELECT c.relname::text, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         WHERE i.indrelid = 'jobs'::regclass",
+    )
+    .fetch_all(&mut *lock.conn)
+    .await?)
+}
