@@ -364,3 +364,36 @@ async fn jq_152_partitions_run_once_makes_what_is_missing_and_drops_what_expired
     assert!(names.contains(&last.name));
     assert!(old.iter().all(|o| !names.contains(o)), "{names:?}");
 }
+
+/// ADR 0018: a pass rebuilds a phase index that went missing and drops an
+/// index naming `status` that came back (an operator's restore, say) once
+/// the grace is over; then there is nothing left to do.
+#[tokio::test]
+async fn jq_152_layout_run_once_builds_what_is_missing_and_drops_what_names_status() {
+    use jq_server::maintenance::layout::Layout;
+    let db = TestDb::new().await;
+    let store = db.store();
+    sqlx::query("DROP INDEX jobs_claim_phase")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::query("CREATE INDEX jobs_failed ON jobs (queue) WHERE status = 'FAILED'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let pass = Layout {
+        store: store.clone(),
+        every: EVERY,
+    };
+    let step = pass.run_once().await.unwrap();
+    assert_eq!(step.built, ["jobs_claim_phase"], "{step:?}");
+    assert_eq!(step.dropped, ["jobs_failed"], "{step:?}");
+    assert!(step.complete);
+    let again = pass.run_once().await.unwrap();
+    assert!(
+        again.built.is_empty() && again.dropped.is_empty() && again.complete,
+        "{again:?}"
+    );
+    let plan = store.explain_claim("default", 10).await.unwrap();
+    assert!(plan.contains("jobs_claim_phase"), "{plan}");
+}
