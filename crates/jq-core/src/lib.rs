@@ -13,6 +13,7 @@
 //! - [`input`]: hostile-input checks, bounded echoes, storable job text (JQ-105).
 //! - [`page`]: list cursors (FR-032).
 //! - [`records`]: plain data of stored jobs, queues, workers, events.
+//! - [`weights`]: priority bands and their round-robin (FR-025).
 //! - `testing` (feature): the reference model shared by the model tests.
 
 pub mod backoff;
@@ -27,6 +28,7 @@ pub mod status;
 pub mod submit;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod weights;
 
 pub use backoff::BackoffPolicy;
 pub use error::{ParseError, ValidationError};

@@ -30,6 +30,26 @@ fn kafka_config(db: &TestDb, k: &TestKafka) -> jq_config::ServerConfig {
     cfg
 }
 
+/// A consumer without a group to coordinate (partitions are assigned).
+fn consumer(k: &TestKafka, group: &str) -> StreamConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", &k.brokers)
+        .set("group.id", format!("{}{group}", k.topic_prefix))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap()
+}
+
+/// Every partition of every jq topic, as (topic, partition).
+fn jq_partitions(consumer: &StreamConsumer, k: &TestKafka) -> Vec<(String, i32)> {
+    let md = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    md.topics()
+        .iter()
+        .filter(|t| t.name().starts_with(&k.topic_prefix))
+        .flat_map(|t| t.partitions().iter().map(|p| (t.name().to_string(), p.id())))
+        .collect()
+}
+
 /// Wait until the relay has had every outbox event acknowledged, then read
 /// every jq topic from the beginning by explicit assignment (no consumer
 /// group to coordinate) until `want` distinct job events arrived; returns
@@ -45,23 +65,10 @@ async fn consume(k: &TestKafka, want: usize, db: &TestDb) -> Vec<v1::LifecycleEv
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(drained, "the relay never got every event acknowledged");
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &k.brokers)
-        .set("group.id", format!("{}test", k.topic_prefix))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let md = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    let consumer = consumer(k, "test");
     let mut tpl = TopicPartitionList::new();
-    for t in md
-        .topics()
-        .iter()
-        .filter(|t| t.name().starts_with(&k.topic_prefix))
-    {
-        for p in t.partitions() {
-            tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)
-                .unwrap();
-        }
+    for (topic, p) in jq_partitions(&consumer, k) {
+        tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let mut got = vec![];
@@ -315,29 +322,16 @@ async fn jq_160_the_relay_run_once_publishes_the_backlog_then_idles() {
 /// partitions up to their high watermarks (all that was produced, so the
 /// absence of an event is a fact, not a wait that ran out).
 async fn everything_produced(k: &TestKafka) -> Vec<v1::LifecycleEvent> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &k.brokers)
-        .set("group.id", format!("{}all", k.topic_prefix))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let md = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    let consumer = consumer(k, "all");
     let mut tpl = TopicPartitionList::new();
     let mut left = HashMap::new();
-    for t in md
-        .topics()
-        .iter()
-        .filter(|t| t.name().starts_with(&k.topic_prefix))
-    {
-        for p in t.partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(t.name(), p.id(), Duration::from_secs(10))
-                .unwrap();
-            if high > low {
-                tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)
-                    .unwrap();
-                left.insert((t.name().to_string(), p.id()), high);
-            }
+    for (topic, p) in jq_partitions(&consumer, k) {
+        let (low, high) = consumer
+            .fetch_watermarks(&topic, p, Duration::from_secs(10))
+            .unwrap();
+        if high > low {
+            tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
+            left.insert((topic, p), high);
         }
     }
     let mut got = vec![];

@@ -497,18 +497,9 @@ mod tests {
         })
     }
 
-    async fn events(store: &Store, id: Uuid) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM job_events WHERE job_id = $1")
-            .bind(id)
-            .fetch_one(store.pool())
-            .await
-            .unwrap()
-    }
-
-    #[tokio::test]
-    async fn fr_010_the_executor_returns_every_verdict_and_writes_only_what_it_applied() {
-        let (_db, store) = store().await;
-        let id = store
+    /// A new PENDING job of `default`.
+    async fn submitted(store: &Store) -> Uuid {
+        store
             .submit(NewJob {
                 queue: "default".into(),
                 payload: b"{}".to_vec(),
@@ -520,7 +511,21 @@ mod tests {
             })
             .await
             .unwrap()
-            .job_id;
+            .job_id
+    }
+
+    async fn events(store: &Store, id: Uuid) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM job_events WHERE job_id = $1")
+            .bind(id)
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn fr_010_the_executor_returns_every_verdict_and_writes_only_what_it_applied() {
+        let (_db, store) = store().await;
+        let id = submitted(&store).await;
         let pending = store.load_row(id).await.unwrap();
         let before = events(&store, id).await;
 
@@ -572,19 +577,7 @@ mod tests {
     #[tokio::test]
     async fn jq_152_the_ack_writes_the_row_and_no_index() {
         let (_db, store) = store().await;
-        let id = store
-            .submit(NewJob {
-                queue: "default".into(),
-                payload: b"{}".to_vec(),
-                priority: 0,
-                max_retries: None,
-                ttl: None,
-                schedule: Schedule::Now,
-                idempotency_key: None,
-            })
-            .await
-            .unwrap()
-            .job_id;
+        let id = submitted(&store).await;
         let mut tx = store.pool().begin().await.unwrap();
         let pending = store.load_row(id).await.unwrap();
         let v = store

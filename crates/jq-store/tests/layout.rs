@@ -14,21 +14,7 @@ use uuid::Uuid;
 
 /// Schema as the previous version left it (before `jobs.phase`).
 async fn previous_database() -> TestDb {
-    let db = TestDb::blank().await;
-    let previous = sqlx::migrate::Migrator {
-        migrations: std::borrow::Cow::Owned(
-            jq_store::MIGRATOR
-                .iter()
-                .filter(|m| m.version < 20261204000000)
-                .cloned()
-                .collect(),
-        ),
-        ignore_missing: false,
-        locking: true,
-        no_tx: false,
-    };
-    previous.run(db.pool()).await.unwrap();
-    db
+    TestDb::before(20261204000000).await
 }
 
 /// A job in `status` as the previous version writes it (no `phase`).

@@ -551,21 +551,7 @@ async fn jq_152_jq_160_a_job_pruned_while_kafka_was_off_is_never_published() {
 /// Schema v4 (and v5's retention), as a server of the previous version
 /// left it.
 async fn v4_database() -> TestDb {
-    let db = TestDb::blank().await;
-    let v4 = sqlx::migrate::Migrator {
-        migrations: std::borrow::Cow::Owned(
-            jq_store::MIGRATOR
-                .iter()
-                .filter(|m| m.version < 20261203000000)
-                .cloned()
-                .collect(),
-        ),
-        ignore_missing: false,
-        locking: true,
-        no_tx: false,
-    };
-    v4.run(db.pool()).await.unwrap();
-    db
+    TestDb::before(20261203000000).await
 }
 
 /// A v4 server's write of one job and its first event.

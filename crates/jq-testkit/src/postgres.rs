@@ -220,6 +220,25 @@ impl TestDb {
         TestDb::create(server().await, "template0").await
     }
 
+    /// A database with only the migrations older than `version` applied,
+    /// as a server of an earlier version left it (upgrade tests).
+    pub async fn before(version: i64) -> TestDb {
+        let db = TestDb::blank().await;
+        let earlier = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(
+                MIGRATOR.iter().filter(|m| m.version < version).cloned().collect(),
+            ),
+            ignore_missing: false,
+            locking: true,
+            no_tx: false,
+        };
+        earlier
+            .run(db.pool())
+            .await
+            .unwrap_or_else(|e| panic!("jq-testkit: migrations before {version}: {e}"));
+        db
+    }
+
     async fn create(server: &PgServer, template: &str) -> TestDb {
         let name = format!("jq_test_{}", crate::unique());
         let mut admin = PgConnection::connect(&server.admin_url)
