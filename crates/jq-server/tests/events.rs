@@ -268,6 +268,26 @@ async fn fr_042_status_reports_kafka_health_and_the_database_version() {
     env.server.shutdown().await;
 }
 
+/// Run the relay's passes until they have published `want` events, and
+/// return how many they published. A pass that finds nothing yet is not
+/// the end: the relay's horizon is cluster-wide, so another test's open
+/// transaction can hold a window back for a while.
+async fn published_by(relay: &mut jq_server::relay::Relay, want: usize) -> usize {
+    use jq_server::relay::Progress;
+    let mut published = 0;
+    for pass in 0.. {
+        assert!(pass < 300, "the relay published {published} of {want}");
+        match relay.run_once().await {
+            Progress::Published(n) => published += n,
+            Progress::Idle if published >= want => break,
+            // Held back by an open transaction, or a mock broker still
+            // electing its leaders: try again.
+            Progress::Idle | Progress::Stalled => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    published
+}
+
 /// The relay's pass alone (SPEC §9): one `run_once` publishes what the
 /// outbox and `job_events` hold and says so; the next finds nothing.
 #[tokio::test]
@@ -300,18 +320,7 @@ async fn jq_160_the_relay_run_once_publishes_the_backlog_then_idles() {
         .await
         .unwrap()
         .expect("the relay lease");
-    let mut published = 0;
-    let mut passes = 0;
-    loop {
-        passes += 1;
-        assert!(passes < 50, "the relay never went idle");
-        match relay.run_once().await {
-            Progress::Published(n) => published += n,
-            Progress::Idle => break,
-            // A mock broker still electing its leaders: try again.
-            Progress::Stalled => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+    let published = published_by(&mut relay, 2).await;
     assert_eq!(published, 2, "two submits, one event each");
     assert_eq!(backlog(&db).await, 0);
     assert_eq!(relay.run_once().await, Progress::Idle);
@@ -362,7 +371,7 @@ async fn everything_produced(k: &TestKafka) -> Vec<v1::LifecycleEvent> {
 /// backlog.
 #[tokio::test]
 async fn jq_152_jq_160_the_relay_steps_over_history_pruned_while_kafka_was_off() {
-    use jq_server::relay::{Progress, Relay};
+    use jq_server::relay::Relay;
     let db = TestDb::new().await;
     let k = TestKafka::new();
     let shared =
@@ -414,16 +423,7 @@ async fn jq_152_jq_160_the_relay_steps_over_history_pruned_while_kafka_was_off()
 
     let mut relay = Relay::new(shared.clone()).unwrap();
     let _lease = store.try_relay_lease().await.unwrap().expect("the relay lease");
-    let mut published = 0;
-    for pass in 0.. {
-        assert!(pass < 50, "the relay never went idle");
-        match relay.run_once().await {
-            Progress::Published(n) => published += n,
-            Progress::Idle => break,
-            // A mock broker still electing its leaders: try again.
-            Progress::Stalled => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+    let published = published_by(&mut relay, 2).await;
     assert_eq!(published, 2, "one event each for the jobs that remain");
     assert_eq!(backlog(&db).await, 0, "the cursor passed the pruned history");
     let mut jobs: Vec<String> = everything_produced(&k)
