@@ -435,6 +435,7 @@ fn maintenance_services(shared: &Shared) -> Vec<Spawnable> {
         service(outbox_prune::OutboxPrune {
             store: store(),
             retention: Duration::from_secs(shared.cfg.kafka.outbox_retention_s),
+            publishing: shared.publishing(),
         }),
         service(retention::Retention {
             store: store(),

@@ -135,6 +135,7 @@ async fn jq_160_outbox_prune_run_once_deletes_sent_events_past_retention() {
     let pass = OutboxPrune {
         store: store.clone(),
         retention: Duration::ZERO,
+        publishing: Publishing::Kafka,
     };
     assert_eq!(pass.run_once().await.unwrap(), 0, "unsent events are kept");
     let ids: Vec<i64> = unsent.iter().map(|e| e.id).collect();
@@ -144,6 +145,34 @@ async fn jq_160_outbox_prune_run_once_deletes_sent_events_past_retention() {
         .await
         .unwrap();
     assert_eq!(pass.run_once().await.unwrap(), ids.len() as u64);
+    assert_eq!(pass.run_once().await.unwrap(), 0);
+}
+
+/// With Kafka off nothing sends the outbox's worker events: past the
+/// retention they go unsent (they used to stay forever).
+#[tokio::test]
+async fn jq_160_jq_151_outbox_prune_without_kafka_deletes_unsent_events_past_retention() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    assigned(&store).await; // registering queues a worker event
+    let unsent = store.outbox_unsent(100).await.unwrap().len() as u64;
+    assert!(unsent > 0);
+    let pass = OutboxPrune {
+        store: store.clone(),
+        retention: Duration::from_secs(3600),
+        publishing: Publishing::Off,
+    };
+    assert_eq!(
+        pass.run_once().await.unwrap(),
+        0,
+        "within the retention they stay"
+    );
+    sqlx::query("UPDATE event_outbox SET occurred_at = now() - interval '2 hours'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(pass.run_once().await.unwrap(), unsent);
+    assert!(store.outbox_unsent(100).await.unwrap().is_empty());
     assert_eq!(pass.run_once().await.unwrap(), 0);
 }
 

@@ -155,13 +155,22 @@ impl Store {
     }
 
     /// Delete events sent more than `retention` ago; returns how many.
-    pub async fn outbox_prune(&self, retention: std::time::Duration) -> Result<u64> {
+    /// With Kafka off nothing will ever send them, so events older than
+    /// `retention` go sent or not (as a pruned job's history does, ADR
+    /// 0017): worker events would otherwise pile up forever.
+    pub async fn outbox_prune(&self, retention: std::time::Duration, publishing: Publishing) -> Result<u64> {
+        let older = match publishing {
+            Publishing::Kafka => "sent_at",
+            Publishing::Off => "coalesce(sent_at, occurred_at)",
+        };
         self.run("outbox_prune", || async move {
-            let n = sqlx::query("DELETE FROM event_outbox WHERE sent_at < now() - $1 * interval '1 second'")
-                .bind(retention.as_secs_f64())
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
+            let n = sqlx::query(&format!(
+                "DELETE FROM event_outbox WHERE {older} < now() - $1 * interval '1 second'"
+            ))
+            .bind(retention.as_secs_f64())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
             Ok(n)
         })
         .await

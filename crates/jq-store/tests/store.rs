@@ -1689,12 +1689,22 @@ async fn jq_160_outbox_is_read_in_order_marked_sent_and_pruned_after_retention()
     assert_eq!(s.outbox_unsent(10).await.unwrap().len(), 2);
     assert_eq!(s.outbox_backlog(Publishing::Kafka).await.unwrap(), 2);
     // Nothing is pruned before the retention has passed, unsent never.
-    assert_eq!(s.outbox_prune(Duration::from_secs(3600)).await.unwrap(), 0);
+    assert_eq!(
+        s.outbox_prune(Duration::from_secs(3600), Publishing::Kafka)
+            .await
+            .unwrap(),
+        0
+    );
     sqlx::query("UPDATE event_outbox SET sent_at = sent_at - interval '2 hours' WHERE sent_at IS NOT NULL")
         .execute(s.pool())
         .await
         .unwrap();
-    assert_eq!(s.outbox_prune(Duration::from_secs(3600)).await.unwrap(), 4);
+    assert_eq!(
+        s.outbox_prune(Duration::from_secs(3600), Publishing::Kafka)
+            .await
+            .unwrap(),
+        4
+    );
     assert_eq!(count(&s, "SELECT count(*) FROM event_outbox").await, 2);
     // One relay at a time.
     let lease = s.try_relay_lease().await.unwrap();

@@ -1,13 +1,16 @@
 //! JQ-160: sent `event_outbox` rows are deleted after their retention
-//! (`kafka.outbox_retention_s`).
+//! (`kafka.outbox_retention_s`); with Kafka off, unsent ones too, since
+//! nothing will send them.
 
 use std::time::Duration;
 
 use jq_store::Store;
+use jq_store::retention::Publishing;
 
 pub struct OutboxPrune {
     pub store: Store,
     pub retention: Duration,
+    pub publishing: Publishing,
 }
 
 impl super::Service for OutboxPrune {
@@ -20,7 +23,7 @@ impl super::Service for OutboxPrune {
     }
 
     async fn run_once(&self) -> jq_store::Result<u64> {
-        let n = self.store.outbox_prune(self.retention).await?;
+        let n = self.store.outbox_prune(self.retention, self.publishing).await?;
         if n > 0 {
             tracing::debug!(pruned = n, "sent outbox events pruned");
         }
