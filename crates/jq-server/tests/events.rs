@@ -268,6 +268,34 @@ async fn fr_042_status_reports_kafka_health_and_the_database_version() {
     env.server.shutdown().await;
 }
 
+/// A server's shared state on a migrated database, for driving its relay
+/// alone.
+async fn relay_shared() -> (TestDb, TestKafka, std::sync::Arc<jq_server::Shared>) {
+    let db = TestDb::new().await;
+    let k = TestKafka::new();
+    let shared =
+        std::sync::Arc::new(jq_server::Shared::new(std::sync::Arc::new(kafka_config(&db, &k))).unwrap());
+    shared
+        .store
+        .migrate(jq_store::partitions::DEFAULT_WIDTH)
+        .await
+        .unwrap();
+    shared.store.ensure_queue("default").await.unwrap();
+    (db, k, shared)
+}
+
+fn noop() -> jq_core::NewJob {
+    jq_core::NewJob {
+        queue: "default".into(),
+        payload: b"{}".to_vec(),
+        priority: 0,
+        max_retries: None,
+        ttl: None,
+        schedule: jq_core::Schedule::Now,
+        idempotency_key: None,
+    }
+}
+
 /// Run the relay's passes until they have published `want` events, and
 /// return how many they published. A pass that finds nothing yet is not
 /// the end: the relay's horizon is cluster-wide, so another test's open
@@ -293,26 +321,8 @@ async fn published_by(relay: &mut jq_server::relay::Relay, want: usize) -> usize
 #[tokio::test]
 async fn jq_160_the_relay_run_once_publishes_the_backlog_then_idles() {
     use jq_server::relay::{Progress, Relay};
-    let db = TestDb::new().await;
-    let k = TestKafka::new();
-    let shared =
-        std::sync::Arc::new(jq_server::Shared::new(std::sync::Arc::new(kafka_config(&db, &k))).unwrap());
-    shared
-        .store
-        .migrate(jq_store::partitions::DEFAULT_WIDTH)
-        .await
-        .unwrap();
-    shared.store.ensure_queue("default").await.unwrap();
-    let job = jq_core::NewJob {
-        queue: "default".into(),
-        payload: b"{}".to_vec(),
-        priority: 0,
-        max_retries: None,
-        ttl: None,
-        schedule: jq_core::Schedule::Now,
-        idempotency_key: None,
-    };
-    shared.store.submit_many(vec![job.clone(), job]).await.unwrap();
+    let (db, _kafka, shared) = relay_shared().await;
+    shared.store.submit_many(vec![noop(), noop()]).await.unwrap();
     let mut relay = Relay::new(shared.clone()).unwrap();
     let _lease = shared
         .store
@@ -372,23 +382,9 @@ async fn everything_produced(k: &TestKafka) -> Vec<v1::LifecycleEvent> {
 #[tokio::test]
 async fn jq_152_jq_160_the_relay_steps_over_history_pruned_while_kafka_was_off() {
     use jq_server::relay::Relay;
-    let db = TestDb::new().await;
-    let k = TestKafka::new();
-    let shared =
-        std::sync::Arc::new(jq_server::Shared::new(std::sync::Arc::new(kafka_config(&db, &k))).unwrap());
+    let (db, k, shared) = relay_shared().await;
     let store = &shared.store;
-    store.migrate(jq_store::partitions::DEFAULT_WIDTH).await.unwrap();
-    store.ensure_queue("default").await.unwrap();
-    let job = jq_core::NewJob {
-        queue: "default".into(),
-        payload: b"{}".to_vec(),
-        priority: 0,
-        max_retries: None,
-        ttl: None,
-        schedule: jq_core::Schedule::Now,
-        idempotency_key: None,
-    };
-    let submit = || async { store.submit(job.clone()).await.unwrap().job_id };
+    let submit = || async { store.submit(noop()).await.unwrap().job_id };
     let before = submit().await;
     // Cancelled while PENDING: dead-lettered, two events; then a day old
     // and pruned by a one-second dead-letter retention with Kafka off.
