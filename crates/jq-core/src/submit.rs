@@ -274,6 +274,8 @@ pub struct QueueSettings {
     /// How long DEAD_LETTERED jobs are kept (FR-035: by default, until
     /// deleted).
     pub retain_dead: Retention,
+    /// Shares between priority bands; `None` is strict priority (FR-025).
+    pub priority_weights: Option<crate::weights::PriorityWeights>,
 }
 
 impl Default for QueueSettings {
@@ -287,6 +289,7 @@ impl Default for QueueSettings {
             rate_limit_per_second: None,
             retain_done: Retention::ServerDefault,
             retain_dead: Retention::ServerDefault,
+            priority_weights: None,
         }
     }
 }

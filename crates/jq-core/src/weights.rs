@@ -152,6 +152,24 @@ impl RoundRobin {
         self.credit[k] -= total;
         Some(k)
     }
+
+    /// Up to `n` picks when band `i` has `available[i]` jobs: a band that
+    /// runs out stops being eligible, so its picks go to the others. The
+    /// first `k` picks of a plan of `n` are the plan of `k` (a claim that
+    /// hands out fewer replays the shorter plan for the credit it stores).
+    pub fn plan(&mut self, weights: &PriorityWeights, available: &[usize], n: usize) -> Vec<usize> {
+        let mut left = available.to_vec();
+        let mut picks = Vec::with_capacity(n);
+        while picks.len() < n {
+            let has_work: Vec<bool> = left.iter().map(|l| *l > 0).collect();
+            let Some(k) = self.pick(weights, &has_work) else {
+                break;
+            };
+            left[k] -= 1;
+            picks.push(k);
+        }
+        picks
+    }
 }
 
 #[cfg(test)]
@@ -233,5 +251,26 @@ mod tests {
         }
         assert_eq!(all, split);
         assert_eq!(RoundRobin::resume(vec![5, 6, 7], 2).credit, [5, 6]);
+    }
+
+    #[test]
+    fn fr_025_a_plan_gives_a_short_bands_picks_to_the_others() {
+        let p = w("9:1,0:1");
+        let mut rr = RoundRobin::default();
+        // Band 9 has two jobs, band 0 eight: alternate, then band 0 alone.
+        let plan = rr.plan(&p, &[2, 8], 6);
+        assert_eq!(plan, [0, 1, 0, 1, 1, 1]);
+        assert_eq!(
+            RoundRobin::default().plan(&p, &[1, 1], 5),
+            [0, 1],
+            "no more than there is"
+        );
+        // A prefix of a plan is the shorter plan, credit included.
+        let mut long = RoundRobin::default();
+        let whole = long.plan(&w("9:5,3:2,0:1"), &[3, 9, 9], 12);
+        for k in 0..=12 {
+            let mut short = RoundRobin::default();
+            assert_eq!(short.plan(&w("9:5,3:2,0:1"), &[3, 9, 9], k), whole[..k]);
+        }
     }
 }

@@ -228,7 +228,7 @@ pub enum QueueCmd {
     Get { name: String },
     /// Create a queue (FR-025).
     #[command(
-        after_help = "Example:\n  jq-ctl queue create emails --max-retries 5 --ttl 1h --concurrency-limit 10\n  jq-ctl queue create audit --retain-done 1h --retain-dead 30d"
+        after_help = "Example:\n  jq-ctl queue create emails --max-retries 5 --ttl 1h --concurrency-limit 10\n  jq-ctl queue create audit --retain-done 1h --retain-dead 30d\n  jq-ctl queue create reports --priority-weights 9:8,5:3,0:1"
     )]
     Create {
         name: String,
@@ -293,6 +293,22 @@ pub struct QueueFlags {
     /// default, keeps them until deleted: FR-035).
     #[arg(long, value_parser = parse_retention)]
     pub retain_dead: Option<i64>,
+    /// Shares between priority bands, each named by its lowest priority:
+    /// `9:8,5:3,0:1` gives band 9 eight dispatches, band 5-8 three and band
+    /// 0-4 one in every twelve while all have work (FR-025); `strict`
+    /// clears them (highest priority first, the default).
+    #[arg(long, value_parser = parse_priority_weights)]
+    pub priority_weights: Option<String>,
+}
+
+/// Priority weights on the wire: the canonical form, or "" for `strict`.
+pub fn parse_priority_weights(s: &str) -> Result<String, String> {
+    match s.trim() {
+        "strict" => Ok(String::new()),
+        text => jq_core::weights::PriorityWeights::parse(text)
+            .map(|w| w.to_string())
+            .map_err(|e| e.to_string()),
+    }
 }
 
 /// A retention on the wire: `default` -1, `keep` 0, a duration in seconds

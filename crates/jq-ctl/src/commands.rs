@@ -483,6 +483,7 @@ fn settings(f: QueueFlags) -> v1::QueueSettings {
         rate_limit_per_second: f.rate_limit,
         retain_done_seconds: f.retain_done,
         retain_dead_seconds: f.retain_dead,
+        priority_weights: f.priority_weights,
     }
 }
 

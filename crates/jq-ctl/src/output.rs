@@ -544,6 +544,8 @@ pub struct QueueView {
     /// -1: the server's default; 0: kept until deleted; n seconds.
     pub retain_done_seconds: i64,
     pub retain_dead_seconds: i64,
+    /// Shares between priority bands (`9:8,5:3,0:1`); empty: strict.
+    pub priority_weights: String,
     pub created_at: Option<DateTime<Utc>>,
 }
 
@@ -569,6 +571,7 @@ impl From<v1::Queue> for QueueView {
             rate_limit_per_second: q.rate_limit_per_second,
             retain_done_seconds: q.retain_done_seconds,
             retain_dead_seconds: q.retain_dead_seconds,
+            priority_weights: q.priority_weights,
             created_at: time(&q.created_at),
             name: q.name,
         }
@@ -600,11 +603,16 @@ impl QueueView {
                 .unwrap_or_else(|| "-".into()),
             retention(self.retain_done_seconds),
             retention(self.retain_dead_seconds),
+            if self.priority_weights.is_empty() {
+                "strict".into()
+            } else {
+                self.priority_weights.clone()
+            },
         ]
     }
 }
 
-const QUEUE_HEADERS: [&str; 10] = [
+const QUEUE_HEADERS: [&str; 11] = [
     "NAME",
     "STATE",
     "MAX_RETRIES",
@@ -615,6 +623,7 @@ const QUEUE_HEADERS: [&str; 10] = [
     "RATE",
     "RETAIN_DONE",
     "RETAIN_DEAD",
+    "PRIORITY",
 ];
 
 impl View for QueueView {

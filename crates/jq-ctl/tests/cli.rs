@@ -315,6 +315,77 @@ async fn fr_025_fr_026_fr_028_jq_122_queue_commands() {
     );
 }
 
+/// FR-025: priority weights are set, shown and cleared by `queue
+/// create|update|get`; a fault is named before anything is sent.
+#[tokio::test]
+async fn fr_025_queue_priority_weights_through_the_binary() {
+    let env = start().await;
+    let a = &env.addr;
+    let o = ctl(
+        a,
+        &[
+            "queue",
+            "create",
+            "reports",
+            "--priority-weights",
+            " 0:1, 9:8,5:3",
+        ],
+    )
+    .await;
+    assert_ok(&o);
+    assert!(
+        o.stdout.contains("PRIORITY") && o.stdout.contains("9:8,5:3,0:1"),
+        "{}",
+        o.stdout
+    );
+    let o = ctl(a, &["queue", "get", "reports", "-o", "json"]).await;
+    assert_ok(&o);
+    assert_eq!(o.json()["priority_weights"], "9:8,5:3,0:1", "canonical form");
+    for (bad, says) in [
+        ("9:0,0:1", "band 9: weight \"0\" is not 1-1000"),
+        ("9:8,5:3", "add a band 0"),
+        ("9:1,9:2,0:1", "band 9 is given twice"),
+        ("12:1,0:1", "a priority is 0-9"),
+    ] {
+        let o = ctl(a, &["queue", "update", "reports", "--priority-weights", bad]).await;
+        assert_eq!(o.code, 2, "{bad}: {}", o.stderr);
+        assert!(
+            o.stderr.contains("priority_weights") && o.stderr.contains(says),
+            "{bad}: {}",
+            o.stderr
+        );
+    }
+    let o = ctl(a, &["queue", "get", "reports", "-o", "yaml"]).await;
+    assert!(
+        o.stdout.contains("priority_weights: 9:8,5:3,0:1"),
+        "unchanged: {}",
+        o.stdout
+    );
+    let o = ctl(
+        a,
+        &[
+            "queue",
+            "update",
+            "reports",
+            "--priority-weights",
+            "strict",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_ok(&o);
+    assert_eq!(o.json()["priority_weights"], "");
+    let o = ctl(a, &["queue", "get", "reports"]).await;
+    assert!(
+        o.stdout
+            .lines()
+            .any(|l| l.starts_with("reports") && l.trim_end().ends_with("strict")),
+        "{}",
+        o.stdout
+    );
+}
+
 #[tokio::test]
 async fn fr_012_fr_013_jq_150_cancel_retry_and_redrive() {
     let env = start().await;

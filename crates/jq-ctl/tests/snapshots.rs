@@ -127,6 +127,11 @@ fn queue(name: &str, paused: bool) -> v1::Queue {
         created_at: ts("2026-11-01T00:00:00Z"),
         retain_done_seconds: if paused { 3600 } else { -1 },
         retain_dead_seconds: if paused { 30 * 86_400 } else { 0 },
+        priority_weights: if paused {
+            "9:8,5:3,0:1".into()
+        } else {
+            String::new()
+        },
     }
 }
 

@@ -65,6 +65,7 @@ pub fn queue(q: Queue) -> v1::Queue {
         created_at: Some(timestamp(q.created_at)),
         retain_done_seconds: s.retain_done.as_seconds(),
         retain_dead_seconds: s.retain_dead.as_seconds(),
+        priority_weights: s.priority_weights.map(|w| w.to_string()).unwrap_or_default(),
     }
 }
 

@@ -184,8 +184,9 @@ fn settings() -> BoxedStrategy<Option<v1::QueueSettings>> {
             prop::option::of(f64_edge()),
             prop::option::of(i64_edge()),
             prop::option::of(i64_edge()),
+            prop::option::of(text()),
         )
-            .prop_map(|(a, b, c, d, e, f, g, h, i)| v1::QueueSettings {
+            .prop_map(|(a, b, c, d, e, f, g, h, i, j)| v1::QueueSettings {
                 max_retries: a,
                 default_ttl_seconds: b,
                 default_timeout_seconds: c,
@@ -195,6 +196,7 @@ fn settings() -> BoxedStrategy<Option<v1::QueueSettings>> {
                 rate_limit_per_second: g,
                 retain_done_seconds: h,
                 retain_dead_seconds: i,
+                priority_weights: j,
             }),
     )
     .boxed()
@@ -911,10 +913,11 @@ fn one_field_at_a_time(job: &str) -> Vec<Call> {
     sets.extend(vary(&settings, u32s(), |r, x| r.backoff_max_ms = Some(x)));
     sets.extend(vary(&settings, u32s(), |r, x| r.concurrency_limit = Some(x)));
     sets.extend(vary(&settings, f64s(), |r, x| r.rate_limit_per_second = Some(x)));
+    sets.extend(vary(&settings, strs(), |r, x| r.priority_weights = Some(x)));
     for (i, s) in sets.into_iter().enumerate() {
         c.push(CreateQueue(v1::CreateQueueRequest {
             name: format!("hostile-{i}"),
-            settings: Some(s),
+            settings: Some(s.clone()),
         }));
         c.push(UpdateQueue(v1::UpdateQueueRequest {
             name: "default".into(),

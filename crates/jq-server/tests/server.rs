@@ -506,6 +506,82 @@ async fn fr_016_unacknowledged_assignment_times_out() {
     env.server.shutdown().await;
 }
 
+/// FR-025 over gRPC: weights are stored in canonical form and shown; a
+/// fault is INVALID_ARGUMENT naming it, and changes nothing.
+#[tokio::test]
+async fn fr_025_priority_weights_are_validated_shown_and_cleared_over_grpc() {
+    let mut env = start().await;
+    let weights = |w: &str| {
+        Some(v1::QueueSettings {
+            priority_weights: Some(w.into()),
+            ..Default::default()
+        })
+    };
+    let q = env
+        .admin
+        .create_queue(v1::CreateQueueRequest {
+            name: "bands".into(),
+            settings: weights("5:3, 0:1 ,9:8"),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .queue
+        .unwrap();
+    assert_eq!(q.priority_weights, "9:8,5:3,0:1");
+    for (bad, says) in [
+        ("9:0,0:1", "priority_weights: band 9: weight \"0\" is not 1-1000"),
+        ("9:8", "add a band 0"),
+        ("3:1,3:1,0:1", "band 3 is given twice"),
+        ("10:1,0:1", "band \"10\": a priority is 0-9"),
+        ("9=1", "is not LOWEST_PRIORITY:WEIGHT"),
+    ] {
+        let e = env
+            .admin
+            .update_queue(v1::UpdateQueueRequest {
+                name: "bands".into(),
+                settings: weights(bad),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad}");
+        assert!(e.message().contains(says), "{bad}: {}", e.message());
+        let e = env
+            .admin
+            .create_queue(v1::CreateQueueRequest {
+                name: "never".into(),
+                settings: weights(bad),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad}");
+    }
+    let get = |name: &str| {
+        let mut admin = env.admin.clone();
+        let name = name.to_string();
+        async move { admin.get_queue(v1::GetQueueRequest { name }).await }
+    };
+    let q = get("bands").await.unwrap().into_inner().queue.unwrap();
+    assert_eq!(
+        q.priority_weights, "9:8,5:3,0:1",
+        "a refused update changes nothing"
+    );
+    assert_eq!(get("never").await.unwrap_err().code(), Code::NotFound);
+    let q = env
+        .admin
+        .update_queue(v1::UpdateQueueRequest {
+            name: "bands".into(),
+            settings: weights(""),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .queue
+        .unwrap();
+    assert_eq!(q.priority_weights, "", "cleared: strict priority");
+    env.server.shutdown().await;
+}
+
 #[tokio::test]
 async fn fr_025_to_fr_028_fr_042_queue_admin_and_system_status_over_grpc() {
     let mut env = start().await;

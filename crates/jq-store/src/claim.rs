@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use jq_core::records::Assignment;
+use jq_core::weights::{PriorityWeights, RoundRobin};
 use jq_core::{BackoffPolicy, Command, DispatchKey, JobStatus};
 use uuid::Uuid;
 
@@ -28,11 +29,19 @@ struct QueueCaps {
     default_timeout_s: Option<i32>,
     backoff_base_ms: i64,
     backoff_max_ms: i64,
+    priority_weights: Option<String>,
+    priority_credit: Option<Vec<i64>>,
 }
 
 impl QueueCaps {
-    fn limited(&self) -> bool {
-        self.concurrency_limit.is_some() || self.rate_limit_per_s.is_some()
+    /// Claimed under the queue row's lock: caps and priority weights hold
+    /// cluster-wide only when claimers of the queue take turns.
+    fn serialized(&self) -> bool {
+        self.concurrency_limit.is_some() || self.rate_limit_per_s.is_some() || self.priority_weights.is_some()
+    }
+
+    fn weights(&self) -> Option<PriorityWeights> {
+        self.priority_weights.as_deref().and_then(crate::rows::weights)
     }
 
     /// Tokens available now: the bucket refills at `rate` per second up to
@@ -48,7 +57,7 @@ impl QueueCaps {
 /// A queue's caps, from `queues q`.
 const CAPS_COLUMNS: &str = "q.name, q.concurrency_limit, q.rate_limit_per_s, q.rate_tokens, \
     extract(epoch FROM now() - q.rate_refilled_at)::float8 AS elapsed_s, q.default_timeout_s, \
-    q.backoff_base_ms, q.backoff_max_ms";
+    q.backoff_base_ms, q.backoff_max_ms, q.priority_weights, q.priority_credit";
 
 /// The scan of one queue's candidates: the index `jobs_claim` in dispatch
 /// order, stopping at the limit, skipping rows other claimers hold.
@@ -60,6 +69,81 @@ const CANDIDATES_SCAN: &str = "FROM jobs j \
 /// One capped queue's candidates, read under its queue row's lock.
 fn candidates_sql() -> String {
     format!("SELECT {JOB_COLUMNS} {CANDIDATES_SCAN}")
+}
+
+/// A weighted queue's candidates, read under its queue row's lock: up to
+/// `$4` per band, each band (`$2` lowest, `$3` highest priority, highest
+/// band first) in dispatch order.
+fn band_candidates_sql() -> String {
+    let scan = CANDIDATES_SCAN.replace("$2", "$4").replace(
+        "j.phase = 0 AND",
+        "j.phase = 0 AND j.priority BETWEEN b.lo AND b.hi AND",
+    );
+    format!(
+        "SELECT b.band - 1 AS band, j.* FROM unnest($2::int4[], $3::int4[]) WITH ORDINALITY AS b(lo, hi, band) \
+         CROSS JOIN LATERAL (SELECT {JOB_COLUMNS} {scan}) j"
+    )
+}
+
+/// A row of [`band_candidates_sql`].
+struct BandRow {
+    band: usize,
+    job: JobRow,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for BandRow {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> std::result::Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        let band: i64 = row.try_get("band")?;
+        Ok(BandRow {
+            band: usize::try_from(band).unwrap_or(0),
+            job: JobRow::from_row(row)?,
+        })
+    }
+}
+
+/// What one queue offers a claim, in the order it should be handed out:
+/// dispatch order, or for a weighted queue the round-robin's order. The
+/// claim takes from the lanes' heads, best first, so a lane always gives a
+/// prefix of what it offered.
+struct Lane {
+    rows: std::collections::VecDeque<JobRow>,
+    /// Set for a weighted queue: what it needs to store the round-robin's
+    /// credit after the picks actually handed out.
+    weighted: Option<WeightedLane>,
+}
+
+struct WeightedLane {
+    queue: String,
+    weights: PriorityWeights,
+    start: RoundRobin,
+    available: Vec<usize>,
+}
+
+fn key(r: &JobRow) -> DispatchKey {
+    DispatchKey {
+        priority: r.priority.clamp(0, 9) as u8,
+        created_at_micros: r.created_at.timestamp_micros(),
+        seq: r.seq,
+    }
+}
+
+/// Up to `limit` rows from the lanes, always the best head next (FR-014
+/// across queues), with how many each lane gave.
+fn merge(lanes: &mut [Lane], limit: usize) -> (Vec<JobRow>, Vec<usize>) {
+    let mut out = Vec::with_capacity(limit);
+    let mut taken = vec![0; lanes.len()];
+    while out.len() < limit {
+        let best = lanes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.rows.front().map(|r| (i, key(r))))
+            .min_by_key(|(_, k)| *k);
+        let Some((i, _)) = best else { break };
+        out.extend(lanes[i].rows.pop_front());
+        taken[i] += 1;
+    }
+    (out, taken)
 }
 
 /// The claim's read, one round trip: every requested queue that is not
@@ -75,7 +159,7 @@ fn candidates_sql() -> String {
 /// commit has no WAL to flush; such claims follow every wake-up that
 /// finds its job already taken.
 fn claim_sql() -> String {
-    let capped = "(q.concurrency_limit IS NOT NULL OR q.rate_limit_per_s IS NOT NULL)";
+    let capped = "(q.concurrency_limit IS NOT NULL OR q.rate_limit_per_s IS NOT NULL OR q.priority_weights IS NOT NULL)";
     let scan = CANDIDATES_SCAN
         .replace("$1", "q.name")
         .replace("$2", &format!("CASE WHEN {capped} THEN 0 ELSE $3 END"));
@@ -208,37 +292,47 @@ impl Store {
             return Ok((vec![], vec![]));
         }
         let mut caps: Vec<QueueCaps> = vec![];
-        let mut candidates: Vec<JobRow> = vec![];
+        let mut plain: Vec<JobRow> = vec![];
         for r in rows {
-            candidates.extend(r.job);
+            plain.extend(r.job);
             if !caps.iter().any(|c| c.name == r.caps.name) {
                 caps.push(r.caps);
             }
         }
-        let limited: Vec<String> = caps
+        let mut lanes: Vec<Lane> = vec![];
+        let serialized: Vec<String> = caps
             .iter()
-            .filter(|c| c.limited())
+            .filter(|c| c.serialized())
             .map(|c| c.name.clone())
             .collect();
-        if !limited.is_empty() {
-            // Re-read the capped queues under their row lock (name order:
-            // no deadlocks between claimers), count what runs, then take
-            // what each allows.
+        if !serialized.is_empty() {
+            // Re-read those queues under their row lock (name order: no
+            // deadlocks between claimers), count what runs, then take what
+            // each allows.
             let locked: Vec<QueueCaps> = sqlx::query_as(&format!(
                 "SELECT {CAPS_COLUMNS} FROM queues q WHERE q.name = ANY($1) AND NOT q.paused ORDER BY q.name \
                  FOR NO KEY UPDATE"
             ))
-            .bind(&limited)
+            .bind(&serialized)
             .fetch_all(&mut **tx)
             .await?;
-            let counts: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT queue, count(*) FROM jobs WHERE queue = ANY($1) AND status IN ('ASSIGNED', 'RUNNING') \
-                 AND phase = 1 GROUP BY queue",
-            )
-            .bind(&limited)
-            .fetch_all(&mut **tx)
-            .await?;
-            let in_flight: HashMap<String, i64> = counts.into_iter().collect();
+            let capped: Vec<&str> = locked
+                .iter()
+                .filter(|c| c.concurrency_limit.is_some())
+                .map(|c| c.name.as_str())
+                .collect();
+            let in_flight: HashMap<String, i64> = if capped.is_empty() {
+                HashMap::new()
+            } else {
+                let counts: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT queue, count(*) FROM jobs WHERE queue = ANY($1) AND status IN ('ASSIGNED', 'RUNNING') \
+                     AND phase = 1 GROUP BY queue",
+                )
+                .bind(&capped)
+                .fetch_all(&mut **tx)
+                .await?;
+                counts.into_iter().collect()
+            };
             for c in &locked {
                 let mut room = i64::from(limit);
                 if let Some(cl) = c.concurrency_limit {
@@ -250,22 +344,42 @@ impl Store {
                 if room <= 0 {
                     continue;
                 }
-                let rows: Vec<JobRow> = sqlx::query_as(&candidates_sql())
-                    .bind(&c.name)
-                    .bind(room)
-                    .fetch_all(&mut **tx)
-                    .await?;
-                candidates.extend(rows);
+                let lane = match c.weights() {
+                    None => {
+                        let rows: Vec<JobRow> = sqlx::query_as(&candidates_sql())
+                            .bind(&c.name)
+                            .bind(room)
+                            .fetch_all(&mut **tx)
+                            .await?;
+                        Lane {
+                            rows: rows.into(),
+                            weighted: None,
+                        }
+                    }
+                    Some(weights) => self.weighted_lane(tx, c, weights, room).await?,
+                };
+                lanes.push(lane);
             }
-            caps.retain(|c| !c.limited());
+            caps.retain(|c| !c.serialized());
             caps.extend(locked);
         }
-        candidates.sort_by_key(|r| DispatchKey {
-            priority: r.priority.clamp(0, 9) as u8,
-            created_at_micros: r.created_at.timestamp_micros(),
-            seq: r.seq,
+        plain.sort_by_key(key);
+        lanes.push(Lane {
+            rows: plain.into(),
+            weighted: None,
         });
-        candidates.truncate(limit as usize);
+        let (candidates, taken) = merge(&mut lanes, limit as usize);
+        // The round-robin's credit after what each weighted queue gave.
+        let mut credit: HashMap<String, Vec<i64>> = HashMap::new();
+        for (lane, k) in lanes.iter().zip(&taken) {
+            if let Some(w) = &lane.weighted
+                && *k > 0
+            {
+                let mut rr = w.start.clone();
+                rr.plan(&w.weights, &w.available, *k);
+                credit.insert(w.queue.clone(), rr.credit);
+            }
+        }
 
         // Deal the jobs, best first, round robin over the workers' room.
         let mut owners: Vec<&str> = Vec::with_capacity(candidates.len());
@@ -309,15 +423,27 @@ impl Store {
             });
         }
 
-        // Spend the rate tokens of what each rate-limited queue gave.
-        for c in caps.iter().filter(|c| c.rate_limit_per_s.is_some()) {
-            let used = candidates.iter().filter(|r| r.queue == c.name).count() as f64;
-            let left = c.tokens_now().unwrap_or(0.0) - used;
-            sqlx::query("UPDATE queues SET rate_tokens = $2, rate_refilled_at = now() WHERE name = $1")
-                .bind(&c.name)
-                .bind(left.max(0.0))
-                .execute(&mut **tx)
-                .await?;
+        // Spend the rate tokens of what each rate-limited queue gave, and
+        // store where each weighted queue's round-robin stands.
+        for c in &caps {
+            let tokens = c.tokens_now().map(|t| {
+                let used = candidates.iter().filter(|r| r.queue == c.name).count() as f64;
+                (t - used).max(0.0)
+            });
+            let credit = credit.remove(&c.name);
+            if tokens.is_none() && credit.is_none() {
+                continue;
+            }
+            sqlx::query(
+                "UPDATE queues SET rate_tokens = coalesce($2, rate_tokens), \
+                 rate_refilled_at = CASE WHEN $2 IS NULL THEN rate_refilled_at ELSE now() END, \
+                 priority_credit = coalesce($3, priority_credit) WHERE name = $1",
+            )
+            .bind(&c.name)
+            .bind(tokens)
+            .bind(credit)
+            .execute(&mut **tx)
+            .await?;
         }
 
         let assigned = candidates
@@ -346,6 +472,53 @@ impl Store {
             })
             .collect();
         Ok((assigned, verdicts))
+    }
+
+    /// A weighted queue's offer (FR-025): up to `room` candidates per band
+    /// with work, ordered by the smooth weighted round-robin continued from
+    /// the credit stored with the queue (read under its row lock, so every
+    /// replica continues the same sequence).
+    async fn weighted_lane(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        c: &QueueCaps,
+        weights: PriorityWeights,
+        room: i64,
+    ) -> Result<Lane> {
+        let bands = weights.bands();
+        let lows: Vec<i32> = bands.iter().map(|b| i32::from(b.lowest)).collect();
+        let highs: Vec<i32> = bands.iter().map(|b| i32::from(b.highest)).collect();
+        let rows: Vec<BandRow> = sqlx::query_as(&band_candidates_sql())
+            .bind(&c.name)
+            .bind(&lows)
+            .bind(&highs)
+            .bind(room)
+            .fetch_all(&mut **tx)
+            .await?;
+        let mut per_band: Vec<Vec<JobRow>> = (0..bands.len()).map(|_| vec![]).collect();
+        for r in rows {
+            if let Some(b) = per_band.get_mut(r.band) {
+                b.push(r.job);
+            }
+        }
+        for b in &mut per_band {
+            b.sort_by_key(key);
+        }
+        let available: Vec<usize> = per_band.iter().map(Vec::len).collect();
+        let start = RoundRobin::resume(c.priority_credit.clone().unwrap_or_default(), bands.len());
+        let plan = start.clone().plan(&weights, &available, room as usize);
+        let mut per_band: Vec<std::collections::VecDeque<JobRow>> =
+            per_band.into_iter().map(Into::into).collect();
+        let rows = plan.iter().filter_map(|b| per_band[*b].pop_front()).collect();
+        Ok(Lane {
+            rows,
+            weighted: Some(WeightedLane {
+                queue: c.name.clone(),
+                weights,
+                start,
+                available,
+            }),
+        })
     }
 
     /// Number of jobs in a status, for gauges (`jq_job_queue_depth`).

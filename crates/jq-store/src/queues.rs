@@ -5,6 +5,7 @@ use std::time::Duration;
 use jq_core::QueueSettings;
 use jq_core::records::{Queue, QueueStats};
 use jq_core::submit::{Retention, validate_queue_name};
+use jq_core::weights::PriorityWeights;
 
 use crate::rows::{QUEUE_COLUMNS, QueueRow, retention_col, status};
 use crate::{Result, Store, StoreError};
@@ -22,6 +23,7 @@ pub struct QueuePatch {
     pub rate_limit_per_second: Option<Option<f64>>,
     pub retain_done: Option<Retention>,
     pub retain_dead: Option<Retention>,
+    pub priority_weights: Option<Option<PriorityWeights>>,
 }
 
 impl QueuePatch {
@@ -54,6 +56,9 @@ impl QueuePatch {
         if let Some(v) = self.retain_dead {
             s.retain_dead = v;
         }
+        if let Some(v) = &self.priority_weights {
+            s.priority_weights = v.clone();
+        }
         s
     }
 }
@@ -68,8 +73,8 @@ fn ms_col(d: Duration) -> i64 {
 
 type QueueQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, QueueRow, sqlx::postgres::PgArguments>;
 
-/// Bind the nine settings columns, in the order both statements use
-/// ($2..$10 after the name).
+/// Bind the ten settings columns, in the order both statements use
+/// ($2..$11 after the name).
 fn bind_settings<'q>(q: QueueQuery<'q>, s: &QueueSettings) -> QueueQuery<'q> {
     q.bind(s.max_retries as i32)
         .bind(secs_col(s.default_ttl))
@@ -80,6 +85,7 @@ fn bind_settings<'q>(q: QueueQuery<'q>, s: &QueueSettings) -> QueueQuery<'q> {
         .bind(s.rate_limit_per_second)
         .bind(retention_col(s.retain_done))
         .bind(retention_col(s.retain_dead))
+        .bind(s.priority_weights.as_ref().map(|w| w.to_string()))
 }
 
 fn unique_violation(e: &sqlx::Error) -> bool {
@@ -94,8 +100,8 @@ impl Store {
         self.run("create_queue", || async move {
             let sql = format!(
                 "INSERT INTO queues (name, max_retries, default_ttl_s, default_timeout_s, backoff_base_ms, \
-                 backoff_max_ms, concurrency_limit, rate_limit_per_s, retain_done_s, retain_dead_s) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 backoff_max_ms, concurrency_limit, rate_limit_per_s, retain_done_s, retain_dead_s, priority_weights) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                  RETURNING {QUEUE_COLUMNS}"
             );
             let row = bind_settings(sqlx::query_as(&sql).bind(name), settings)
@@ -142,7 +148,9 @@ impl Store {
                 let sql = format!(
                     "UPDATE queues SET max_retries = $2, default_ttl_s = $3, default_timeout_s = $4, \
                      backoff_base_ms = $5, backoff_max_ms = $6, concurrency_limit = $7, rate_limit_per_s = $8, \
-                     retain_done_s = $9, retain_dead_s = $10, updated_at = now() WHERE name = $1 RETURNING {QUEUE_COLUMNS}"
+                     retain_done_s = $9, retain_dead_s = $10, priority_weights = $11, \
+                     priority_credit = CASE WHEN priority_weights IS NOT DISTINCT FROM $11 THEN priority_credit END, \
+                     updated_at = now() WHERE name = $1 RETURNING {QUEUE_COLUMNS}"
                 );
                 let row: QueueRow = bind_settings(sqlx::query_as(&sql).bind(name), &s)
                     .fetch_one(&mut *tx)

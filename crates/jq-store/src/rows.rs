@@ -127,7 +127,7 @@ impl JobRow {
 }
 
 pub(crate) const QUEUE_COLUMNS: &str = "name, max_retries, default_ttl_s, default_timeout_s, backoff_base_ms, \
-    backoff_max_ms, concurrency_limit, rate_limit_per_s, retain_done_s, retain_dead_s, paused, created_at";
+    backoff_max_ms, concurrency_limit, rate_limit_per_s, retain_done_s, retain_dead_s, priority_weights, paused, created_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct QueueRow {
@@ -141,6 +141,7 @@ pub(crate) struct QueueRow {
     pub rate_limit_per_s: Option<f64>,
     pub retain_done_s: Option<i64>,
     pub retain_dead_s: Option<i64>,
+    pub priority_weights: Option<String>,
     pub paused: bool,
     pub created_at: DateTime<Utc>,
 }
@@ -159,6 +160,12 @@ pub(crate) fn retention(v: Option<i64>) -> Retention {
 /// The column form of a retention.
 pub(crate) fn retention_col(r: Retention) -> Option<i64> {
     (r != Retention::ServerDefault).then(|| r.as_seconds())
+}
+
+/// The stored canonical form; one that no longer parses (never written by
+/// jq) reads as strict priority rather than failing every read.
+pub(crate) fn weights(text: &str) -> Option<jq_core::weights::PriorityWeights> {
+    jq_core::weights::PriorityWeights::parse(text).ok()
 }
 
 pub(crate) fn backoff(base_ms: i64, max_ms: i64) -> BackoffPolicy {
@@ -181,6 +188,7 @@ impl From<QueueRow> for Queue {
                 rate_limit_per_second: r.rate_limit_per_s,
                 retain_done: retention(r.retain_done_s),
                 retain_dead: retention(r.retain_dead_s),
+                priority_weights: r.priority_weights.as_deref().and_then(weights),
             },
             paused: r.paused,
             created_at: r.created_at,

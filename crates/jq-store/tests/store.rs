@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jq_core::records::{Assignment, Lease, WorkerRegistration};
+use jq_core::weights::PriorityWeights;
 use jq_core::*;
 use jq_store::queues::QueuePatch;
 use jq_store::retention::Publishing;
@@ -2390,4 +2391,178 @@ async fn nfr_012_the_store_reads_whether_autovacuum_runs() {
         .await
         .unwrap();
     assert_eq!(s.autovacuum_on().await.unwrap(), setting == "on");
+}
+
+/// The priorities of a queue's jobs in the order they were dispatched:
+/// the claims' events, whose ids are drawn under the queue row's lock.
+async fn dispatch_order(s: &Store, queue: &str) -> Vec<i16> {
+    sqlx::query_scalar(
+        "SELECT j.priority FROM job_events e JOIN jobs j ON j.id = e.job_id \
+         WHERE e.reason = 'CLAIMED' AND e.queue = $1 ORDER BY e.id",
+    )
+    .bind(queue)
+    .fetch_all(s.pool())
+    .await
+    .unwrap()
+}
+
+/// 10,000 priority-9 and 1,000 priority-0 jobs in `q`, claimed `size` at a
+/// time by two replicas (a store each, one worker each) at once until none
+/// is left; the priorities in dispatch order.
+async fn claimed_by_two_replicas(db: &TestDb, queue: &str, size: u32) -> Vec<i16> {
+    let a = db.store();
+    let b = Store::connect_lazy(&db.url, &StoreOptions::default()).unwrap();
+    let at = |p: u8| NewJob {
+        priority: p,
+        ..job(queue)
+    };
+    // The low band first, so FIFO alone would favour it.
+    a.submit_many((0..1_000).map(|_| at(0)).collect()).await.unwrap();
+    for _ in 0..5 {
+        a.submit_many((0..2_000).map(|_| at(9)).collect()).await.unwrap();
+    }
+    let mut tasks = vec![];
+    for (s, w) in [(a.clone(), "replica-a"), (b, "replica-b")] {
+        worker(&s, w, &[queue]).await;
+        let queues = q(&[queue]);
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            loop {
+                let got = s.claim(w, &queues, size).await.unwrap();
+                if got.is_empty() {
+                    return n;
+                }
+                n += got.len();
+            }
+        }));
+    }
+    let mut n = 0;
+    for t in tasks {
+        n += t.await.unwrap();
+    }
+    assert_eq!(n, 11_000, "every job dispatched once");
+    dispatch_order(&a, queue).await
+}
+
+/// FR-025: with `9:9,0:1`, while both bands have work, band 0 gets one
+/// dispatch in ten — cluster-wide (two replicas continue one round-robin
+/// through the queue row), at claim sizes 1 and 100, and spread out (every
+/// hundred dispatches hold their ten).
+#[tokio::test]
+async fn fr_025_weighted_bands_share_dispatches_across_replicas_at_claim_sizes_1_and_100() {
+    let db = TestDb::new().await;
+    let s = db.store();
+    for size in [100u32, 1] {
+        let queue = format!("weighted-{size}");
+        let w = PriorityWeights::parse("9:9,0:1").unwrap();
+        let settings = QueueSettings {
+            priority_weights: Some(w.clone()),
+            ..Default::default()
+        };
+        let created = s.create_queue(&queue, &settings).await.unwrap();
+        assert_eq!(created.settings.priority_weights, Some(w));
+        let order = claimed_by_two_replicas(&db, &queue, size).await;
+        let last_low = order.iter().rposition(|p| *p == 0).unwrap();
+        let both = &order[..=last_low];
+        let share = 1_000.0 / both.len() as f64;
+        assert!(
+            (0.08..=0.12).contains(&share),
+            "size {size}: band 0 had {share:.3} of {}",
+            both.len()
+        );
+        for (i, window) in both.chunks_exact(100).enumerate() {
+            let low = window.iter().filter(|p| **p == 0).count();
+            assert!(
+                (8..=12).contains(&low),
+                "size {size}: dispatches {}..: {low} of 100",
+                i * 100
+            );
+        }
+        // Within a band: priority first, then FIFO — the rest is band 9.
+        assert!(order[last_low + 1..].iter().all(|p| *p == 9));
+    }
+}
+
+/// FR-025: without weights a queue is strict: no priority-0 job is
+/// dispatched while priority-9 jobs wait.
+#[tokio::test]
+async fn fr_025_without_weights_the_low_band_waits_for_the_high_one() {
+    let db = TestDb::new().await;
+    db.store()
+        .create_queue("strict", &QueueSettings::default())
+        .await
+        .unwrap();
+    let order = claimed_by_two_replicas(&db, "strict", 100).await;
+    assert_eq!(order[..10_000].iter().filter(|p| **p == 0).count(), 0, "0 %");
+}
+
+/// FR-025: a band without work gives its share away at once, and weights
+/// sit beside caps (JQ-140: the concurrency limit still bounds the claim).
+/// A change of weights starts the round-robin afresh.
+#[tokio::test]
+async fn fr_025_an_empty_band_gives_its_share_away_and_caps_still_hold() {
+    let (_db, s) = setup().await;
+    let settings = QueueSettings {
+        priority_weights: Some(PriorityWeights::parse("9:1,5:1,0:1").unwrap()),
+        concurrency_limit: Some(7),
+        ..Default::default()
+    };
+    s.create_queue("mixed", &settings).await.unwrap();
+    let at = |p: u8| NewJob {
+        priority: p,
+        ..job("mixed")
+    };
+    // Band 5-8 is empty; band 0-4 holds priorities 4 and 1.
+    let mut jobs: Vec<NewJob> = (0..5).map(|_| at(9)).collect();
+    jobs.extend((0..5).map(|_| at(1)));
+    jobs.extend((0..5).map(|_| at(4)));
+    s.submit_many(jobs).await.unwrap();
+    worker(&s, "w", &["mixed"]).await;
+    let got = s.claim("w", &q(&["mixed"]), 100).await.unwrap();
+    let prios: Vec<u8> = got.iter().map(|a| a.priority).collect();
+    // Seven (the cap), alternating between the two bands with work, and
+    // within band 0-4 priority 4 before priority 1.
+    assert_eq!(prios, [9, 4, 9, 4, 9, 4, 9], "{prios:?}");
+    let credit: Option<Vec<i64>> =
+        sqlx::query_scalar("SELECT priority_credit FROM queues WHERE name = 'mixed'")
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+    assert!(credit.is_some(), "the round-robin's state is stored");
+    s.update_queue(
+        "mixed",
+        &QueuePatch {
+            priority_weights: Some(Some(PriorityWeights::parse("9:2,0:1").unwrap())),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let credit: Option<Vec<i64>> =
+        sqlx::query_scalar("SELECT priority_credit FROM queues WHERE name = 'mixed'")
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+    assert_eq!(credit, None, "new weights, new sequence");
+    // Clearing the weights makes the queue strict again.
+    let q2 = s
+        .update_queue(
+            "mixed",
+            &QueuePatch {
+                priority_weights: Some(None),
+                concurrency_limit: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(q2.settings.priority_weights, None);
+    let rest: Vec<u8> = s
+        .claim("w", &q(&["mixed"]), 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.priority)
+        .collect();
+    assert_eq!(rest, [9, 4, 4, 1, 1, 1, 1, 1]);
 }

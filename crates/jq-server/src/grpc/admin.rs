@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jq_core::submit::Retention;
+use jq_core::weights::PriorityWeights;
 use jq_core::{BackoffPolicy, QueueSettings};
 use jq_proto::v1::admin_service_server::AdminService;
 use jq_proto::v1::{self, *};
@@ -30,7 +31,15 @@ fn patch(s: Option<v1::QueueSettings>) -> Result<QueuePatch, Status> {
             ))
         })
     };
+    let priority_weights = match s.priority_weights.as_deref().map(str::trim) {
+        None => None,
+        Some("") => Some(None),
+        Some(text) => Some(Some(
+            PriorityWeights::parse(text).map_err(|e| Status::invalid_argument(e.to_string()))?,
+        )),
+    };
     Ok(QueuePatch {
+        priority_weights,
         retain_done: retention("retain_done_seconds", s.retain_done_seconds)?,
         retain_dead: retention("retain_dead_seconds", s.retain_dead_seconds)?,
         max_retries: s.max_retries,
