@@ -25,7 +25,9 @@ pub struct WorkerSection {
     pub server_addr: String,
     /// Most jobs at once (FR-021).
     pub concurrency: u32,
-    /// Queues to take jobs from (FR-022).
+    /// Queues to take jobs from (FR-022), each `name` or `name:weight`
+    /// (JQ-123: with weights, slots fill in proportion while every queue
+    /// has work; a queue without a weight has 1).
     pub queues: Vec<String>,
     /// Address the health and metrics listeners bind to.
     pub bind: String,

@@ -106,6 +106,8 @@ pub struct Worker {
     pub hostname: String,
     pub concurrency: u32,
     pub queues: Vec<String>,
+    /// One weight per queue (JQ-123); empty when none was given.
+    pub queue_weights: Vec<u32>,
     pub status: WorkerStatus,
     pub version: String,
     pub registered_at: DateTime<Utc>,
@@ -121,6 +123,9 @@ pub struct WorkerRegistration {
     pub hostname: String,
     pub concurrency: u32,
     pub queues: Vec<String>,
+    /// One weight per queue (JQ-123): its slots fill in proportion while
+    /// every queue has work. Empty: by dispatch order (FR-014).
+    pub queue_weights: Vec<u32>,
     pub version: String,
     /// Leases a reconnecting worker is still running: kept. Every other
     /// ASSIGNED/RUNNING job of this id belongs to a lost incarnation.

@@ -85,6 +85,11 @@ impl PriorityWeights {
         &self.bands
     }
 
+    /// The bands' weights, highest band first (the round-robin's input).
+    pub fn weights(&self) -> Vec<u32> {
+        self.bands.iter().map(|b| b.weight).collect()
+    }
+
     /// The index of the band that holds `priority`.
     pub fn band_of(&self, priority: u8) -> usize {
         self.bands
@@ -111,6 +116,48 @@ fn invalid(message: impl Into<String>) -> ValidationError {
     ValidationError::invalid(FIELD, message)
 }
 
+/// A worker's queues as configured (`critical:3`, `default`): the names,
+/// and their weights — empty when none is given (the queues then share by
+/// dispatch order, FR-014), else one per queue, 1 where not given.
+pub fn parse_queue_weights(entries: &[String]) -> Result<(Vec<String>, Vec<u32>), ValidationError> {
+    let mut names = Vec::with_capacity(entries.len());
+    let mut weights = Vec::with_capacity(entries.len());
+    let mut any = false;
+    for e in entries {
+        let (name, w) = match e.trim().split_once(':') {
+            None => (e.trim(), 1),
+            Some((name, w)) => {
+                any = true;
+                match w.trim().parse::<u32>() {
+                    Ok(w) if (1..=MAX_WEIGHT).contains(&w) => (name.trim(), w),
+                    _ => {
+                        return Err(ValidationError::invalid(
+                            "queues",
+                            format!(
+                                "{}: weight {} is not 1-{MAX_WEIGHT} (e.g. critical:3,default:1)",
+                                crate::input::Echo(name.trim()),
+                                crate::input::Echo(w.trim())
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        if names.contains(&name.to_string()) {
+            return Err(ValidationError::invalid(
+                "queues",
+                format!("{} is given twice", crate::input::Echo(name)),
+            ));
+        }
+        names.push(name.to_string());
+        weights.push(w);
+    }
+    if !any {
+        weights.clear();
+    }
+    Ok((names, weights))
+}
+
 /// Smooth weighted round-robin (the nginx upstream algorithm): each pick
 /// adds every eligible band's weight to its credit, takes the band with the
 /// most credit (the higher band on a tie) and takes the eligible total from
@@ -133,17 +180,16 @@ impl RoundRobin {
     }
 
     /// The next band among those with work; `None` if none has.
-    pub fn pick(&mut self, weights: &PriorityWeights, has_work: &[bool]) -> Option<usize> {
-        let bands = weights.bands();
-        self.credit.resize(bands.len(), 0);
+    pub fn pick(&mut self, weights: &[u32], has_work: &[bool]) -> Option<usize> {
+        self.credit.resize(weights.len(), 0);
         let mut total = 0i64;
         let mut best: Option<usize> = None;
-        for (i, b) in bands.iter().enumerate() {
+        for (i, w) in weights.iter().enumerate() {
             if !has_work.get(i).copied().unwrap_or(false) {
                 continue;
             }
-            self.credit[i] += i64::from(b.weight);
-            total += i64::from(b.weight);
+            self.credit[i] += i64::from(*w);
+            total += i64::from(*w);
             if best.is_none_or(|k| self.credit[i] > self.credit[k]) {
                 best = Some(i);
             }
@@ -157,7 +203,7 @@ impl RoundRobin {
     /// runs out stops being eligible, so its picks go to the others. The
     /// first `k` picks of a plan of `n` are the plan of `k` (a claim that
     /// hands out fewer replays the shorter plan for the credit it stores).
-    pub fn plan(&mut self, weights: &PriorityWeights, available: &[usize], n: usize) -> Vec<usize> {
+    pub fn plan(&mut self, weights: &[u32], available: &[usize], n: usize) -> Vec<usize> {
         let mut left = available.to_vec();
         let mut picks = Vec::with_capacity(n);
         while picks.len() < n {
@@ -212,7 +258,9 @@ mod tests {
     fn fr_025_round_robin_gives_each_band_its_share_spread_out() {
         let p = w("9:9,0:1");
         let mut rr = RoundRobin::default();
-        let picks: Vec<usize> = (0..100).map(|_| rr.pick(&p, &[true, true]).unwrap()).collect();
+        let picks: Vec<usize> = (0..100)
+            .map(|_| rr.pick(&p.weights(), &[true, true]).unwrap())
+            .collect();
         assert_eq!(picks.iter().filter(|b| **b == 1).count(), 10);
         // Spread out: one low pick in every window of ten.
         for window in picks.chunks(10) {
@@ -222,7 +270,7 @@ mod tests {
         let mut rr = RoundRobin::default();
         let mut n = [0; 3];
         for _ in 0..1200 {
-            n[rr.pick(&p, &[true; 3]).unwrap()] += 1;
+            n[rr.pick(&p.weights(), &[true; 3]).unwrap()] += 1;
         }
         assert_eq!(n, [800, 300, 100]);
     }
@@ -231,22 +279,26 @@ mod tests {
     fn fr_025_an_empty_band_gives_its_share_away() {
         let p = w("9:9,0:1");
         let mut rr = RoundRobin::default();
-        let picks: Vec<usize> = (0..20).map(|_| rr.pick(&p, &[false, true]).unwrap()).collect();
+        let picks: Vec<usize> = (0..20)
+            .map(|_| rr.pick(&p.weights(), &[false, true]).unwrap())
+            .collect();
         assert!(picks.iter().all(|b| *b == 1), "only band 0 has work: {picks:?}");
-        assert_eq!(rr.pick(&p, &[false, false]), None);
+        assert_eq!(rr.pick(&p.weights(), &[false, false]), None);
     }
 
     #[test]
     fn fr_025_the_sequence_continues_from_stored_credit() {
         let p = w("9:3,0:1");
         let mut whole = RoundRobin::default();
-        let all: Vec<usize> = (0..12).map(|_| whole.pick(&p, &[true, true]).unwrap()).collect();
+        let all: Vec<usize> = (0..12)
+            .map(|_| whole.pick(&p.weights(), &[true, true]).unwrap())
+            .collect();
         // As two replicas taking turns through the stored credit.
         let mut stored = vec![];
         let mut split = vec![];
         for _ in 0..12 {
             let mut rr = RoundRobin::resume(stored, 2);
-            split.push(rr.pick(&p, &[true, true]).unwrap());
+            split.push(rr.pick(&p.weights(), &[true, true]).unwrap());
             stored = rr.credit;
         }
         assert_eq!(all, split);
@@ -258,19 +310,41 @@ mod tests {
         let p = w("9:1,0:1");
         let mut rr = RoundRobin::default();
         // Band 9 has two jobs, band 0 eight: alternate, then band 0 alone.
-        let plan = rr.plan(&p, &[2, 8], 6);
+        let plan = rr.plan(&p.weights(), &[2, 8], 6);
         assert_eq!(plan, [0, 1, 0, 1, 1, 1]);
         assert_eq!(
-            RoundRobin::default().plan(&p, &[1, 1], 5),
+            RoundRobin::default().plan(&p.weights(), &[1, 1], 5),
             [0, 1],
             "no more than there is"
         );
         // A prefix of a plan is the shorter plan, credit included.
         let mut long = RoundRobin::default();
-        let whole = long.plan(&w("9:5,3:2,0:1"), &[3, 9, 9], 12);
+        let whole = long.plan(&w("9:5,3:2,0:1").weights(), &[3, 9, 9], 12);
         for k in 0..=12 {
             let mut short = RoundRobin::default();
-            assert_eq!(short.plan(&w("9:5,3:2,0:1"), &[3, 9, 9], k), whole[..k]);
+            assert_eq!(short.plan(&w("9:5,3:2,0:1").weights(), &[3, 9, 9], k), whole[..k]);
+        }
+    }
+
+    #[test]
+    fn jq_123_worker_queue_weights_parse_and_default_to_one() {
+        let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            parse_queue_weights(&v(&["critical:3", " default "])).unwrap(),
+            (v(&["critical", "default"]), vec![3, 1])
+        );
+        assert_eq!(
+            parse_queue_weights(&v(&["a", "b"])).unwrap(),
+            (v(&["a", "b"]), vec![]),
+            "none given"
+        );
+        for (bad, says) in [
+            (v(&["a:0"]), "\"a\": weight \"0\" is not 1-1000"),
+            (v(&["a:x", "b"]), "weight \"x\""),
+            (v(&["a:2", "a"]), "\"a\" is given twice"),
+        ] {
+            let e = parse_queue_weights(&bad).unwrap_err().to_string();
+            assert!(e.starts_with("queues: ") && e.contains(says), "{bad:?}: {e}");
         }
     }
 }

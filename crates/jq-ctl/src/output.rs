@@ -713,6 +713,8 @@ pub struct WorkerView {
     pub status: String,
     pub hostname: String,
     pub queues: Vec<String>,
+    /// One weight per queue (JQ-123); empty when none was given.
+    pub queue_weights: Vec<u32>,
     pub concurrency: u32,
     pub active_jobs: u32,
     pub version: String,
@@ -726,6 +728,7 @@ impl From<v1::Worker> for WorkerView {
             status: worker_status_name(w.status),
             hostname: w.hostname,
             queues: w.queues,
+            queue_weights: w.queue_weights,
             concurrency: w.concurrency,
             active_jobs: w.active_jobs,
             version: w.version,
@@ -741,7 +744,17 @@ impl WorkerView {
         vec![
             self.id.clone(),
             paint(&self.status, s),
-            self.queues.join(","),
+            if self.queue_weights.len() == self.queues.len() {
+                let weighted: Vec<String> = self
+                    .queues
+                    .iter()
+                    .zip(&self.queue_weights)
+                    .map(|(q, w)| format!("{q}:{w}"))
+                    .collect();
+                weighted.join(",")
+            } else {
+                self.queues.join(",")
+            },
             format!("{}/{}", self.active_jobs, self.concurrency),
             self.hostname.clone(),
             short_when(self.last_heartbeat_at, s),

@@ -91,6 +91,7 @@ pub fn worker(w: Worker) -> v1::Worker {
         hostname: w.hostname,
         concurrency: w.concurrency,
         queues: w.queues,
+        queue_weights: w.queue_weights,
         status: worker_status_to_proto(w.status) as i32,
         registered_at: Some(timestamp(w.registered_at)),
         last_heartbeat_at: Some(timestamp(w.last_heartbeat_at)),

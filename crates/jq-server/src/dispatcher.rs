@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Shared;
 use crate::convert;
 use crate::registry::Free;
+use jq_core::weights::RoundRobin;
 
 pub struct Dispatcher {
     pub shared: Arc<Shared>,
@@ -22,6 +23,26 @@ pub struct Dispatcher {
     pub store: jq_store::Store,
     pub batch_size: u32,
     pub interval: Duration,
+    /// Each weighted group's round-robin (JQ-123), continued cycle after
+    /// cycle so its shares hold over time, not only within one claim.
+    shares: std::sync::Mutex<HashMap<Group, RoundRobin>>,
+}
+
+/// Workers that share one claim: the same queues with the same weights
+/// (sorted by queue; weights empty when none were given).
+type Group = (Vec<String>, Vec<u32>);
+
+fn group_of(f: &Free) -> Group {
+    let mut pairs: Vec<(String, u32)> = f
+        .queues
+        .iter()
+        .enumerate()
+        .map(|(i, q)| (q.clone(), f.queue_weights.get(i).copied().unwrap_or(0)))
+        .collect();
+    pairs.sort();
+    let weighted = !f.queue_weights.is_empty();
+    let (queues, weights): (Vec<String>, Vec<u32>) = pairs.into_iter().unzip();
+    (queues, if weighted { weights } else { vec![] })
 }
 
 impl Dispatcher {
@@ -33,6 +54,7 @@ impl Dispatcher {
             shared: shared.clone(),
             batch_size: sc.batch_size,
             interval: Duration::from_millis(sc.interval_ms),
+            shares: Default::default(),
         }
     }
 
@@ -63,18 +85,29 @@ impl Dispatcher {
         s.effects.release_locks().await;
         let mut assigned = 0;
         let mut more = false;
-        let mut groups: BTreeMap<Vec<String>, Vec<Free>> = BTreeMap::new();
+        let mut groups: BTreeMap<Group, Vec<Free>> = BTreeMap::new();
         for f in s.registry.free() {
-            let mut key = f.queues.clone();
-            key.sort();
-            groups.entry(key).or_default().push(f);
+            groups.entry(group_of(&f)).or_default().push(f);
         }
-        for (queues, free) in groups {
+        for ((queues, weights), free) in groups {
             let wants: Vec<(String, u32)> = free
                 .iter()
                 .map(|f| (f.worker_id.clone(), f.free.min(self.batch_size)))
                 .collect();
-            let got = match self.store.claim_for(&wants, &queues).await {
+            let claimed = if weights.is_empty() {
+                self.store.claim_for(&wants, &queues).await
+            } else {
+                let key = (queues.clone(), weights.clone());
+                let rr = self.shares.lock().unwrap().get(&key).cloned().unwrap_or_default();
+                self.store
+                    .claim_weighted(&wants, &queues, &weights, &rr)
+                    .await
+                    .map(|(got, rr)| {
+                        self.shares.lock().unwrap().insert(key, rr);
+                        got
+                    })
+            };
+            let got = match claimed {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(queues = ?queues, error = %e, "claim failed");

@@ -33,6 +33,7 @@ struct Conn {
     generation: u64,
     tx: mpsc::Sender<Outbound>,
     queues: Vec<String>,
+    queue_weights: Vec<u32>,
     concurrency: u32,
     jobs: HashMap<Uuid, InFlight>,
 }
@@ -43,6 +44,8 @@ pub struct Free {
     pub worker_id: String,
     pub generation: u64,
     pub queues: Vec<String>,
+    /// One per queue (JQ-123), or empty.
+    pub queue_weights: Vec<u32>,
     pub free: u32,
 }
 
@@ -79,6 +82,7 @@ impl Registry {
         &self,
         worker_id: &str,
         queues: Vec<String>,
+        queue_weights: Vec<u32>,
         concurrency: u32,
     ) -> (u64, mpsc::Receiver<Outbound>) {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
@@ -88,6 +92,7 @@ impl Registry {
             generation,
             tx,
             queues,
+            queue_weights,
             concurrency,
             jobs: HashMap::new(),
         };
@@ -128,6 +133,7 @@ impl Registry {
                 worker_id: id.clone(),
                 generation: c.generation,
                 queues: c.queues.clone(),
+                queue_weights: c.queue_weights.clone(),
                 free: c.concurrency.saturating_sub(c.jobs.len() as u32),
             })
             .filter(|f| f.free > 0)
@@ -288,7 +294,7 @@ mod tests {
     #[test]
     fn jq_121_free_capacity_counts_jobs_in_flight() {
         let r = Registry::default();
-        let (_g, _rx) = r.connect("w", vec!["default".into()], 2);
+        let (_g, _rx) = r.connect("w", vec!["default".into()], vec![], 2);
         let f = r.free().remove(0);
         assert_eq!(f.free, 2);
         assert!(r.deliver(&f, Uuid::new_v4(), 1, Utc::now(), None, msg()));
@@ -300,7 +306,7 @@ mod tests {
     #[test]
     fn jq_111_disconnect_returns_unacked_assignments_only() {
         let r = Registry::default();
-        let (g, rx) = r.connect("w", vec!["default".into()], 4);
+        let (g, rx) = r.connect("w", vec!["default".into()], vec![], 4);
         let f = r.free().remove(0);
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         r.deliver(&f, a, 3, Utc::now(), None, msg());
@@ -323,7 +329,7 @@ mod tests {
         use futures::FutureExt;
         let r = Registry::default();
         let woken = |r: &Registry| r.woken().now_or_never().is_some();
-        let (_g, _rx) = r.connect("w", vec!["default".into()], 2);
+        let (_g, _rx) = r.connect("w", vec!["default".into()], vec![], 2);
         assert!(woken(&r), "a connecting worker wakes it");
         let f = r.free().remove(0);
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
@@ -344,8 +350,8 @@ mod tests {
     #[test]
     fn reconnect_replaces_the_old_stream() {
         let r = Registry::default();
-        let (g1, _rx1) = r.connect("w", vec!["q".into()], 1);
-        let (g2, _rx2) = r.connect("w", vec!["q".into()], 1);
+        let (g1, _rx1) = r.connect("w", vec!["q".into()], vec![], 1);
+        let (g2, _rx2) = r.connect("w", vec!["q".into()], vec![], 1);
         assert!(
             r.disconnect("w", g1).is_empty(),
             "the old stream's end does not remove the new one"

@@ -345,10 +345,11 @@ fn call() -> BoxedStrategy<Call> {
             ],
             text(),
             prop::collection::vec(lease(), 0..3),
-            any::<bool>()
+            any::<bool>(),
+            prop::collection::vec(u32_edge(), 0..3)
         )
             .prop_map(
-                |(worker_id, hostname, concurrency, queues, version, in_flight, draining)| {
+                |(worker_id, hostname, concurrency, queues, version, in_flight, draining, queue_weights)| {
                     Register(v1::RegisterRequest {
                         worker_id: not_a_stream_id(worker_id),
                         hostname,
@@ -357,6 +358,7 @@ fn call() -> BoxedStrategy<Call> {
                         version,
                         in_flight,
                         draining,
+                        queue_weights,
                     })
                 }
             ),
@@ -807,8 +809,11 @@ fn one_field_at_a_time(job: &str) -> Vec<Call> {
         version: "1.0".into(),
         in_flight: vec![],
         draining: false,
+        queue_weights: vec![],
     };
     let mut regs = vary(&reg, strs(), |r, s| r.worker_id = s);
+    regs.extend(vary(&reg, u32s(), |r, x| r.queue_weights = vec![x]));
+    regs.extend(vary(&reg, vec![vec![1, 2], vec![0]], |r, w| r.queue_weights = w));
     regs.extend(vary(&reg, strs(), |r, s| r.hostname = s));
     regs.extend(vary(&reg, u32s(), |r, x| r.concurrency = x));
     regs.extend(vary(&reg, strs(), |r, s| r.queues = vec!["default".into(), s]));

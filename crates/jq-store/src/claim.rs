@@ -107,6 +107,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for BandRow {
 /// claim takes from the lanes' heads, best first, so a lane always gives a
 /// prefix of what it offered.
 struct Lane {
+    queue: String,
     rows: std::collections::VecDeque<JobRow>,
     /// Set for a weighted queue: what it needs to store the round-robin's
     /// credit after the picks actually handed out.
@@ -144,6 +145,36 @@ fn merge(lanes: &mut [Lane], limit: usize) -> (Vec<JobRow>, Vec<usize>) {
         taken[i] += 1;
     }
     (out, taken)
+}
+
+/// Up to `limit` rows shared between the queues by the workers' weights
+/// (JQ-123, `weights[i]` for `queues[i]`): the round-robin over the queues
+/// whose lanes have rows, each pick the lane's head. Returns the rows, how
+/// many each lane gave, and the round-robin's state after them.
+fn share(
+    lanes: &mut [Lane],
+    queues: &[String],
+    weights: &[u32],
+    rr: &RoundRobin,
+    limit: usize,
+) -> (Vec<JobRow>, Vec<usize>, RoundRobin) {
+    let lane_of: Vec<Option<usize>> = queues
+        .iter()
+        .map(|q| lanes.iter().position(|l| &l.queue == q))
+        .collect();
+    let available: Vec<usize> = lane_of
+        .iter()
+        .map(|l| l.map_or(0, |i| lanes[i].rows.len()))
+        .collect();
+    let mut rr = RoundRobin::resume(rr.credit.clone(), queues.len());
+    let mut out = Vec::with_capacity(limit);
+    let mut taken = vec![0; lanes.len()];
+    for q in rr.plan(weights, &available, limit) {
+        let i = lane_of[q].expect("a queue with rows has a lane");
+        out.extend(lanes[i].rows.pop_front());
+        taken[i] += 1;
+    }
+    (out, taken, rr)
 }
 
 /// The claim's read, one round trip: every requested queue that is not
@@ -240,23 +271,50 @@ impl Store {
         if queues.is_empty() || wants.iter().all(|(_, n)| *n == 0) {
             return Ok(vec![]);
         }
-        self.run("claim_jobs", || self.claim_tx(wants, queues)).await
+        let (got, _) = self
+            .run("claim_jobs", || self.claim_tx(wants, queues, None))
+            .await?;
+        Ok(got)
+    }
+
+    /// [`Store::claim_for`] with the workers' queue weights (JQ-123, one
+    /// per queue): the claim's jobs are shared between the queues that have
+    /// work by the smooth weighted round-robin continued from `shares`, and
+    /// a queue with fewer gives the rest to the others. Returns the
+    /// round-robin's state after the jobs handed out, for the next claim.
+    pub async fn claim_weighted(
+        &self,
+        wants: &[(String, u32)],
+        queues: &[String],
+        weights: &[u32],
+        shares: &RoundRobin,
+    ) -> Result<(Vec<(String, Assignment)>, RoundRobin)> {
+        if queues.is_empty() || wants.iter().all(|(_, n)| *n == 0) {
+            return Ok((vec![], shares.clone()));
+        }
+        let (got, after) = self
+            .run("claim_jobs", || {
+                self.claim_tx(wants, queues, Some((weights, shares)))
+            })
+            .await?;
+        Ok((got, after.unwrap_or_else(|| shares.clone())))
     }
 
     async fn claim_tx(
         &self,
         wants: &[(String, u32)],
         queues: &[String],
-    ) -> Result<Vec<(String, Assignment)>> {
+        shares: Option<(&[u32], &RoundRobin)>,
+    ) -> Result<(Vec<(String, Assignment)>, Option<RoundRobin>)> {
         let mut conn = self.conn().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let got = self.claim_in(&mut tx, wants, queues).await;
+        let got = self.claim_in(&mut tx, wants, queues, shares).await;
         // Committed or rolled back here, also when it gives nothing: its
         // read may have locked candidates.
         let got = crate::finish(tx, got).await;
-        let (assigned, verdicts) = conn.settle(got)?;
+        let ((assigned, verdicts), after) = conn.settle(got)?;
         self.report_committed(&verdicts);
-        Ok(assigned)
+        Ok((assigned, after))
     }
 
     async fn claim_in(
@@ -264,7 +322,8 @@ impl Store {
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
         wants: &[(String, u32)],
         queues: &[String],
-    ) -> Result<Claimed> {
+        shares: Option<(&[u32], &RoundRobin)>,
+    ) -> Result<(Claimed, Option<RoundRobin>)> {
         let asked: u32 = wants.iter().map(|(_, n)| *n).sum();
         let ids: Vec<&str> = wants.iter().map(|(w, _)| w.as_str()).collect();
         // One statement: the candidates, their queues' caps and the workers
@@ -289,7 +348,7 @@ impl Store {
             .collect();
         let limit: u32 = slots.iter().map(|(_, n)| *n).sum();
         if limit == 0 {
-            return Ok((vec![], vec![]));
+            return Ok(((vec![], vec![]), None));
         }
         let mut caps: Vec<QueueCaps> = vec![];
         let mut plain: Vec<JobRow> = vec![];
@@ -352,6 +411,7 @@ impl Store {
                             .fetch_all(&mut **tx)
                             .await?;
                         Lane {
+                            queue: c.name.clone(),
                             rows: rows.into(),
                             weighted: None,
                         }
@@ -363,12 +423,28 @@ impl Store {
             caps.retain(|c| !c.serialized());
             caps.extend(locked);
         }
+        // The queues without caps: a lane each, in dispatch order.
         plain.sort_by_key(key);
-        lanes.push(Lane {
-            rows: plain.into(),
-            weighted: None,
-        });
-        let (candidates, taken) = merge(&mut lanes, limit as usize);
+        for r in plain {
+            match lanes.iter_mut().find(|l| l.queue == r.queue) {
+                Some(l) => l.rows.push_back(r),
+                None => lanes.push(Lane {
+                    queue: r.queue.clone(),
+                    rows: vec![r].into(),
+                    weighted: None,
+                }),
+            }
+        }
+        let (candidates, taken, after) = match shares {
+            None => {
+                let (c, t) = merge(&mut lanes, limit as usize);
+                (c, t, None)
+            }
+            Some((weights, rr)) => {
+                let (c, t, rr) = share(&mut lanes, queues, weights, rr, limit as usize);
+                (c, t, Some(rr))
+            }
+        };
         // The round-robin's credit after what each weighted queue gave.
         let mut credit: HashMap<String, Vec<i64>> = HashMap::new();
         for (lane, k) in lanes.iter().zip(&taken) {
@@ -376,7 +452,7 @@ impl Store {
                 && *k > 0
             {
                 let mut rr = w.start.clone();
-                rr.plan(&w.weights, &w.available, *k);
+                rr.plan(&w.weights.weights(), &w.available, *k);
                 credit.insert(w.queue.clone(), rr.credit);
             }
         }
@@ -471,7 +547,7 @@ impl Store {
                 (w.to_string(), a)
             })
             .collect();
-        Ok((assigned, verdicts))
+        Ok(((assigned, verdicts), after))
     }
 
     /// A weighted queue's offer (FR-025): up to `room` candidates per band
@@ -506,11 +582,12 @@ impl Store {
         }
         let available: Vec<usize> = per_band.iter().map(Vec::len).collect();
         let start = RoundRobin::resume(c.priority_credit.clone().unwrap_or_default(), bands.len());
-        let plan = start.clone().plan(&weights, &available, room as usize);
+        let plan = start.clone().plan(&weights.weights(), &available, room as usize);
         let mut per_band: Vec<std::collections::VecDeque<JobRow>> =
             per_band.into_iter().map(Into::into).collect();
         let rows = plan.iter().filter_map(|b| per_band[*b].pop_front()).collect();
         Ok(Lane {
+            queue: c.name.clone(),
             rows,
             weighted: Some(WeightedLane {
                 queue: c.name.clone(),

@@ -196,7 +196,7 @@ impl From<QueueRow> for Queue {
     }
 }
 
-pub(crate) const WORKER_COLUMNS: &str = "w.id, w.hostname, w.concurrency, w.queues, w.status::text AS status, \
+pub(crate) const WORKER_COLUMNS: &str = "w.id, w.hostname, w.concurrency, w.queues, w.queue_weights, w.status::text AS status, \
     w.version, w.registered_at, w.last_heartbeat_at, \
     (SELECT count(*) FROM jobs j WHERE j.worker_id = w.id AND j.status IN ('ASSIGNED', 'RUNNING') AND j.phase = 1) AS active_jobs";
 
@@ -206,6 +206,7 @@ pub(crate) struct WorkerRow {
     pub hostname: String,
     pub concurrency: i32,
     pub queues: Vec<String>,
+    pub queue_weights: Option<Vec<i32>>,
     pub status: String,
     pub version: String,
     pub registered_at: DateTime<Utc>,
@@ -221,6 +222,12 @@ impl From<WorkerRow> for Worker {
             hostname: r.hostname,
             concurrency: u32_of(r.concurrency),
             queues: r.queues,
+            queue_weights: r
+                .queue_weights
+                .unwrap_or_default()
+                .into_iter()
+                .map(u32_of)
+                .collect(),
             version: r.version,
             registered_at: r.registered_at,
             last_heartbeat_at: r.last_heartbeat_at,

@@ -99,12 +99,36 @@ impl Store {
         for q in &reg.queues {
             validate_queue_name(q)?;
         }
+        if !reg.queue_weights.is_empty() && reg.queue_weights.len() != reg.queues.len() {
+            return Err(ValidationError::invalid(
+                "queue_weights",
+                format!(
+                    "{} weights for {} queues: give one per queue, or none",
+                    reg.queue_weights.len(),
+                    reg.queues.len()
+                ),
+            )
+            .into());
+        }
+        if let Some((q, w)) = reg
+            .queues
+            .iter()
+            .zip(&reg.queue_weights)
+            .find(|(_, w)| !(1..=jq_core::weights::MAX_WEIGHT).contains(*w))
+        {
+            return Err(ValidationError::invalid(
+                "queue_weights",
+                format!("queue {q}: weight {w} is not 1-{}", jq_core::weights::MAX_WEIGHT),
+            )
+            .into());
+        }
         check_leases("in_flight", &reg.keep)?;
         self.run("register_worker", || async move {
             sqlx::query_scalar::<_, String>(&with_event(
-                "INSERT INTO workers (id, hostname, concurrency, queues, version, status) \
-                 VALUES ($1, $2, $3, $4, $5, $7::worker_status) ON CONFLICT (id) DO UPDATE SET \
+                "INSERT INTO workers (id, hostname, concurrency, queues, version, status, queue_weights) \
+                 VALUES ($1, $2, $3, $4, $5, $7::worker_status, $8) ON CONFLICT (id) DO UPDATE SET \
                  hostname = EXCLUDED.hostname, concurrency = EXCLUDED.concurrency, queues = EXCLUDED.queues, \
+                 queue_weights = EXCLUDED.queue_weights, \
                  version = EXCLUDED.version, status = EXCLUDED.status, registered_at = now(), \
                  last_heartbeat_at = now()",
                 "$6",
@@ -120,6 +144,10 @@ impl Store {
             } else {
                 WorkerStatus::Online.as_str()
             })
+            .bind(
+                (!reg.queue_weights.is_empty())
+                    .then(|| reg.queue_weights.iter().map(|w| *w as i32).collect::<Vec<i32>>()),
+            )
             .fetch_one(&self.pool)
             .await?;
             self.reclaim_worker_jobs(&reg.id, &reg.keep).await

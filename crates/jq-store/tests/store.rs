@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jq_core::records::{Assignment, Lease, WorkerRegistration};
-use jq_core::weights::PriorityWeights;
+use jq_core::weights::{PriorityWeights, RoundRobin};
 use jq_core::*;
 use jq_store::queues::QueuePatch;
 use jq_store::retention::Publishing;
@@ -2565,4 +2565,81 @@ async fn fr_025_an_empty_band_gives_its_share_away_and_caps_still_hold() {
         .map(|a| a.priority)
         .collect();
     assert_eq!(rest, [9, 4, 4, 1, 1, 1, 1, 1]);
+}
+
+/// JQ-123: one claim for a worker with queue weights shares its jobs
+/// between the queues by the round-robin, continued from claim to claim; a
+/// queue held back by its cap (JQ-140) or without work gives its share to
+/// the others.
+#[tokio::test]
+async fn jq_123_queue_weights_share_claims_and_caps_still_hold() {
+    let (_db, s) = setup().await;
+    for q in ["a", "b"] {
+        s.create_queue(q, &QueueSettings::default()).await.unwrap();
+        s.submit_many((0..20).map(|_| job(q)).collect()).await.unwrap();
+    }
+    worker(&s, "w", &["a", "b"]).await;
+    let queues = q(&["a", "b"]);
+    let of = |got: &[(String, jq_core::records::Assignment)]| -> String {
+        got.iter()
+            .map(|(_, a)| a.queue.as_str())
+            .collect::<Vec<_>>()
+            .join("")
+    };
+    let wants = |n: u32| vec![("w".to_string(), n)];
+    let (got, rr) = s
+        .claim_weighted(&wants(8), &queues, &[3, 1], &RoundRobin::default())
+        .await
+        .unwrap();
+    assert_eq!(of(&got), "aabaaaba", "six to two, spread out");
+    // One at a time, the sequence continues where the claim of 8 left it.
+    let mut rr = rr;
+    let mut one_by_one = String::new();
+    for _ in 0..8 {
+        let (got, next) = s.claim_weighted(&wants(1), &queues, &[3, 1], &rr).await.unwrap();
+        one_by_one += &of(&got);
+        rr = next;
+    }
+    assert_eq!(one_by_one, "aabaaaba");
+    // `a` capped at what runs now plus two: two of `a`, the rest `b`.
+    let running = 12;
+    s.update_queue(
+        "a",
+        &QueuePatch {
+            concurrency_limit: Some(Some(running + 2)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (got, rr) = s.claim_weighted(&wants(8), &queues, &[3, 1], &rr).await.unwrap();
+    assert_eq!(of(&got).matches('a').count(), 2, "{}", of(&got));
+    assert_eq!(got.len(), 8, "work-conserving: {}", of(&got));
+    // `b` has 20 - 4 - 6 = 10 left and `a` none it may run: all `b`.
+    let (got, _) = s.claim_weighted(&wants(8), &queues, &[3, 1], &rr).await.unwrap();
+    assert_eq!(of(&got), "bbbbbbbb");
+    // Registered weights are one per queue, 1-1000.
+    for (weights, says) in [
+        (vec![3], "1 weights for 2 queues"),
+        (vec![3, 0], "queue b: weight 0 is not 1-1000"),
+    ] {
+        let reg = WorkerRegistration {
+            id: "w2".into(),
+            hostname: "h".into(),
+            concurrency: 1,
+            queues: queues.clone(),
+            queue_weights: weights,
+            version: "1".into(),
+            ..Default::default()
+        };
+        let e = s.register_worker(&reg).await.unwrap_err();
+        assert!(
+            matches!(e, StoreError::Invalid(_)) && e.to_string().contains(says),
+            "{e}"
+        );
+    }
+    assert!(matches!(
+        s.get_worker("w2").await,
+        Err(StoreError::WorkerNotFound(_))
+    ));
 }

@@ -37,7 +37,9 @@ struct Args {
     /// Most jobs run at once (worker.concurrency, default 4).
     #[arg(long)]
     concurrency: Option<u32>,
-    /// Comma-separated queues to take jobs from (worker.queues, default "default").
+    /// Comma-separated queues to take jobs from (worker.queues, default
+    /// "default"); `critical:3,default:1` fills the slots in proportion
+    /// while both have work (JQ-123).
     #[arg(long, value_delimiter = ',')]
     queues: Option<Vec<String>>,
     /// Prometheus /metrics port (worker.metrics_port, default 9091).

@@ -52,6 +52,8 @@ pub struct Registration<'a> {
     pub hostname: &'a str,
     pub concurrency: u32,
     pub queues: &'a [String],
+    /// One per queue (JQ-123), or empty.
+    pub queue_weights: &'a [u32],
     pub version: &'a str,
     pub held: Vec<Lease>,
     pub draining: bool,
@@ -88,6 +90,7 @@ pub async fn register(clients: &Clients, r: Registration<'_>) -> Result<Register
         hostname: r.hostname.to_string(),
         concurrency: r.concurrency,
         queues: r.queues.to_vec(),
+        queue_weights: r.queue_weights.to_vec(),
         version: r.version.to_string(),
         in_flight: r.held.iter().map(lease_out).collect(),
         draining: r.draining,

@@ -47,6 +47,8 @@ pub enum WorkerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("worker.{0}")]
+    Queues(jq_core::ValidationError),
 }
 
 /// A lease this worker holds, and how to stop its attempt.
@@ -191,6 +193,8 @@ pub async fn start(cfg: WorkerConfig, handlers: Handlers) -> Result<RunningWorke
     } else {
         cfg.worker.id.clone()
     };
+    // Refused here, before anything runs, rather than at each register.
+    jq_core::weights::parse_queue_weights(&cfg.worker.queues).map_err(WorkerError::Queues)?;
     let clients = target(&cfg).connect_lazy()?;
     let health = listen(&cfg.worker.bind, cfg.worker.health_port).await?;
     let metrics_l = listen(&cfg.worker.bind, cfg.worker.metrics_port).await?;
@@ -355,13 +359,17 @@ impl Inner {
     }
 
     async fn register(&self) -> Result<wire::Registered, tonic::Status> {
+        // Checked by `start`, so this parses.
+        let (queues, queue_weights) = jq_core::weights::parse_queue_weights(&self.cfg.worker.queues)
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
         let r = wire::register(
             &self.clients,
             wire::Registration {
                 worker_id: &self.id,
                 hostname: &self.hostname,
                 concurrency: self.cfg.worker.concurrency,
-                queues: &self.cfg.worker.queues,
+                queues: &queues,
+                queue_weights: &queue_weights,
                 version: VERSION,
                 held: self.leases(),
                 draining: self.draining.load(Ordering::Relaxed),

@@ -476,3 +476,93 @@ async fn jq_110_a_worker_cut_off_from_the_server_stops_its_jobs_before_they_are_
     until("the worker to let go of the attempt", || w.held_jobs() == 0).await;
     w.shutdown().await;
 }
+
+/// JQ-123: a worker started with `critical:3,default:1` fills its slots
+/// three to one while both queues have work, deterministically; once
+/// `critical` runs out its share goes to `default`. The weights are
+/// registered and listed.
+#[tokio::test]
+async fn jq_123_weighted_queues_fill_a_workers_slots_in_proportion() {
+    let mut env = start().await;
+    let store = env.db.store();
+    for q in ["critical", "default"] {
+        store.ensure_queue(q).await.unwrap();
+    }
+    for (q, n) in [("default", 300), ("critical", 300)] {
+        let jobs = (0..n).map(|_| job(q, r#"{"handler":"noop"}"#)).collect();
+        env.api
+            .jobs
+            .submit_jobs(v1::SubmitJobsRequest { jobs })
+            .await
+            .unwrap();
+    }
+    let w = jq_worker::start(
+        worker_config(env.addr(), "w-weighted", &["critical:3", "default:1"], 4),
+        Handlers::builtin(),
+    )
+    .await
+    .unwrap();
+    let done = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobs WHERE status = 'DONE'")
+            .fetch_one(env.db.pool())
+            .await
+            .unwrap()
+    };
+    for _ in 0..600 {
+        if done().await == 600 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(done().await, 600, "every job ran");
+    // The queues in dispatch order: the claims' events, drawn in order.
+    let order: Vec<String> =
+        sqlx::query_scalar("SELECT queue FROM job_events WHERE reason = 'CLAIMED' ORDER BY id")
+            .fetch_all(env.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(order.len(), 600, "each job dispatched once");
+    let last = order.iter().rposition(|q| q == "critical").unwrap();
+    let both = &order[..=last];
+    let share = 300.0 / both.len() as f64;
+    assert!(
+        (0.73..=0.77).contains(&share),
+        "critical had {share:.3} of {}",
+        both.len()
+    );
+    for (i, window) in both.chunks_exact(40).enumerate() {
+        let c = window.iter().filter(|q| *q == "critical").count();
+        assert!(
+            (28..=32).contains(&c),
+            "dispatches {}..: {c} of 40 critical",
+            i * 40
+        );
+    }
+    assert!(
+        order[last + 1..].iter().all(|q| q == "default"),
+        "then default alone"
+    );
+    let me = env.worker("w-weighted").await.unwrap();
+    assert_eq!(
+        (me.queues.clone(), me.queue_weights.clone()),
+        (vec!["critical".to_string(), "default".to_string()], vec![3, 1])
+    );
+    w.shutdown().await;
+}
+
+/// JQ-123: a worker's queue weights are checked before it starts.
+#[tokio::test]
+async fn jq_123_a_bad_queue_weight_stops_the_worker_before_it_starts() {
+    let env = start().await;
+    let e = jq_worker::start(
+        worker_config(env.addr(), "w-bad", &["critical:0", "default"], 1),
+        Handlers::builtin(),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert_eq!(
+        e.to_string(),
+        "worker.queues: \"critical\": weight \"0\" is not 1-1000 (e.g. critical:3,default:1)"
+    );
+}

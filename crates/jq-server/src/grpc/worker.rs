@@ -70,6 +70,7 @@ impl WorkerService for Workers {
             hostname: r.hostname,
             concurrency: r.concurrency,
             queues: r.queues,
+            queue_weights: r.queue_weights,
             version: r.version,
             keep: leases(r.in_flight)?,
             draining: r.draining,
@@ -134,7 +135,12 @@ impl WorkerService for Workers {
                 "worker {worker_id:?} is OFFLINE; call Register again"
             )));
         }
-        let (generation, rx) = s.registry.connect(&worker_id, w.queues.clone(), w.concurrency);
+        let (generation, rx) = s.registry.connect(
+            &worker_id,
+            w.queues.clone(),
+            w.queue_weights.clone(),
+            w.concurrency,
+        );
         match w.status {
             WorkerStatus::Draining => {
                 s.registry
