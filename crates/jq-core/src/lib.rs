@@ -13,10 +13,13 @@
 //! - [`input`]: hostile-input checks, bounded echoes, storable job text (JQ-105).
 //! - [`page`]: list cursors (FR-032).
 //! - [`records`]: plain data of stored jobs, queues, workers, events.
-//! - [`weights`]: priority bands and their round-robin (FR-025).
+//! - [`weights`]: priority bands, worker queue weights and their round-robin
+//!   (FR-025, JQ-123).
+//! - [`cron`]: periodic schedules' patterns, zones and occurrences (JQ-124).
 //! - `testing` (feature): the reference model shared by the model tests.
 
 pub mod backoff;
+pub mod cron;
 pub mod error;
 pub mod events;
 pub mod input;

@@ -20,6 +20,8 @@ use crate::status::JobStatus;
 pub enum Reason {
     /// Job created (no previous state).
     Submitted,
+    /// Job created by a periodic schedule for one occurrence (JQ-124).
+    Scheduled,
     /// PENDING -> ASSIGNED by a dispatcher claim.
     Claimed,
     /// ASSIGNED -> RUNNING: the worker acknowledged the assignment.
@@ -50,8 +52,9 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::Submitted,
+        Reason::Scheduled,
         Reason::Claimed,
         Reason::Started,
         Reason::Completed,
@@ -70,6 +73,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Submitted => "SUBMITTED",
+            Reason::Scheduled => "SCHEDULED",
             Reason::Claimed => "CLAIMED",
             Reason::Started => "STARTED",
             Reason::Completed => "COMPLETED",

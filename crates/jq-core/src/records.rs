@@ -155,6 +155,8 @@ pub struct Assignment {
     /// The queue's retry backoff as the claim read it.
     pub backoff: crate::BackoffPolicy,
     pub created_at: DateTime<Utc>,
+    /// The occurrence a periodic schedule submitted it for (JQ-124).
+    pub scheduled_at: Option<DateTime<Utc>>,
     /// The job's state as the claim left it. The server decides the
     /// worker's ack and result from it without reading the row again; the
     /// write still checks that it is the row's state.

@@ -10,10 +10,11 @@ use uuid::Uuid;
 
 pub fn from_store(e: StoreError) -> Status {
     match e {
-        StoreError::JobNotFound(_) | StoreError::QueueNotFound(_) | StoreError::WorkerNotFound(_) => {
-            Status::not_found(e.to_string())
-        }
-        StoreError::QueueExists(_) => Status::already_exists(e.to_string()),
+        StoreError::JobNotFound(_)
+        | StoreError::QueueNotFound(_)
+        | StoreError::WorkerNotFound(_)
+        | StoreError::ScheduleNotFound(_) => Status::not_found(e.to_string()),
+        StoreError::QueueExists(_) | StoreError::ScheduleExists(_) => Status::already_exists(e.to_string()),
         StoreError::QueueNotEmpty { .. } | StoreError::JobNotTerminal(_) | StoreError::WorkerOffline(_) => {
             Status::failed_precondition(e.to_string())
         }

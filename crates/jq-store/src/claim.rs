@@ -539,6 +539,7 @@ impl Store {
                     priority: r.priority.clamp(0, 9) as u8,
                     retries: u32_of(r.retries),
                     created_at: r.created_at,
+                    scheduled_at: r.scheduled_at,
                     payload: r.payload,
                     queue: r.queue,
                     state: effects.next.clone(),

@@ -12,6 +12,10 @@ pub enum StoreError {
     QueueNotFound(String),
     #[error("queue {} already exists", Echo(.0))]
     QueueExists(String),
+    #[error("schedule {} not found", Echo(.0))]
+    ScheduleNotFound(String),
+    #[error("schedule {} already exists", Echo(.0))]
+    ScheduleExists(String),
     #[error(
         "queue {} still has {jobs} job(s); delete them first or use force",
         Echo(name)
@@ -107,6 +111,8 @@ impl StoreError {
             StoreError::JobNotFound(id) => StoreError::JobNotFound(*id),
             StoreError::QueueNotFound(q) => StoreError::QueueNotFound(q.clone()),
             StoreError::QueueExists(q) => StoreError::QueueExists(q.clone()),
+            StoreError::ScheduleNotFound(q) => StoreError::ScheduleNotFound(q.clone()),
+            StoreError::ScheduleExists(q) => StoreError::ScheduleExists(q.clone()),
             StoreError::QueueNotEmpty { name, jobs } => StoreError::QueueNotEmpty {
                 name: name.clone(),
                 jobs: *jobs,

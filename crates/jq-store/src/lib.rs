@@ -45,6 +45,7 @@ pub mod queues;
 pub mod reaper;
 pub mod retention;
 mod rows;
+pub mod schedules;
 pub mod transitions;
 pub mod workers;
 

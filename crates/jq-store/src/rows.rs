@@ -12,7 +12,7 @@ use uuid::Uuid;
 pub(crate) const JOB_COLUMNS: &str = "j.id, j.queue, j.status::text AS status, j.priority, j.payload, j.result, \
     j.error, j.attempt, j.retries, j.max_retries, j.worker_id, j.idempotency_key, j.cancel_requested, \
     j.last_report_attempt, j.last_report_kind, j.created_at, j.not_before, j.expires_at, j.assigned_at, \
-    j.started_at, j.completed_at, j.updated_at, j.seq";
+    j.started_at, j.completed_at, j.updated_at, j.seq, j.scheduled_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct JobRow {
@@ -39,6 +39,7 @@ pub(crate) struct JobRow {
     pub completed_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
     pub seq: i64,
+    pub scheduled_at: Option<DateTime<Utc>>,
 }
 
 pub(crate) fn status(s: &str) -> JobStatus {
