@@ -16,5 +16,6 @@ pub fn assignment() -> v1::Assignment {
             seconds: 1_795_000_000,
             nanos: 123_000,
         }),
+        scheduled_at: None,
     }
 }

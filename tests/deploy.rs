@@ -58,6 +58,8 @@ fn server_metric_names() -> BTreeSet<String> {
             "jq_outbox_backlog",
             "jq_job_submit_to_start_seconds",
             "jq_redis_degraded",
+            "jq_schedule_fires_total",
+            "jq_schedule_lag_seconds",
         ]
         .map(String::from),
     );
@@ -298,6 +300,7 @@ fn fr_040_alert_rules_pass_promtool_and_use_real_metrics() {
         "JqNoWorkers",
         "JqOutboxBacklog",
         "JqSchedulerCycleSlow",
+        "JqScheduleBehind",
     ] {
         assert!(names.contains(want), "{want}");
     }

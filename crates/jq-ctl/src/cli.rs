@@ -88,6 +88,10 @@ pub enum Cmd {
     /// List, drain and shut down workers.
     #[command(subcommand)]
     Worker(WorkerCmd),
+    /// Periodic schedules: a job at every occurrence of a cron pattern
+    /// (JQ-124).
+    #[command(subcommand)]
+    Schedule(ScheduleCmd),
     /// Server health, dependencies, workers and queue depths (FR-042).
     #[command(after_help = "Example:\n  jq-ctl status -o json")]
     Status,
@@ -259,6 +263,91 @@ pub enum QueueCmd {
     /// Dispatch from a paused queue again.
     #[command(after_help = "Example:\n  jq-ctl queue resume emails")]
     Resume { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCmd {
+    /// Create a schedule; PAYLOAD is the job's payload.
+    #[command(
+        after_help = "Example:\n  jq-ctl schedule create nightly --cron '0 3 * * *' --timezone Europe/Berlin -q reports '{\"handler\":\"report\"}'\n  jq-ctl schedule create heartbeat --cron '*/10 * * * * *' --overlap skip '{\"command\":[\"true\"]}'"
+    )]
+    Create {
+        name: String,
+        /// The job's payload (JSON by convention).
+        payload: String,
+        #[command(flatten)]
+        flags: ScheduleFlags,
+    },
+    /// All schedules, their next and last occurrences.
+    #[command(after_help = "Example:\n  jq-ctl schedule list -o yaml")]
+    List,
+    /// One schedule in full.
+    #[command(after_help = "Example:\n  jq-ctl schedule get nightly -o json")]
+    Get { name: String },
+    /// Change a schedule; unset flags stay as they are.
+    #[command(after_help = "Example:\n  jq-ctl schedule update nightly --cron '30 3 * * *'")]
+    Update {
+        name: String,
+        #[command(flatten)]
+        flags: ScheduleFlags,
+        /// A new payload.
+        #[arg(long)]
+        payload: Option<String>,
+    },
+    /// Fire nothing until resumed.
+    #[command(after_help = "Example:\n  jq-ctl schedule pause nightly")]
+    Pause { name: String },
+    /// Go on from the next occurrence after now (a pause is not caught up).
+    #[command(after_help = "Example:\n  jq-ctl schedule resume nightly")]
+    Resume { name: String },
+    /// Delete a schedule; its jobs stay.
+    #[command(after_help = "Example:\n  jq-ctl schedule delete nightly")]
+    Delete { name: String },
+    /// Fire one occurrence now, off the pattern.
+    #[command(after_help = "Example:\n  jq-ctl schedule trigger nightly")]
+    Trigger { name: String },
+}
+
+#[derive(Args, Debug, Default)]
+pub struct ScheduleFlags {
+    /// Cron pattern: 5 fields (minute hour day-of-month month day-of-week),
+    /// 6 with seconds first, or @hourly, @daily, @weekly, @monthly, @yearly.
+    #[arg(long)]
+    pub cron: Option<String>,
+    /// IANA time zone the pattern is read in (default UTC).
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// The queue of its jobs (on create, default "default").
+    #[arg(long, short)]
+    pub queue: Option<String>,
+    /// 0-9, 9 runs first.
+    #[arg(long, short, value_parser = clap::value_parser!(i32).range(0..=9))]
+    pub priority: Option<i32>,
+    /// Retries after the first attempt (`default`: the queue's).
+    #[arg(long, value_parser = parse_schedule_retries)]
+    pub max_retries: Option<i32>,
+    /// Dead-letter a job not started within this long (0: the queue's).
+    #[arg(long, value_parser = parse_duration)]
+    pub ttl: Option<Duration>,
+    /// Occurrences missed while no server ran: skip, once (default) or all
+    /// (at most 100).
+    #[arg(long, value_parser = ["skip", "once", "all"])]
+    pub missed: Option<String>,
+    /// allow (default), or skip: no occurrence while the previous one's
+    /// job has not finished.
+    #[arg(long, value_parser = ["allow", "skip"])]
+    pub overlap: Option<String>,
+}
+
+/// `default` (-1 on the wire: the queue's) or 0-1000.
+fn parse_schedule_retries(s: &str) -> Result<i32, String> {
+    match s.trim() {
+        "default" => Ok(-1),
+        n => match n.parse::<i32>() {
+            Ok(v) if (0..=1000).contains(&v) => Ok(v),
+            _ => Err(format!("{n:?} is not 0-1000 or `default`")),
+        },
+    }
 }
 
 #[derive(Args, Debug, Default)]

@@ -11,7 +11,10 @@ use jq_proto::v1;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cli::{Cli, Cmd, Format, JobCmd, QueueCmd, QueueFlags, Retry, StatusArg, Submit, WorkerCmd};
+use crate::cli::{
+    Cli, Cmd, Format, JobCmd, QueueCmd, QueueFlags, Retry, ScheduleCmd, ScheduleFlags, StatusArg, Submit,
+    WorkerCmd,
+};
 use crate::error::{CtlError, Ctx};
 use crate::output::*;
 use crate::{Io, VERSION};
@@ -19,6 +22,7 @@ use crate::{Io, VERSION};
 const JOB_HINT: &str = "list job ids with `jq-ctl job list`";
 const QUEUE_HINT: &str = "see `jq-ctl queue list`, or create it with `jq-ctl queue create <name>`";
 const WORKER_HINT: &str = "see `jq-ctl worker list --all`";
+const SCHEDULE_HINT: &str = "see `jq-ctl schedule list`";
 /// SubmitJobs accepts at most this many per call (JQ-102).
 const BULK_BATCH: usize = 10_000;
 
@@ -131,6 +135,7 @@ pub async fn run(cli: Cli, io: &mut Io<'_>) -> Result<(), CtlError> {
         Some(Cmd::Job(c)) => job(&mut s, c).await,
         Some(Cmd::Queue(c)) => queue(&mut s, c).await,
         Some(Cmd::Worker(c)) => worker(&mut s, c).await,
+        Some(Cmd::Schedule(c)) => schedule(&mut s, c).await,
     }
 }
 
@@ -614,6 +619,103 @@ async fn worker(s: &mut Session<'_, '_>, cmd: WorkerCmd) -> Result<(), CtlError>
                 .worker
                 .unwrap_or_default();
             s.print(&WorkerView::from(w))
+        }
+    }
+}
+
+fn schedule_spec(f: ScheduleFlags, payload: Option<String>) -> v1::ScheduleSpec {
+    v1::ScheduleSpec {
+        cron: f.cron,
+        timezone: f.timezone,
+        queue: f.queue,
+        payload: payload.map(String::into_bytes),
+        priority: f.priority,
+        max_retries: f.max_retries,
+        ttl_seconds: f.ttl.map(|d| d.as_secs().min(u32::MAX as u64) as u32),
+        missed: f.missed,
+        overlap: f.overlap,
+    }
+}
+
+async fn schedule(s: &mut Session<'_, '_>, cmd: ScheduleCmd) -> Result<(), CtlError> {
+    let c = s.connect().await?;
+    let mut admin = c.admin.clone();
+    let one = |r: v1::ScheduleResponse| ScheduleView::from(r.schedule.unwrap_or_default());
+    match cmd {
+        ScheduleCmd::Create { name, payload, flags } => {
+            if flags.cron.is_none() {
+                return Err(CtlError::Usage(
+                    "give the pattern with --cron (e.g. --cron '*/5 * * * *')".into(),
+                ));
+            }
+            let req = v1::CreateScheduleRequest {
+                name,
+                spec: Some(schedule_spec(flags, Some(payload))),
+            };
+            let r = s.call(QUEUE_HINT, admin.create_schedule(req)).await?;
+            s.print(&one(r))
+        }
+        ScheduleCmd::List => {
+            let r = s
+                .call("", admin.list_schedules(v1::ListSchedulesRequest {}))
+                .await?;
+            s.print(&ScheduleList {
+                schedules: r.schedules.into_iter().map(ScheduleView::from).collect(),
+            })
+        }
+        ScheduleCmd::Get { name } => {
+            let r = s
+                .call(SCHEDULE_HINT, admin.get_schedule(v1::ScheduleRef { name }))
+                .await?;
+            s.print(&one(r))
+        }
+        ScheduleCmd::Update { name, flags, payload } => {
+            let req = v1::UpdateScheduleRequest {
+                name,
+                spec: Some(schedule_spec(flags, payload)),
+            };
+            let r = s.call(SCHEDULE_HINT, admin.update_schedule(req)).await?;
+            s.print(&one(r))
+        }
+        ScheduleCmd::Pause { name } => {
+            let r = s
+                .call(SCHEDULE_HINT, admin.pause_schedule(v1::ScheduleRef { name }))
+                .await?;
+            s.print(&one(r))
+        }
+        ScheduleCmd::Resume { name } => {
+            let r = s
+                .call(SCHEDULE_HINT, admin.resume_schedule(v1::ScheduleRef { name }))
+                .await?;
+            s.print(&one(r))
+        }
+        ScheduleCmd::Delete { name } => {
+            s.call(
+                SCHEDULE_HINT,
+                admin.delete_schedule(v1::ScheduleRef { name: name.clone() }),
+            )
+            .await?;
+            let mut data = serde_json::Map::new();
+            data.insert("deleted_schedule".into(), Value::String(name.clone()));
+            s.print(&Done {
+                message: format!("schedule {name} deleted"),
+                data,
+            })
+        }
+        ScheduleCmd::Trigger { name } => {
+            let r = s
+                .call(
+                    SCHEDULE_HINT,
+                    admin.trigger_schedule(v1::ScheduleRef { name: name.clone() }),
+                )
+                .await?;
+            let mut data = serde_json::Map::new();
+            data.insert("schedule".into(), Value::String(name.clone()));
+            data.insert("job_id".into(), Value::String(r.job_id.clone()));
+            s.print(&Done {
+                message: format!("schedule {name} fired: job {}", r.job_id),
+                data,
+            })
         }
     }
 }

@@ -705,6 +705,129 @@ impl View for StatsView {
     }
 }
 
+// ---------- schedules ----------
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScheduleView {
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    pub queue: String,
+    pub paused: bool,
+    pub next_at: Option<DateTime<Utc>>,
+    pub last_fired_at: Option<DateTime<Utc>>,
+    pub last_job_id: String,
+    pub priority: u32,
+    pub max_retries: Option<u32>,
+    pub ttl_seconds: Option<u32>,
+    pub missed: String,
+    pub overlap: String,
+    pub fires: u64,
+    pub skipped: u64,
+    pub last_error: String,
+    pub payload: Option<Value>,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl From<v1::Schedule> for ScheduleView {
+    fn from(s: v1::Schedule) -> ScheduleView {
+        ScheduleView {
+            next_at: time(&s.next_at),
+            last_fired_at: time(&s.last_fired_at),
+            created_at: time(&s.created_at),
+            payload: bytes_value(&s.payload),
+            name: s.name,
+            cron: s.cron,
+            timezone: s.timezone,
+            queue: s.queue,
+            paused: s.paused,
+            last_job_id: s.last_job_id,
+            priority: s.priority,
+            max_retries: s.max_retries,
+            ttl_seconds: s.ttl_seconds,
+            missed: s.missed,
+            overlap: s.overlap,
+            fires: s.fires,
+            skipped: s.skipped,
+            last_error: s.last_error,
+        }
+    }
+}
+
+impl ScheduleView {
+    fn row(&self, s: &Style) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            if self.paused {
+                paint("paused", s)
+            } else {
+                "active".into()
+            },
+            self.cron.clone(),
+            self.timezone.clone(),
+            self.queue.clone(),
+            short_when(self.next_at, s),
+            short_when(self.last_fired_at, s),
+            self.fires.to_string(),
+            self.skipped.to_string(),
+        ]
+    }
+}
+
+const SCHEDULE_HEADERS: [&str; 9] = [
+    "NAME", "STATE", "CRON", "TIMEZONE", "QUEUE", "NEXT", "LAST", "FIRES", "SKIPPED",
+];
+
+impl View for ScheduleView {
+    fn table(&self, s: &Style) -> String {
+        let mut out = table(&SCHEDULE_HEADERS, &[self.row(s)]);
+        out += &fields(&[
+            ("Priority", self.priority.to_string()),
+            (
+                "Max retries",
+                self.max_retries
+                    .map_or_else(|| "queue default".into(), |m| m.to_string()),
+            ),
+            ("TTL", secs(self.ttl_seconds)),
+            ("Missed", self.missed.clone()),
+            ("Overlap", self.overlap.clone()),
+            (
+                "Last job",
+                if self.last_job_id.is_empty() {
+                    "-".into()
+                } else {
+                    self.last_job_id.clone()
+                },
+            ),
+            (
+                "Last error",
+                if self.last_error.is_empty() {
+                    "-".into()
+                } else {
+                    self.last_error.clone()
+                },
+            ),
+            ("Payload", {
+                let t = compact(&self.payload);
+                if s.full { t } else { truncate(&one_line(&t), 200) }
+            }),
+        ]);
+        out
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScheduleList {
+    pub schedules: Vec<ScheduleView>,
+}
+
+impl View for ScheduleList {
+    fn table(&self, s: &Style) -> String {
+        let rows: Vec<Vec<String>> = self.schedules.iter().map(|v| v.row(s)).collect();
+        table(&SCHEDULE_HEADERS, &rows)
+    }
+}
+
 // ---------- workers ----------
 
 #[derive(Debug, Clone, Serialize)]

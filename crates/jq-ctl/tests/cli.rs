@@ -386,6 +386,113 @@ async fn fr_025_queue_priority_weights_through_the_binary() {
     );
 }
 
+/// JQ-124: `jq-ctl schedule …` end to end, table/json/yaml.
+#[tokio::test]
+async fn jq_124_schedule_commands() {
+    let env = start().await;
+    let a = &env.addr;
+    let o = ctl(
+        a,
+        &[
+            "schedule",
+            "create",
+            "nightly",
+            "--cron",
+            "0 3 * * *",
+            "--timezone",
+            "Europe/Berlin",
+            "-p",
+            "5",
+            "--max-retries",
+            "2",
+            "--ttl",
+            "1h",
+            "--missed",
+            "skip",
+            r#"{"handler":"noop"}"#,
+        ],
+    )
+    .await;
+    assert_ok(&o);
+    assert!(
+        o.stdout.contains("nightly") && o.stdout.contains("Europe/Berlin") && o.stdout.contains("0 3 * * *"),
+        "{}",
+        o.stdout
+    );
+    let o = ctl(a, &["schedule", "get", "nightly", "-o", "json"]).await;
+    assert_ok(&o);
+    let j = o.json();
+    assert_eq!(
+        (
+            j["priority"].clone(),
+            j["max_retries"].clone(),
+            j["ttl_seconds"].clone()
+        ),
+        (5.into(), 2.into(), 3600.into())
+    );
+    assert_eq!(
+        (j["missed"].clone(), j["overlap"].clone()),
+        ("skip".into(), "allow".into())
+    );
+    assert_eq!(j["payload"]["handler"], "noop");
+    let o = ctl(a, &["schedule", "create", "bad", "--cron", "0 3 * 13 *", "{}"]).await;
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("INVALID_ARGUMENT") && o.stderr.contains("field 4 (month)"),
+        "{}",
+        o.stderr
+    );
+    let o = ctl(a, &["schedule", "create", "bad", "{}"]).await;
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    let o = ctl(
+        a,
+        &[
+            "schedule",
+            "update",
+            "nightly",
+            "--overlap",
+            "skip",
+            "--max-retries",
+            "default",
+            "-o",
+            "yaml",
+        ],
+    )
+    .await;
+    assert_ok(&o);
+    assert!(
+        o.stdout.contains("overlap: skip") && o.stdout.contains("max_retries: null"),
+        "{}",
+        o.stdout
+    );
+    let o = ctl(a, &["schedule", "pause", "nightly", "-o", "json"]).await;
+    assert_eq!(o.json()["paused"], true);
+    let o = ctl(a, &["schedule", "list"]).await;
+    assert!(
+        o.stdout
+            .lines()
+            .any(|l| l.starts_with("nightly") && l.contains("paused")),
+        "{}",
+        o.stdout
+    );
+    let o = ctl(a, &["schedule", "resume", "nightly", "-o", "json"]).await;
+    assert_eq!(o.json()["paused"], false);
+    let o = ctl(a, &["schedule", "trigger", "nightly", "-o", "json"]).await;
+    assert_ok(&o);
+    let id = o.json()["job_id"].as_str().unwrap().to_string();
+    let o = ctl(a, &["job", "status", &id, "-o", "json"]).await;
+    assert_eq!(o.json()["priority"], 5);
+    let o = ctl(a, &["schedule", "delete", "nightly"]).await;
+    assert_eq!(o.stdout, "schedule nightly deleted\n");
+    let o = ctl(a, &["schedule", "get", "nightly"]).await;
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("NOT_FOUND") && o.stderr.contains("jq-ctl schedule list"),
+        "{}",
+        o.stderr
+    );
+}
+
 #[tokio::test]
 async fn fr_012_fr_013_jq_150_cancel_retry_and_redrive() {
     let env = start().await;

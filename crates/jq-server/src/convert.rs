@@ -110,5 +110,47 @@ pub fn assignment(a: &Assignment) -> v1::Assignment {
         timeout_seconds: secs(a.timeout),
         retries: a.retries,
         created_at: Some(timestamp(a.created_at)),
+        scheduled_at: opt_timestamp(a.scheduled_at),
+    }
+}
+
+pub fn schedule(r: jq_store::schedules::ScheduleRecord) -> v1::Schedule {
+    let d = r.def;
+    v1::Schedule {
+        cron: d.spec.expr().to_string(),
+        timezone: d.spec.timezone().to_string(),
+        name: d.name,
+        queue: d.queue,
+        payload: d.payload,
+        priority: u32::from(d.priority),
+        max_retries: d.max_retries,
+        ttl_seconds: secs(d.ttl),
+        missed: d.missed.to_string(),
+        overlap: d.overlap.to_string(),
+        paused: r.paused,
+        next_at: opt_timestamp(r.next_at),
+        last_fired_at: opt_timestamp(r.last_fired_at),
+        last_job_id: r.last_job_id.map(|i| i.to_string()).unwrap_or_default(),
+        fires: r.fires,
+        skipped: r.skipped,
+        last_error: r.last_error.unwrap_or_default(),
+        created_at: Some(timestamp(r.created_at)),
+    }
+}
+
+/// A schedule's fields as given; unset stay unset (a create fills the
+/// defaults, an update keeps the current values).
+pub fn schedule_patch(s: Option<v1::ScheduleSpec>) -> jq_core::cron::SchedulePatch {
+    let s = s.unwrap_or_default();
+    jq_core::cron::SchedulePatch {
+        cron: s.cron,
+        timezone: s.timezone,
+        queue: s.queue,
+        payload: s.payload,
+        priority: s.priority,
+        max_retries: s.max_retries.map(|m| (m >= 0).then_some(m)),
+        ttl_seconds: s.ttl_seconds.map(|t| (t > 0).then_some(t)),
+        missed: s.missed,
+        overlap: s.overlap,
     }
 }

@@ -432,6 +432,11 @@ fn maintenance_services(shared: &Shared) -> Vec<Spawnable> {
             shared.publishing(),
         )),
         service(statistics::Statistics { store: store() }),
+        service(schedules::Schedules {
+            store: store(),
+            metrics: shared.metrics.clone(),
+            registry: shared.registry.clone(),
+        }),
         service(outbox_prune::OutboxPrune {
             store: store(),
             retention: Duration::from_secs(shared.cfg.kafka.outbox_retention_s),

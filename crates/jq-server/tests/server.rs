@@ -1094,3 +1094,253 @@ async fn fr_004_ttl_reaper_dead_letters_a_job_nobody_started() {
     assert_eq!(ev.last().unwrap().reason, "TTL_EXPIRED");
     env.server.shutdown().await;
 }
+
+fn schedule_spec(cron: &str) -> Option<v1::ScheduleSpec> {
+    Some(v1::ScheduleSpec {
+        cron: Some(cron.into()),
+        payload: Some(br#"{"handler":"noop"}"#.to_vec()),
+        missed: Some("all".into()),
+        ..Default::default()
+    })
+}
+
+fn at(t: &Option<prost_types::Timestamp>) -> chrono::DateTime<chrono::Utc> {
+    jq_proto::from_timestamp(t.as_ref().unwrap()).unwrap()
+}
+
+/// JQ-124: two servers on one database and a secondly schedule for 20 s:
+/// every occurrence from the first to the one before `next_at` has exactly
+/// one job, whichever server fired it; its `job.submitted` event says
+/// SCHEDULED and names the schedule; the fires are counted.
+#[tokio::test]
+async fn jq_124_two_servers_fire_a_secondly_schedule_once_per_occurrence() {
+    let mut a = start().await;
+    let b = jq_server::start(config(&a.db)).await.unwrap();
+    let mut admin_b = v1::admin_service_client::AdminServiceClient::new(channel(b.grpc_addr).await);
+    let created = a
+        .admin
+        .create_schedule(v1::CreateScheduleRequest {
+            name: "tick".into(),
+            spec: schedule_spec("* * * * * *"),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .schedule
+        .unwrap();
+    assert_eq!(
+        (created.cron.as_str(), created.timezone.as_str()),
+        ("* * * * * *", "UTC")
+    );
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    // Paused through the other server; it waits for a firing in progress.
+    let paused = admin_b
+        .pause_schedule(v1::ScheduleRef { name: "tick".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .schedule
+        .unwrap();
+    assert!(paused.paused);
+    let occurrences: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "SELECT j.scheduled_at FROM jobs j JOIN job_events e ON e.job_id = j.id \
+         WHERE e.reason = 'SCHEDULED' AND e.detail = 'tick' ORDER BY j.scheduled_at",
+    )
+    .fetch_all(a.db.pool())
+    .await
+    .unwrap();
+    let (first, next) = (at(&created.next_at), at(&paused.next_at));
+    let want: Vec<_> = (0..(next - first).num_seconds())
+        .map(|i| first + chrono::Duration::seconds(i))
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(
+        occurrences, want,
+        "one job per occurrence, none missing, none twice"
+    );
+    assert_eq!(paused.fires, want.len() as u64);
+    assert_eq!(paused.skipped, 0);
+    // The job says where it came from.
+    let job = paused.last_job_id.clone();
+    let events = a
+        .jobs
+        .get_job_events(v1::GetJobEventsRequest { job_id: job })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(
+        (events[0].reason.as_str(), events[0].detail.as_str()),
+        ("SCHEDULED", "tick")
+    );
+    let fires = |text: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with("jq_schedule_fires_total{schedule=\"tick\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0.0, |v| v.parse().unwrap())
+    };
+    let (_, ma) = http_get(a.server.metrics_addr, "/metrics").await;
+    let (_, mb) = http_get(b.metrics_addr, "/metrics").await;
+    assert_eq!(
+        fires(&ma) + fires(&mb),
+        want.len() as f64,
+        "counted by whichever fired"
+    );
+    assert!(ma.contains("jq_schedule_lag_seconds"));
+    b.shutdown().await;
+    a.server.shutdown().await;
+}
+
+/// JQ-124 over gRPC: refusals name the fault and store nothing; get,
+/// list, update, resume, trigger and delete.
+#[tokio::test]
+async fn jq_124_schedule_admin_over_grpc() {
+    let mut env = start().await;
+    for (cron, tz, code, says) in [
+        (
+            "0 25 * * *",
+            "",
+            Code::InvalidArgument,
+            "cron: field 2 (hour) \"25\"",
+        ),
+        ("0 3 * *", "", Code::InvalidArgument, "has 4 fields"),
+        (
+            "0 3 * * *",
+            "Europe/Nowhere",
+            Code::InvalidArgument,
+            "timezone: \"Europe/Nowhere\"",
+        ),
+    ] {
+        let e = env
+            .admin
+            .create_schedule(v1::CreateScheduleRequest {
+                name: "bad".into(),
+                spec: Some(v1::ScheduleSpec {
+                    timezone: Some(tz.into()),
+                    ..schedule_spec(cron).unwrap()
+                }),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{cron}");
+        assert!(e.message().contains(says), "{cron}: {}", e.message());
+    }
+    let e = env
+        .admin
+        .create_schedule(v1::CreateScheduleRequest {
+            name: "bad".into(),
+            spec: Some(v1::ScheduleSpec {
+                queue: Some("missing".into()),
+                ..schedule_spec("@daily").unwrap()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let list = env
+        .admin
+        .list_schedules(v1::ListSchedulesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.schedules.is_empty(), "nothing stored");
+    let mk = v1::CreateScheduleRequest {
+        name: "nightly".into(),
+        spec: Some(v1::ScheduleSpec {
+            timezone: Some("Europe/Berlin".into()),
+            ..schedule_spec("0 3 * * *").unwrap()
+        }),
+    };
+    env.admin.create_schedule(mk.clone()).await.unwrap();
+    assert_eq!(
+        env.admin.create_schedule(mk).await.unwrap_err().code(),
+        Code::AlreadyExists
+    );
+    let u = env
+        .admin
+        .update_schedule(v1::UpdateScheduleRequest {
+            name: "nightly".into(),
+            spec: Some(v1::ScheduleSpec {
+                overlap: Some("skip".into()),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .schedule
+        .unwrap();
+    assert_eq!(
+        (u.overlap.as_str(), u.cron.as_str(), u.timezone.as_str()),
+        ("skip", "0 3 * * *", "Europe/Berlin")
+    );
+    let e = env
+        .admin
+        .update_schedule(v1::UpdateScheduleRequest {
+            name: "nightly".into(),
+            spec: Some(v1::ScheduleSpec {
+                missed: Some("twice".into()),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("missed: \"twice\""), "{}", e.message());
+    let t = env
+        .admin
+        .trigger_schedule(v1::ScheduleRef {
+            name: "nightly".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let job = env.job(&t.job_id).await;
+    assert_eq!(job.queue, "default");
+    let got = env
+        .admin
+        .get_schedule(v1::ScheduleRef {
+            name: "nightly".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .schedule
+        .unwrap();
+    assert_eq!((got.fires, got.last_job_id.as_str()), (1, t.job_id.as_str()));
+    env.admin
+        .delete_schedule(v1::ScheduleRef {
+            name: "nightly".into(),
+        })
+        .await
+        .unwrap();
+    for r in [
+        env.admin
+            .get_schedule(v1::ScheduleRef {
+                name: "nightly".into(),
+            })
+            .await
+            .map(|_| ()),
+        env.admin
+            .delete_schedule(v1::ScheduleRef {
+                name: "nightly".into(),
+            })
+            .await
+            .map(|_| ()),
+        env.admin
+            .trigger_schedule(v1::ScheduleRef {
+                name: "nightly".into(),
+            })
+            .await
+            .map(|_| ()),
+        env.admin
+            .resume_schedule(v1::ScheduleRef {
+                name: "nightly".into(),
+            })
+            .await
+            .map(|_| ()),
+    ] {
+        assert_eq!(r.unwrap_err().code(), Code::NotFound);
+    }
+    env.server.shutdown().await;
+}

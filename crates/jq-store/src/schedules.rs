@@ -140,8 +140,8 @@ impl Store {
         let def = &def;
         self.run("create_schedule", || async move {
             let mut tx = self.pool.begin().await?;
-            self.queue_exists(&mut *tx, &def.queue).await?;
-            let now = db_now(&mut *tx).await?;
+            self.queue_exists(&mut tx, &def.queue).await?;
+            let now = db_now(&mut tx).await?;
             let sql = format!(
                 "INSERT INTO schedules (name, cron, timezone, queue, priority, max_retries, ttl_s, payload, \
                  missed, overlap, next_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
@@ -200,10 +200,10 @@ impl Store {
     ) -> Result<ScheduleRecord> {
         self.run("update_schedule", || async move {
             let mut tx = self.pool.begin().await?;
-            let current = self.lock_schedule(&mut *tx, name).await?;
+            let current = self.lock_schedule(&mut tx, name).await?;
             let def = patch.apply(current.def.request()).validate(max_payload)?;
-            self.queue_exists(&mut *tx, &def.queue).await?;
-            let now = db_now(&mut *tx).await?;
+            self.queue_exists(&mut tx, &def.queue).await?;
+            let now = db_now(&mut tx).await?;
             let moved = def.spec.expr() != current.def.spec.expr() || def.spec.timezone() != current.def.spec.timezone();
             let next_at = if moved { def.spec.next_after(now) } else { current.next_at };
             let sql = format!(
@@ -224,8 +224,8 @@ impl Store {
     pub async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<ScheduleRecord> {
         self.run("pause_schedule", || async move {
             let mut tx = self.pool.begin().await?;
-            let current = self.lock_schedule(&mut *tx, name).await?;
-            let now = db_now(&mut *tx).await?;
+            let current = self.lock_schedule(&mut tx, name).await?;
+            let now = db_now(&mut tx).await?;
             let next_at = if paused || !current.paused {
                 current.next_at
             } else {
@@ -267,9 +267,9 @@ impl Store {
     pub async fn trigger_schedule(&self, name: &str) -> Result<(DateTime<Utc>, Uuid)> {
         self.run("trigger_schedule", || async move {
             let mut tx = self.pool.begin().await?;
-            let current = self.lock_schedule(&mut *tx, name).await?;
-            let now = db_now(&mut *tx).await?;
-            let jobs = self.insert_occurrences(&mut *tx, &current.def, &[now]).await?;
+            let current = self.lock_schedule(&mut tx, name).await?;
+            let now = db_now(&mut tx).await?;
+            let jobs = self.insert_occurrences(&mut tx, &current.def, &[now]).await?;
             let Some(&(at, id)) = jobs.first() else {
                 return Err(StoreError::QueueNotFound(current.def.queue.clone()));
             };
@@ -308,7 +308,7 @@ impl Store {
                 tx.rollback().await?;
                 return Ok(vec![]);
             }
-            let now = db_now(&mut *tx).await?;
+            let now = db_now(&mut tx).await?;
             let mut fired = vec![];
             for row in rows {
                 let name = row.name.clone();
@@ -318,7 +318,7 @@ impl Store {
                     Err(e) => {
                         // Not fireable: stop it and say why, rather than
                         // failing every firing after it.
-                        self.schedule_error(&mut *tx, &name, None, &e.to_string()).await?;
+                        self.schedule_error(&mut tx, &name, None, &e.to_string()).await?;
                         continue;
                     }
                 };
@@ -329,14 +329,14 @@ impl Store {
                     // At most one, and none while the last one's job runs.
                     let busy = match s.last_job_id {
                         None => false,
-                        Some(id) => self.job_unfinished(&mut *tx, id).await?,
+                        Some(id) => self.job_unfinished(&mut tx, id).await?,
                     };
                     let keep = usize::from(!busy);
                     skipped += (fire.len() - keep.min(fire.len())) as u64;
                     fire = fire.split_off(fire.len() - keep.min(fire.len()));
                 }
-                let jobs = self.insert_occurrences(&mut *tx, &s.def, &fire).await?;
-                let error = (jobs.len() < fire.len() && !self.queue_present(&mut *tx, &s.def.queue).await?)
+                let jobs = self.insert_occurrences(&mut tx, &s.def, &fire).await?;
+                let error = (jobs.len() < fire.len() && !self.queue_present(&mut tx, &s.def.queue).await?)
                     .then(|| format!("queue {} does not exist; occurrences are skipped", s.def.queue));
                 if error.is_some() {
                     skipped += fire.len() as u64;

@@ -43,6 +43,10 @@ pub struct ServerMetrics {
     pub submit_to_start: Histogram,
     /// jq+: whether the server runs without Redis (1) or with it (0).
     pub redis_degraded: IntGauge,
+    /// jq+: jobs periodic schedules submitted (JQ-124).
+    pub schedule_fires: IntCounterVec,
+    /// jq+: how late the most overdue schedule is (0 when none is due).
+    pub schedule_lag: prometheus::Gauge,
 }
 
 fn hist(name: &str, help: &str, buckets: &[f64]) -> HistogramOpts {
@@ -140,6 +144,16 @@ impl ServerMetrics {
                 "1 while Redis is unreachable and the server runs on PostgreSQL alone.",
             )
             .unwrap(),
+            schedule_fires: IntCounterVec::new(
+                Opts::new("jq_schedule_fires_total", "Jobs submitted by periodic schedules."),
+                &["schedule"],
+            )
+            .unwrap(),
+            schedule_lag: prometheus::Gauge::new(
+                "jq_schedule_lag_seconds",
+                "How long the most overdue periodic schedule has been due (0 when none is).",
+            )
+            .unwrap(),
             registry: r,
         };
         let reg = &m.registry;
@@ -157,6 +171,8 @@ impl ServerMetrics {
         reg.register(Box::new(m.outbox_backlog.clone())).unwrap();
         reg.register(Box::new(m.submit_to_start.clone())).unwrap();
         reg.register(Box::new(m.redis_degraded.clone())).unwrap();
+        reg.register(Box::new(m.schedule_fires.clone())).unwrap();
+        reg.register(Box::new(m.schedule_lag.clone())).unwrap();
         m
     }
 

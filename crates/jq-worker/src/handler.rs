@@ -35,6 +35,8 @@ pub struct JobContext {
     pub input: serde_json::Value,
     /// The whole payload as submitted.
     pub payload: Vec<u8>,
+    /// The occurrence a periodic schedule submitted it for (JQ-124).
+    pub scheduled_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Flips to true when the attempt is cancelled or abandoned. A handler
     /// that never looks is simply dropped at its next await point.
     pub cancelled: watch::Receiver<bool>,

@@ -25,6 +25,8 @@ pub struct Attempt {
     pub timeout: Option<Duration>,
     /// The worker running it (handed to subprocesses as `JQ_WORKER_ID`).
     pub worker_id: String,
+    /// The schedule occurrence it was submitted for (JQ-124).
+    pub scheduled_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Why an attempt is being stopped before it finished.
@@ -173,6 +175,11 @@ fn read_plan(payload: &[u8]) -> Result<Plan, String> {
     }
 }
 
+/// An occurrence as a schedule's subprocess sees it: RFC 3339, UTC.
+fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// Run one attempt to its report. `None` when it was abandoned (nothing
 /// to report). Never panics on bad input: that is a permanent failure.
 pub async fn execute(a: &Attempt, handlers: &Handlers, exec: &ExecConfig, stop: &Stopper) -> Option<Report> {
@@ -199,6 +206,9 @@ pub async fn execute(a: &Attempt, handlers: &Handlers, exec: &ExecConfig, stop: 
             spec.env.insert("JQ_JOB_ATTEMPT".into(), a.attempt.to_string());
             spec.env.insert("JQ_JOB_QUEUE".into(), a.queue.clone());
             spec.env.insert("JQ_WORKER_ID".into(), a.worker_id.clone());
+            if let Some(at) = a.scheduled_at {
+                spec.env.insert("JQ_SCHEDULED_AT".into(), rfc3339(at));
+            }
             match executor::run(&spec, exec, a.timeout, stop.subscribe()).await {
                 Ok(r) => {
                     interrupted = r.cancelled;
@@ -224,6 +234,7 @@ pub async fn execute(a: &Attempt, handlers: &Handlers, exec: &ExecConfig, stop: 
                     retries: a.retries,
                     input,
                     payload: a.payload.clone(),
+                    scheduled_at: a.scheduled_at,
                     cancelled: stop.subscribe(),
                 };
                 // Its own task, so a panic fails the attempt, not the worker.
@@ -378,6 +389,7 @@ mod tests {
             payload: payload.as_bytes().to_vec(),
             timeout: None,
             worker_id: "w".into(),
+            scheduled_at: None,
         }
     }
 

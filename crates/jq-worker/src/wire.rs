@@ -168,6 +168,7 @@ impl Assignments {
                         payload: a.payload,
                         timeout: a.timeout_seconds.map(|s| Duration::from_secs(u64::from(s))),
                         worker_id: self.worker_id.clone(),
+                        scheduled_at: a.scheduled_at.as_ref().and_then(jq_proto::from_timestamp),
                     })
                 }),
                 Some(Kind::CancelJob(c)) => lease_in(&c.job_id, c.attempt).map(Message::Cancel),

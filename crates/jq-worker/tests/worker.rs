@@ -566,3 +566,64 @@ async fn jq_123_a_bad_queue_weight_stops_the_worker_before_it_starts() {
         "worker.queues: \"critical\": weight \"0\" is not 1-1000 (e.g. critical:3,default:1)"
     );
 }
+
+/// JQ-124: a schedule's job knows its occurrence: `JQ_SCHEDULED_AT` for a
+/// subprocess, `scheduled_at` in a handler's context; other jobs have none.
+#[tokio::test]
+async fn jq_124_a_scheduled_job_knows_its_occurrence() {
+    let mut env = start().await;
+    let seen = Arc::new(std::sync::Mutex::new(vec![]));
+    let handlers = {
+        let seen = seen.clone();
+        Handlers::builtin().with("when", move |job: JobContext| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(job.scheduled_at);
+                Ok::<_, HandlerError>(Vec::new())
+            }
+        })
+    };
+    let w = jq_worker::start(worker_config(env.addr(), "w-sched", &["default"], 2), handlers)
+        .await
+        .unwrap();
+    let admin = env.api.admin.clone();
+    let fire = |name: &'static str, payload: &'static str| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .create_schedule(v1::CreateScheduleRequest {
+                    name: name.into(),
+                    spec: Some(v1::ScheduleSpec {
+                        cron: Some("@yearly".into()),
+                        payload: Some(payload.as_bytes().to_vec()),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .unwrap();
+            admin
+                .trigger_schedule(v1::ScheduleRef { name: name.into() })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let sub = fire(
+        "env",
+        r#"{"command":["sh","-c","printf %s \"$JQ_SCHEDULED_AT\""]}"#,
+    )
+    .await;
+    let occurrence = jq_proto::from_timestamp(sub.occurrence.as_ref().unwrap()).unwrap();
+    let j = env.wait_status(&sub.job_id, JobStatus::Done).await;
+    assert_eq!(
+        result_json(&j)["stdout"],
+        occurrence.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let h = fire("ctx", r#"{"handler":"when"}"#).await;
+    env.wait_status(&h.job_id, JobStatus::Done).await;
+    let plain = env.submit(job("default", r#"{"handler":"when"}"#)).await;
+    env.wait_status(&plain, JobStatus::Done).await;
+    let occurrence = jq_proto::from_timestamp(h.occurrence.as_ref().unwrap()).unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![Some(occurrence), None]);
+    w.shutdown().await;
+}

@@ -18,6 +18,21 @@ use crate::{Shared, VERSION, convert};
 
 pub struct Admin(pub Arc<Shared>);
 
+impl Admin {
+    async fn set_paused(&self, name: String, paused: bool) -> Result<Response<ScheduleResponse>, Status> {
+        let rec = self
+            .0
+            .store
+            .set_schedule_paused(&name, paused)
+            .await
+            .map_err(from_store)?;
+        tracing::info!(schedule = %name, paused, "schedule paused or resumed");
+        Ok(Response::new(ScheduleResponse {
+            schedule: Some(convert::schedule(rec)),
+        }))
+    }
+}
+
 fn opt_secs(v: u32) -> Option<Duration> {
     (v > 0).then(|| Duration::from_secs(u64::from(v)))
 }
@@ -229,6 +244,105 @@ impl AdminService for Admin {
         tracing::info!(worker_id = %id, "worker asked to shut down");
         Ok(Response::new(ShutdownWorkerResponse {
             worker: Some(convert::worker(w)),
+        }))
+    }
+
+    async fn create_schedule(
+        &self,
+        req: Request<CreateScheduleRequest>,
+    ) -> Result<Response<ScheduleResponse>, Status> {
+        let s = &self.0;
+        let r = req.into_inner();
+        let base = jq_core::cron::ScheduleRequest {
+            name: r.name,
+            queue: "default".into(),
+            ..Default::default()
+        };
+        let want = convert::schedule_patch(r.spec).apply(base);
+        let rec = s
+            .store
+            .create_schedule(want, s.cfg.server.max_payload_bytes as usize)
+            .await
+            .map_err(from_store)?;
+        tracing::info!(schedule = %rec.def.name, cron = rec.def.spec.expr(), timezone = rec.def.spec.timezone(), "schedule created");
+        Ok(Response::new(ScheduleResponse {
+            schedule: Some(convert::schedule(rec)),
+        }))
+    }
+
+    async fn update_schedule(
+        &self,
+        req: Request<UpdateScheduleRequest>,
+    ) -> Result<Response<ScheduleResponse>, Status> {
+        let s = &self.0;
+        let r = req.into_inner();
+        let rec = s
+            .store
+            .update_schedule(
+                &r.name,
+                &convert::schedule_patch(r.spec),
+                s.cfg.server.max_payload_bytes as usize,
+            )
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(ScheduleResponse {
+            schedule: Some(convert::schedule(rec)),
+        }))
+    }
+
+    async fn get_schedule(&self, req: Request<ScheduleRef>) -> Result<Response<ScheduleResponse>, Status> {
+        let rec = self
+            .0
+            .store
+            .get_schedule(&req.into_inner().name)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(ScheduleResponse {
+            schedule: Some(convert::schedule(rec)),
+        }))
+    }
+
+    async fn list_schedules(
+        &self,
+        _req: Request<ListSchedulesRequest>,
+    ) -> Result<Response<ListSchedulesResponse>, Status> {
+        let all = self.0.store.list_schedules().await.map_err(from_store)?;
+        Ok(Response::new(ListSchedulesResponse {
+            schedules: all.into_iter().map(convert::schedule).collect(),
+        }))
+    }
+
+    async fn pause_schedule(&self, req: Request<ScheduleRef>) -> Result<Response<ScheduleResponse>, Status> {
+        self.set_paused(req.into_inner().name, true).await
+    }
+
+    async fn resume_schedule(&self, req: Request<ScheduleRef>) -> Result<Response<ScheduleResponse>, Status> {
+        self.set_paused(req.into_inner().name, false).await
+    }
+
+    async fn delete_schedule(
+        &self,
+        req: Request<ScheduleRef>,
+    ) -> Result<Response<DeleteScheduleResponse>, Status> {
+        let name = req.into_inner().name;
+        self.0.store.delete_schedule(&name).await.map_err(from_store)?;
+        tracing::info!(schedule = %name, "schedule deleted");
+        Ok(Response::new(DeleteScheduleResponse {}))
+    }
+
+    async fn trigger_schedule(
+        &self,
+        req: Request<ScheduleRef>,
+    ) -> Result<Response<TriggerScheduleResponse>, Status> {
+        let s = &self.0;
+        let name = req.into_inner().name;
+        let (at, id) = s.store.trigger_schedule(&name).await.map_err(from_store)?;
+        s.metrics.schedule_fires.with_label_values(&[&name]).inc();
+        s.registry.wake();
+        tracing::info!(schedule = %name, job_id = %id, "schedule triggered");
+        Ok(Response::new(TriggerScheduleResponse {
+            job_id: id.to_string(),
+            occurrence: Some(jq_proto::timestamp(at)),
         }))
     }
 

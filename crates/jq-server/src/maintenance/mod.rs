@@ -1,8 +1,8 @@
 //! Maintenance services, one per file (River's habit): assignment
 //! timeouts (FR-016), dead workers (FR-020, JQ-112), TTL expiry (FR-004),
 //! the gauges, planner statistics, pruning of sent outbox events,
-//! retention of finished jobs, the partitions of their history, and the
-//! indexes of `jobs` (layout).
+//! retention of finished jobs, the partitions of their history, the
+//! indexes of `jobs` (layout), and periodic schedules.
 //! Each owns its interval and a `run_once` that does one pass and returns
 //! what it changed, so a test can drive one pass alone; [`run`] is the
 //! loop they share. Every replica runs them; the store's guarded writes
@@ -16,6 +16,7 @@ pub mod layout;
 pub mod outbox_prune;
 pub mod partitions;
 pub mod retention;
+pub mod schedules;
 pub mod statistics;
 pub mod ttl_expiry;
 
