@@ -398,3 +398,52 @@ fn fr_042_nfr_017_status_and_version() {
         },
     );
 }
+
+fn schedule(name: &str, paused: bool) -> v1::Schedule {
+    v1::Schedule {
+        name: name.into(),
+        cron: "0 3 * * *".into(),
+        timezone: "Europe/Berlin".into(),
+        queue: "reports".into(),
+        payload: br#"{"handler":"report","input":{"days":1}}"#.to_vec(),
+        priority: 5,
+        max_retries: if paused { None } else { Some(2) },
+        ttl_seconds: if paused { None } else { Some(3600) },
+        missed: "once".into(),
+        overlap: if paused { "skip".into() } else { "allow".into() },
+        paused,
+        next_at: ts("2026-11-29T02:00:00Z"),
+        last_fired_at: if paused { None } else { ts("2026-11-28T02:00:00Z") },
+        last_job_id: if paused {
+            String::new()
+        } else {
+            "0f8fad5b-d9cb-469f-a165-70867728950e".into()
+        },
+        fires: if paused { 0 } else { 12 },
+        skipped: if paused { 0 } else { 1 },
+        last_error: if paused {
+            "queue reports does not exist; occurrences are skipped".into()
+        } else {
+            String::new()
+        },
+        created_at: ts("2026-11-01T00:00:00Z"),
+    }
+}
+
+#[test]
+fn jq_124_schedules() {
+    all("schedule_get", &ScheduleView::from(schedule("nightly", false)));
+    all(
+        "schedule_get_paused",
+        &ScheduleView::from(schedule("weekly", true)),
+    );
+    all(
+        "schedule_list",
+        &ScheduleList {
+            schedules: vec![
+                ScheduleView::from(schedule("nightly", false)),
+                ScheduleView::from(schedule("weekly", true)),
+            ],
+        },
+    );
+}

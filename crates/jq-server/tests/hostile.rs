@@ -303,6 +303,52 @@ enum Call {
     DrainWorker(v1::DrainWorkerRequest),
     ShutdownWorker(v1::ShutdownWorkerRequest),
     GetSystemStatus(v1::GetSystemStatusRequest),
+    CreateSchedule(v1::CreateScheduleRequest),
+    UpdateSchedule(v1::UpdateScheduleRequest),
+    GetSchedule(v1::ScheduleRef),
+    ListSchedules(v1::ListSchedulesRequest),
+    PauseSchedule(v1::ScheduleRef),
+    ResumeSchedule(v1::ScheduleRef),
+    DeleteSchedule(v1::ScheduleRef),
+    TriggerSchedule(v1::ScheduleRef),
+}
+
+fn schedule_spec() -> BoxedStrategy<Option<v1::ScheduleSpec>> {
+    let cron = prop_oneof![
+        2 => text(),
+        1 => Just("* * * * *".to_string()),
+        1 => Just("0 25 * * *".to_string()),
+        1 => Just("@hourly".to_string()),
+    ];
+    prop::option::of(
+        (
+            prop::option::of(cron),
+            prop::option::of(prop_oneof![text(), Just("Europe/Berlin".to_string())]),
+            prop::option::of(prop_oneof![text(), Just("default".to_string())]),
+            prop::option::of(payload()),
+            prop::option::of(i32_edge()),
+            prop::option::of(i32_edge()),
+            prop::option::of(u32_edge()),
+            prop::option::of(text()),
+            prop::option::of(text()),
+        )
+            .prop_map(
+                |(cron, timezone, queue, payload, priority, max_retries, ttl_seconds, missed, overlap)| {
+                    v1::ScheduleSpec {
+                        cron,
+                        timezone,
+                        queue,
+                        payload,
+                        priority,
+                        max_retries,
+                        ttl_seconds,
+                        missed,
+                        overlap,
+                    }
+                },
+            ),
+    )
+    .boxed()
 }
 
 fn call() -> BoxedStrategy<Call> {
@@ -391,6 +437,16 @@ fn call() -> BoxedStrategy<Call> {
         text().prop_map(|worker_id| DrainWorker(v1::DrainWorkerRequest { worker_id })),
         text().prop_map(|worker_id| ShutdownWorker(v1::ShutdownWorkerRequest { worker_id })),
         Just(GetSystemStatus(v1::GetSystemStatusRequest {})),
+        (text(), schedule_spec())
+            .prop_map(|(name, spec)| CreateSchedule(v1::CreateScheduleRequest { name, spec })),
+        (text(), schedule_spec())
+            .prop_map(|(name, spec)| UpdateSchedule(v1::UpdateScheduleRequest { name, spec })),
+        text().prop_map(|name| GetSchedule(v1::ScheduleRef { name })),
+        Just(ListSchedules(v1::ListSchedulesRequest {})),
+        text().prop_map(|name| PauseSchedule(v1::ScheduleRef { name })),
+        text().prop_map(|name| ResumeSchedule(v1::ScheduleRef { name })),
+        text().prop_map(|name| DeleteSchedule(v1::ScheduleRef { name })),
+        text().prop_map(|name| TriggerSchedule(v1::ScheduleRef { name })),
     ]
     .boxed()
 }
@@ -430,6 +486,14 @@ impl Call {
             DrainWorker(r) => ("/jq.v1.AdminService/DrainWorker", r.encode_to_vec(), false),
             ShutdownWorker(r) => ("/jq.v1.AdminService/ShutdownWorker", r.encode_to_vec(), false),
             GetSystemStatus(r) => ("/jq.v1.AdminService/GetSystemStatus", r.encode_to_vec(), false),
+            CreateSchedule(r) => ("/jq.v1.AdminService/CreateSchedule", r.encode_to_vec(), false),
+            UpdateSchedule(r) => ("/jq.v1.AdminService/UpdateSchedule", r.encode_to_vec(), false),
+            GetSchedule(r) => ("/jq.v1.AdminService/GetSchedule", r.encode_to_vec(), false),
+            ListSchedules(r) => ("/jq.v1.AdminService/ListSchedules", r.encode_to_vec(), false),
+            PauseSchedule(r) => ("/jq.v1.AdminService/PauseSchedule", r.encode_to_vec(), false),
+            ResumeSchedule(r) => ("/jq.v1.AdminService/ResumeSchedule", r.encode_to_vec(), false),
+            DeleteSchedule(r) => ("/jq.v1.AdminService/DeleteSchedule", r.encode_to_vec(), false),
+            TriggerSchedule(r) => ("/jq.v1.AdminService/TriggerSchedule", r.encode_to_vec(), false),
         };
         (path, bytes, streaming)
     }
@@ -934,6 +998,50 @@ fn one_field_at_a_time(job: &str) -> Vec<Call> {
         include_offline: true,
     }));
     c.push(GetSystemStatus(v1::GetSystemStatusRequest {}));
+    let sched = v1::ScheduleSpec {
+        cron: Some("0 3 * * *".into()),
+        timezone: Some("Europe/Berlin".into()),
+        queue: Some("default".into()),
+        payload: Some(b"{}".to_vec()),
+        ..Default::default()
+    };
+    let mut specs = vary(&sched, strs(), |r, s| r.cron = Some(s));
+    specs.extend(vary(&sched, strs(), |r, s| r.timezone = Some(s)));
+    specs.extend(vary(&sched, strs(), |r, s| r.queue = Some(s)));
+    specs.extend(vary(&sched, strs(), |r, s| r.missed = Some(s)));
+    specs.extend(vary(&sched, strs(), |r, s| r.overlap = Some(s)));
+    specs.extend(vary(&sched, i32s(), |r, x| r.priority = Some(x)));
+    specs.extend(vary(&sched, i32s(), |r, x| r.max_retries = Some(x)));
+    specs.extend(vary(&sched, u32s(), |r, x| r.ttl_seconds = Some(x)));
+    specs.extend(vary(&sched, vec![vec![0u8; 2 * 1024 * 1024]], |r, p| {
+        r.payload = Some(p)
+    }));
+    for (i, spec) in specs.into_iter().enumerate() {
+        c.push(CreateSchedule(v1::CreateScheduleRequest {
+            name: format!("hostile-{i}"),
+            spec: Some(spec.clone()),
+        }));
+        c.push(UpdateSchedule(v1::UpdateScheduleRequest {
+            name: "hostile-0".into(),
+            spec: Some(spec),
+        }));
+    }
+    for name in strs() {
+        c.push(CreateSchedule(v1::CreateScheduleRequest {
+            name: name.clone(),
+            spec: Some(sched.clone()),
+        }));
+        for call in [
+            GetSchedule,
+            PauseSchedule,
+            ResumeSchedule,
+            DeleteSchedule,
+            TriggerSchedule,
+        ] {
+            c.push(call(v1::ScheduleRef { name: name.clone() }));
+        }
+    }
+    c.push(ListSchedules(v1::ListSchedulesRequest {}));
     c
 }
 

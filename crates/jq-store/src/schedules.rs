@@ -105,6 +105,17 @@ impl ScheduleRow {
     }
 }
 
+/// A schedule's name is checked as a queue's is, before any SQL sees it
+/// (JQ-105: a NUL would otherwise reach PostgreSQL).
+fn check_name(name: &str) -> Result<()> {
+    jq_core::submit::validate_queue_name(name).map_err(|e| match e {
+        jq_core::ValidationError::Invalid { message, .. } => {
+            StoreError::Invalid(jq_core::ValidationError::invalid("name", message))
+        }
+        other => StoreError::Invalid(other),
+    })
+}
+
 fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
@@ -162,6 +173,7 @@ impl Store {
     }
 
     pub async fn get_schedule(&self, name: &str) -> Result<ScheduleRecord> {
+        check_name(name)?;
         self.run("get_schedule", || async move {
             let row: Option<ScheduleRow> =
                 sqlx::query_as(&format!("SELECT {COLUMNS} FROM schedules WHERE name = $1"))
@@ -198,6 +210,7 @@ impl Store {
         patch: &SchedulePatch,
         max_payload: usize,
     ) -> Result<ScheduleRecord> {
+        check_name(name)?;
         self.run("update_schedule", || async move {
             let mut tx = self.pool.begin().await?;
             let current = self.lock_schedule(&mut tx, name).await?;
@@ -222,6 +235,7 @@ impl Store {
     /// paused) or resume (from the next occurrence after now: a pause is
     /// not a missed run to catch up).
     pub async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<ScheduleRecord> {
+        check_name(name)?;
         self.run("pause_schedule", || async move {
             let mut tx = self.pool.begin().await?;
             let current = self.lock_schedule(&mut tx, name).await?;
@@ -248,6 +262,7 @@ impl Store {
     /// Delete a schedule. A firing that holds it finishes first (the row
     /// lock); none starts after. Its jobs stay.
     pub async fn delete_schedule(&self, name: &str) -> Result<()> {
+        check_name(name)?;
         self.run("delete_schedule", || async move {
             let n = sqlx::query("DELETE FROM schedules WHERE name = $1")
                 .bind(name)
@@ -265,6 +280,7 @@ impl Store {
     /// Fire one occurrence now, off the pattern (an operator's "run it
     /// now"): its occurrence is the database's now; `next_at` stays.
     pub async fn trigger_schedule(&self, name: &str) -> Result<(DateTime<Utc>, Uuid)> {
+        check_name(name)?;
         self.run("trigger_schedule", || async move {
             let mut tx = self.pool.begin().await?;
             let current = self.lock_schedule(&mut tx, name).await?;
