@@ -528,6 +528,15 @@ impl View for Done {
     }
 }
 
+/// A queue's or schedule's state column.
+fn state(paused: bool, s: &Style) -> String {
+    if paused {
+        paint("paused", s)
+    } else {
+        "active".into()
+    }
+}
+
 // ---------- queues ----------
 
 #[derive(Debug, Clone, Serialize)]
@@ -582,11 +591,7 @@ impl QueueView {
     fn row(&self, s: &Style) -> Vec<String> {
         vec![
             self.name.clone(),
-            if self.paused {
-                paint("paused", s)
-            } else {
-                "active".into()
-            },
+            state(self.paused, s),
             self.max_retries.to_string(),
             secs(self.default_ttl_seconds),
             secs(self.default_timeout_seconds),
@@ -758,11 +763,7 @@ impl ScheduleView {
     fn row(&self, s: &Style) -> Vec<String> {
         vec![
             self.name.clone(),
-            if self.paused {
-                paint("paused", s)
-            } else {
-                "active".into()
-            },
+            state(self.paused, s),
             self.cron.clone(),
             self.timezone.clone(),
             self.queue.clone(),

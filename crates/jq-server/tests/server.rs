@@ -1314,31 +1314,15 @@ async fn jq_124_schedule_admin_over_grpc() {
         })
         .await
         .unwrap();
+    let nightly = || v1::ScheduleRef {
+        name: "nightly".into(),
+    };
+    let mut admin = env.admin.clone();
     for r in [
-        env.admin
-            .get_schedule(v1::ScheduleRef {
-                name: "nightly".into(),
-            })
-            .await
-            .map(|_| ()),
-        env.admin
-            .delete_schedule(v1::ScheduleRef {
-                name: "nightly".into(),
-            })
-            .await
-            .map(|_| ()),
-        env.admin
-            .trigger_schedule(v1::ScheduleRef {
-                name: "nightly".into(),
-            })
-            .await
-            .map(|_| ()),
-        env.admin
-            .resume_schedule(v1::ScheduleRef {
-                name: "nightly".into(),
-            })
-            .await
-            .map(|_| ()),
+        admin.get_schedule(nightly()).await.map(|_| ()),
+        admin.delete_schedule(nightly()).await.map(|_| ()),
+        admin.trigger_schedule(nightly()).await.map(|_| ()),
+        admin.resume_schedule(nightly()).await.map(|_| ()),
     ] {
         assert_eq!(r.unwrap_err().code(), Code::NotFound);
     }
