@@ -245,6 +245,28 @@ impl Store {
         Ok(lines.join("\n"))
     }
 
+    /// The plan of a weighted queue's band scan (NFR-012 checks), for the
+    /// bands of `weights`.
+    pub async fn explain_weighted_claim(
+        &self,
+        queue: &str,
+        weights: &PriorityWeights,
+        limit: u32,
+    ) -> Result<String> {
+        let lows: Vec<i32> = weights.bands().iter().map(|b| i32::from(b.lowest)).collect();
+        let highs: Vec<i32> = weights.bands().iter().map(|b| i32::from(b.highest)).collect();
+        let mut tx = self.pool.begin().await?;
+        let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {}", band_candidates_sql()))
+            .bind(queue)
+            .bind(&lows)
+            .bind(&highs)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.rollback().await?;
+        Ok(lines.join("\n"))
+    }
+
     /// Claim up to `limit` due jobs from `queues` for `worker_id`, which
     /// must be ONLINE. Returns the assignments in dispatch order (FR-014).
     /// Paused queues give nothing (JQ-122); concurrency and rate limits cap

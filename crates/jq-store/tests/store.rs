@@ -1619,6 +1619,11 @@ async fn nfr_012_claim_scans_the_pending_index_not_the_table() {
     let plan = s.explain_claim("default", 100).await.unwrap();
     assert!(plan.contains("jobs_claim"), "{plan}");
     assert!(!plan.contains("Seq Scan"), "{plan}");
+    // A weighted queue's band scans walk the same index (FR-025).
+    let w = PriorityWeights::parse("9:8,5:3,0:1").unwrap();
+    let plan = s.explain_weighted_claim("default", &w, 100).await.unwrap();
+    assert!(plan.contains("jobs_claim"), "{plan}");
+    assert!(!plan.contains("Seq Scan on jobs"), "{plan}");
     // The depth gauges (every 2 s on every server) stay off terminal rows.
     let plan = s.explain_depth().await.unwrap();
     assert!(!plan.contains("Seq Scan on jobs"), "{plan}");
