@@ -319,14 +319,19 @@ pub struct ScheduleDef {
     pub overlap: Overlap,
 }
 
+/// A schedule's name follows the rules of a queue's, under its own field.
+pub fn validate_schedule_name(name: &str) -> Result<(), ValidationError> {
+    crate::submit::validate_queue_name(name).map_err(|e| match e {
+        ValidationError::Invalid { message, .. } => ValidationError::invalid("name", message),
+        other => other,
+    })
+}
+
 impl ScheduleRequest {
     /// Check every field: the name as a queue name is checked, the job as
     /// a submit is (FR-002 … JQ-104), the pattern and zone by [`CronSpec`].
     pub fn validate(self, max_payload_bytes: usize) -> Result<ScheduleDef, ValidationError> {
-        crate::submit::validate_queue_name(&self.name).map_err(|e| match e {
-            ValidationError::Invalid { message, .. } => ValidationError::invalid("name", message),
-            other => other,
-        })?;
+        validate_schedule_name(&self.name)?;
         let job = crate::submit::JobRequest {
             queue: self.queue,
             payload: self.payload,

@@ -88,7 +88,8 @@ fn bind_settings<'q>(q: QueueQuery<'q>, s: &QueueSettings) -> QueueQuery<'q> {
         .bind(s.priority_weights.as_ref().map(|w| w.to_string()))
 }
 
-fn unique_violation(e: &sqlx::Error) -> bool {
+/// A unique constraint refused the insert (a name already taken).
+pub(crate) fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 

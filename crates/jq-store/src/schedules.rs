@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use jq_core::cron::{CronSpec, Missed, Overlap, ScheduleDef, SchedulePatch, ScheduleRequest};
 use uuid::Uuid;
 
+use crate::queues::unique_violation;
 use crate::{Result, Store, StoreError};
 
 /// A stored schedule and where it stands.
@@ -108,16 +109,7 @@ impl ScheduleRow {
 /// A schedule's name is checked as a queue's is, before any SQL sees it
 /// (JQ-105: a NUL would otherwise reach PostgreSQL).
 fn check_name(name: &str) -> Result<()> {
-    jq_core::submit::validate_queue_name(name).map_err(|e| match e {
-        jq_core::ValidationError::Invalid { message, .. } => {
-            StoreError::Invalid(jq_core::ValidationError::invalid("name", message))
-        }
-        other => StoreError::Invalid(other),
-    })
-}
-
-fn unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+    Ok(jq_core::cron::validate_schedule_name(name)?)
 }
 
 /// The jobs of a schedule's occurrences (`$1` ids, `$2` occurrences, `$3`
