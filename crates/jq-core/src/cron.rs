@@ -3,15 +3,17 @@
 //! store passes the database's clock in, so tests inject theirs.
 //!
 //! Patterns are Vixie-cron (5 fields, or 6 with seconds first, and the
-//! `@hourly` … nicknames), parsed by `croner`. Daylight saving: a local
-//! time skipped at spring-forward fires once, right after the change (02:30
-//! becomes 03:00); a local time that occurs twice at fall-back fires once,
-//! on its first pass (croner alone would fire the second pass too).
+//! `@hourly` … nicknames), parsed by `croner`, which matches wall times
+//! only: how a wall time maps to instants across a daylight-saving change
+//! is decided here, by Vixie cron's rule ([`DstRule`]): a pattern whose
+//! hour field names hours fires each matching wall time once (skipped ones
+//! together at the first instant after the change, a repeated one on its
+//! first pass); one whose hour field is a wildcard runs on the clock.
 
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, LocalResult, TimeZone, Utc};
+use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds};
 
@@ -33,6 +35,96 @@ pub struct CronSpec {
     expr: String,
     tz: Tz,
     cron: croner::Cron,
+    rule: DstRule,
+}
+
+/// How a pattern meets a daylight-saving change (ADR 0019, "Daylight
+/// saving"): Vixie cron's rule, decided by the hour field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DstRule {
+    /// The hour field names hours (`2`, `1-3`, `0-20/2`, `9,17`, and the
+    /// nicknames but `@hourly`): each matching wall time fires once. A
+    /// repeated one fires on its first pass; the skipped ones of one
+    /// spring-forward fire together, once, at the first instant after the
+    /// change.
+    CatchUp,
+    /// The hour field is a wildcard (`*`, `*/2`, `@hourly`): a frequency,
+    /// not a time of day. It runs on the clock: a skipped wall time does
+    /// not occur, a repeated one occurs on both passes, so the gaps between
+    /// runs in real time stay what they are on other days.
+    OnTheClock,
+}
+
+/// A daylight-saving change: its instant and the wall times just before
+/// and at it (`before < after` at spring-forward, `after < before` at
+/// fall-back).
+struct Change {
+    at: DateTime<Utc>,
+    before: NaiveDateTime,
+    after: NaiveDateTime,
+}
+
+/// A matching wall time found by a scan: its occurrence (the first pass,
+/// or the change's instant if it was skipped and catches up) and, if it is
+/// repeated, its second pass.
+struct Hit {
+    at: DateTime<Utc>,
+    second: Option<DateTime<Utc>>,
+}
+
+impl Hit {
+    fn one(i: DateTime<Tz>) -> Hit {
+        Hit {
+            at: i.with_timezone(&Utc),
+            second: None,
+        }
+    }
+
+    fn two(a: DateTime<Tz>, b: DateTime<Tz>) -> Hit {
+        Hit {
+            at: a.with_timezone(&Utc),
+            second: Some(b.with_timezone(&Utc)),
+        }
+    }
+
+    fn caught_up(at: DateTime<Utc>) -> Hit {
+        Hit { at, second: None }
+    }
+}
+
+fn instant(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(secs, 0).expect("a time zone change is within chrono's range")
+}
+
+/// The first second in `(lo, hi]` where `pred` holds, given it fails at
+/// `lo`, holds at `hi` and changes once between them.
+fn first_where(mut lo: i64, mut hi: i64, pred: impl Fn(i64) -> bool) -> i64 {
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
+}
+
+/// The hour field of a pattern (nicknames: `@hourly` is a wildcard, the
+/// others name hour 0).
+fn dst_rule_of(text: &str) -> DstRule {
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let hour = match fields.len() {
+        5 => fields[1],
+        6 => fields[2],
+        _ if text.eq_ignore_ascii_case("@hourly") => "*",
+        _ => "0",
+    };
+    if hour.starts_with('*') {
+        DstRule::OnTheClock
+    } else {
+        DstRule::CatchUp
+    }
 }
 
 const FIVE: [&str; 5] = ["minute", "hour", "day of month", "month", "day of week"];
@@ -107,13 +199,20 @@ impl CronSpec {
                 }
             }
         }
+        // croner knows neither alias: the same patterns by their other name.
+        let canonical = match text.to_ascii_lowercase().as_str() {
+            "@midnight" => "@daily".to_string(),
+            "@annually" => "@yearly".to_string(),
+            _ => text.to_string(),
+        };
         let cron = parser()
-            .parse(text)
+            .parse(&canonical)
             .map_err(|e| invalid_cron(format!("{}: {e}", Echo(text))))?;
         let spec = CronSpec {
             expr: text.to_string(),
             tz,
             cron,
+            rule: dst_rule_of(text),
         };
         // A pattern that never matches (30 February) is refused now, not
         // found out at its first firing.
@@ -131,40 +230,168 @@ impl CronSpec {
         self.tz.name()
     }
 
-    /// Whether `t` is the second pass of a local time repeated at a
-    /// fall-back (it fired on its first).
-    fn second_pass(&self, t: DateTime<Tz>) -> bool {
-        match self.tz.from_local_datetime(&t.naive_local()) {
-            LocalResult::Ambiguous(first, _) => first != t,
-            _ => false,
+    /// Whether a skipped local time catches up at the change (see
+    /// [`DstRule`]).
+    pub fn dst_rule(&self) -> DstRule {
+        self.rule
+    }
+
+    /// The wall clock reading of `t` in the schedule's zone.
+    fn wall(&self, t: DateTime<Utc>) -> NaiveDateTime {
+        t.with_timezone(&self.tz).naive_local()
+    }
+
+    fn wall_at(&self, secs: i64) -> NaiveDateTime {
+        self.wall(instant(secs))
+    }
+
+    fn offset_at(&self, secs: i64) -> i32 {
+        self.tz
+            .offset_from_utc_datetime(&instant(secs).naive_utc())
+            .fix()
+            .local_minus_utc()
+    }
+
+    /// The next wall time the pattern matches after `w` (or at it).
+    fn next_wall(&self, w: NaiveDateTime, inclusive: bool) -> Option<NaiveDateTime> {
+        self.cron.find_next_occurrence(&w, inclusive).ok()
+    }
+
+    fn previous_wall(&self, w: NaiveDateTime, inclusive: bool) -> Option<NaiveDateTime> {
+        self.cron.find_previous_occurrence(&w, inclusive).ok()
+    }
+
+    /// The later instant of a repeated wall time.
+    fn second_pass(&self, w: NaiveDateTime) -> Option<DateTime<Utc>> {
+        self.tz
+            .from_local_datetime(&w)
+            .latest()
+            .map(|i| i.with_timezone(&Utc))
+    }
+
+    /// The fall-back that repeats the wall time whose passes are `a` and
+    /// `b`: the wall times it repeats.
+    fn band(&self, a: DateTime<Utc>, b: DateTime<Utc>) -> Change {
+        let after = self.offset_at(b.timestamp());
+        let at = first_where(a.timestamp(), b.timestamp(), |s| self.offset_at(s) == after);
+        self.change(at)
+    }
+
+    /// The spring-forward that skips wall time `w`: the wall times it skips.
+    fn gap(&self, w: NaiveDateTime) -> Change {
+        // Offsets lie within -12 h and +14 h: the change is between these.
+        let x = w.and_utc().timestamp();
+        let at = first_where(x - 15 * 3600, x + 13 * 3600, |s| self.wall_at(s) > w);
+        self.change(at)
+    }
+
+    fn change(&self, at: i64) -> Change {
+        Change {
+            at: instant(at),
+            // The wall time just before the change, one second on.
+            before: self.wall_at(at - 1) + chrono::Duration::seconds(1),
+            after: self.wall_at(at),
         }
     }
 
-    /// The first occurrence strictly after `t`.
-    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let mut at = t.with_timezone(&self.tz);
-        // A repeated hour holds at most 3,600 second-pass occurrences.
-        for _ in 0..4_000 {
-            at = self.cron.find_next_occurrence(&at, false).ok()?;
-            if !self.second_pass(at) {
-                return Some(at.with_timezone(&Utc));
+    /// The occurrence of the first matching wall time after `floor` (or at
+    /// it), by its first pass or, catching up, its change's instant.
+    fn scan_forward(&self, mut floor: NaiveDateTime, mut inclusive: bool) -> Option<Hit> {
+        loop {
+            let w = self.next_wall(floor, inclusive)?;
+            match self.tz.from_local_datetime(&w) {
+                LocalResult::Single(i) => return Some(Hit::one(i)),
+                LocalResult::Ambiguous(a, b) => return Some(Hit::two(a, b)),
+                LocalResult::None => {
+                    let gap = self.gap(w);
+                    if self.rule == DstRule::CatchUp {
+                        return Some(Hit::caught_up(gap.at));
+                    }
+                    (floor, inclusive) = (gap.after, true);
+                }
             }
         }
-        None
+    }
+
+    /// As [`Self::scan_forward`], backwards from `floor`.
+    fn scan_backward(&self, mut floor: NaiveDateTime, mut inclusive: bool) -> Option<Hit> {
+        loop {
+            let w = self.previous_wall(floor, inclusive)?;
+            match self.tz.from_local_datetime(&w) {
+                LocalResult::Single(i) => return Some(Hit::one(i)),
+                LocalResult::Ambiguous(a, b) => return Some(Hit::two(a, b)),
+                LocalResult::None => {
+                    let gap = self.gap(w);
+                    if self.rule == DstRule::CatchUp {
+                        return Some(Hit::caught_up(gap.at));
+                    }
+                    (floor, inclusive) = (gap.before, false);
+                }
+            }
+        }
+    }
+
+    /// The first occurrence strictly after `t` (the rule: [`DstRule`]).
+    ///
+    /// An occurrence is found by its wall time; the instants of wall times
+    /// are in their order except for the second pass of a repeated hour,
+    /// which comes after the first pass of every wall time up to the end
+    /// of the repeated hour: only then does the search look at two
+    /// candidates.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let w = self.wall(t);
+        let LocalResult::Ambiguous(a, b) = self.tz.from_local_datetime(&w) else {
+            return self.scan_forward(w, false).map(|h| h.at);
+        };
+        let (a, b) = (a.with_timezone(&Utc), b.with_timezone(&Utc));
+        let band = self.band(a, b);
+        if t == b {
+            // In the second pass: the first pass's wall times are behind.
+            if self.rule == DstRule::OnTheClock
+                && let Some(w2) = self.next_wall(w, false).filter(|w2| *w2 < band.before)
+            {
+                return self.second_pass(w2);
+            }
+            return self.scan_forward(band.before, true).map(|h| h.at);
+        }
+        // In the first pass: the rest of it, then (on the clock) the second.
+        let first = self.scan_forward(w, false);
+        let second = match self.rule {
+            DstRule::OnTheClock => self
+                .next_wall(band.after, true)
+                .filter(|w2| *w2 < band.before)
+                .and_then(|w2| self.second_pass(w2)),
+            DstRule::CatchUp => None,
+        };
+        match (first.map(|h| h.at), second) {
+            (Some(f), Some(s)) => Some(f.min(s)),
+            (f, s) => f.or(s),
+        }
     }
 
     /// The latest occurrence at or before `t`.
     pub fn latest_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let mut at = t.with_timezone(&self.tz);
-        let mut inclusive = true;
-        for _ in 0..4_000 {
-            at = self.cron.find_previous_occurrence(&at, inclusive).ok()?;
-            inclusive = false;
-            if !self.second_pass(at) {
-                return Some(at.with_timezone(&Utc));
+        let w = self.wall(t);
+        if let LocalResult::Ambiguous(a, b) = self.tz.from_local_datetime(&w) {
+            let (a, b) = (a.with_timezone(&Utc), b.with_timezone(&Utc));
+            if t == b {
+                // In the second pass: every first pass is behind.
+                let band = self.band(a, b);
+                if self.rule == DstRule::OnTheClock
+                    && let Some(w2) = self.previous_wall(w, true).filter(|w2| *w2 >= band.after)
+                {
+                    return self.second_pass(w2);
+                }
+                return self.scan_backward(band.before, false).map(|h| h.at);
             }
         }
-        None
+        let hit = self.scan_backward(w, true)?;
+        Some(match hit.second {
+            // Past a repeated hour, on the clock, its last match's second
+            // pass is the latest.
+            Some(s) if self.rule == DstRule::OnTheClock && s <= t => s,
+            _ => hit.at,
+        })
     }
 
     /// What a firing at `now` does for a schedule whose next occurrence
@@ -443,14 +670,58 @@ mod tests {
             .collect()
     }
 
+    fn zoned(expr: &str, tz: &str) -> CronSpec {
+        CronSpec::parse(expr, tz).unwrap()
+    }
+
+    /// The occurrences after `from` in zone `tz`, as UTC instants. The
+    /// expected values below were worked out by hand from the zone
+    /// database (Python's zoneinfo printed each change), not by this code.
+    fn utc_walk(expr: &str, tz: &str, from: &str, n: usize) -> Vec<DateTime<Utc>> {
+        let spec = zoned(expr, tz);
+        let mut t = at(from);
+        (0..n)
+            .map(|_| {
+                t = spec.next_after(t).unwrap();
+                t
+            })
+            .collect()
+    }
+
+    fn ats(v: &[&str]) -> Vec<DateTime<Utc>> {
+        v.iter().map(|s| at(s)).collect()
+    }
+
     #[test]
-    fn jq_124_a_time_skipped_at_spring_forward_fires_once_right_after() {
+    fn jq_125_the_rule_is_read_from_the_hour_field() {
+        for (expr, rule) in [
+            ("30 2 * * *", DstRule::CatchUp),
+            ("0,30 2 * * *", DstRule::CatchUp),
+            ("15,45 1-3 * * *", DstRule::CatchUp),
+            ("23 0-20/2 * * *", DstRule::CatchUp),
+            ("*/15 2 * * *", DstRule::CatchUp),
+            ("0 0 2 * * *", DstRule::CatchUp),
+            ("@daily", DstRule::CatchUp),
+            ("@weekly", DstRule::CatchUp),
+            ("0 * * * *", DstRule::OnTheClock),
+            ("*/30 * * * *", DstRule::OnTheClock),
+            ("0 */2 * * *", DstRule::OnTheClock),
+            ("*/10 * * * * *", DstRule::OnTheClock),
+            ("@hourly", DstRule::OnTheClock),
+        ] {
+            assert_eq!(zoned(expr, "").dst_rule(), rule, "{expr}");
+        }
+    }
+
+    #[test]
+    fn jq_124_jq_125_a_time_skipped_at_spring_forward_fires_once_right_after() {
         // Berlin, 29 March 2026: 02:00 CET becomes 03:00 CEST.
         let from = "2026-03-28T23:00:00Z";
         assert_eq!(
             walk(&berlin("30 2 * * *"), from, 2),
             ["29 03:00+02:00", "30 02:30+02:00"]
         );
+        // On the clock: 02:00 and 02:30 do not occur; 03:00 does.
         assert_eq!(
             walk(&berlin("0 * * * *"), from, 3),
             ["29 01:00+01:00", "29 03:00+02:00", "29 04:00+02:00"]
@@ -464,10 +735,153 @@ mod tests {
                 "29 03:00+02:00"
             ]
         );
+        assert_eq!(
+            walk(&berlin("30 * * * *"), from, 3),
+            ["29 00:30+01:00", "29 01:30+01:00", "29 03:30+02:00"],
+            "an hourly pattern keeps its hour apart in real time"
+        );
+    }
+
+    /// The issue's failing cases: lists, ranges and steps in the hour lost
+    /// the skipped occurrences.
+    #[test]
+    fn jq_125_regression_lists_ranges_and_steps_catch_up_at_spring_forward() {
+        // `0,30 2`: after the 28th's 02:30, the 29th's two runs fire once
+        // at the change, then the 30th's.
+        for (tz, from, change, next_day) in [
+            (
+                "Europe/Berlin",
+                "2026-03-28T01:30:00Z",
+                "2026-03-29T01:00:00Z",
+                "2026-03-30T00:00:00Z",
+            ),
+            (
+                "America/New_York",
+                "2026-03-07T07:30:00Z",
+                "2026-03-08T07:00:00Z",
+                "2026-03-09T06:00:00Z",
+            ),
+            (
+                "America/St_Johns",
+                "2026-03-07T06:00:00Z",
+                "2026-03-08T05:30:00Z",
+                "2026-03-09T04:30:00Z",
+            ),
+            // Morocco leaves Ramadan time (+00) for +01 at 02:00 on the 22nd.
+            (
+                "Africa/Casablanca",
+                "2026-03-21T02:30:00Z",
+                "2026-03-22T02:00:00Z",
+                "2026-03-23T01:00:00Z",
+            ),
+        ] {
+            let next_half = at(next_day) + chrono::Duration::minutes(30);
+            assert_eq!(
+                utc_walk("0,30 2 * * *", tz, from, 3),
+                vec![at(change), at(next_day), next_half],
+                "0,30 2 * * * in {tz}"
+            );
+        }
+        // `15,45 1-3`: the skipped quarter-hours fire once at the change.
+        for (tz, from, expect) in [
+            // 02:00 CET -> 03:00 CEST (01:00Z): 01:15, 01:45, [02:15 02:45], 03:15.
+            (
+                "Europe/Berlin",
+                "2026-03-28T23:50:00Z",
+                &[
+                    "2026-03-29T00:15:00Z",
+                    "2026-03-29T00:45:00Z",
+                    "2026-03-29T01:00:00Z",
+                    "2026-03-29T01:15:00Z",
+                ][..],
+            ),
+            // 01:00 GMT -> 02:00 BST (01:00Z): [01:15 01:45], 02:15.
+            (
+                "Europe/London",
+                "2026-03-29T00:50:00Z",
+                &[
+                    "2026-03-29T01:00:00Z",
+                    "2026-03-29T01:15:00Z",
+                    "2026-03-29T01:45:00Z",
+                ][..],
+            ),
+            (
+                "Europe/Dublin",
+                "2026-03-29T00:50:00Z",
+                &[
+                    "2026-03-29T01:00:00Z",
+                    "2026-03-29T01:15:00Z",
+                    "2026-03-29T01:45:00Z",
+                ][..],
+            ),
+            // 02:00 EST -> 03:00 EDT (07:00Z).
+            (
+                "America/New_York",
+                "2026-03-08T06:50:00Z",
+                &[
+                    "2026-03-08T07:00:00Z",
+                    "2026-03-08T07:15:00Z",
+                    "2026-03-08T07:45:00Z",
+                ][..],
+            ),
+            // Lord Howe, 4 October: 02:00 +10:30 -> 02:30 +11 (15:30Z on
+            // the 3rd): 01:45, [02:15], 02:30's catch-up, 02:45.
+            (
+                "Australia/Lord_Howe",
+                "2026-10-03T15:00:00Z",
+                &[
+                    "2026-10-03T15:15:00Z",
+                    "2026-10-03T15:30:00Z",
+                    "2026-10-03T15:45:00Z",
+                ][..],
+            ),
+        ] {
+            assert_eq!(
+                utc_walk("15,45 1-3 * * *", tz, from, expect.len()),
+                ats(expect),
+                "15,45 1-3 in {tz}"
+            );
+        }
+        // `23 0-20/2`: 02:23 (00:23 in Santiago) fires at the change.
+        for (tz, from, expect) in [
+            (
+                "Europe/Berlin",
+                "2026-03-28T23:30:00Z",
+                &["2026-03-29T01:00:00Z", "2026-03-29T02:23:00Z"][..],
+            ),
+            (
+                "America/New_York",
+                "2026-03-08T05:30:00Z",
+                &[
+                    "2026-03-08T05:23:00Z",
+                    "2026-03-08T07:00:00Z",
+                    "2026-03-08T08:23:00Z",
+                ][1..],
+            ),
+            // Santiago, 6 September: 00:00 -04 -> 01:00 -03 (04:00Z); the
+            // 5th's last run was 20:23 -04.
+            (
+                "America/Santiago",
+                "2026-09-06T01:00:00Z",
+                &["2026-09-06T04:00:00Z", "2026-09-06T05:23:00Z"][..],
+            ),
+            // Lord Howe: 02:23 is skipped (02:00 +10:30 -> 02:30 +11), 04:23 +11.
+            (
+                "Australia/Lord_Howe",
+                "2026-10-03T14:00:00Z",
+                &["2026-10-03T15:30:00Z", "2026-10-03T17:23:00Z"][..],
+            ),
+        ] {
+            assert_eq!(
+                utc_walk("23 0-20/2 * * *", tz, from, expect.len()),
+                ats(expect),
+                "23 0-20/2 in {tz}"
+            );
+        }
     }
 
     #[test]
-    fn jq_124_a_repeated_hour_fires_once() {
+    fn jq_124_jq_125_a_repeated_hour_fires_once_for_fixed_hours_and_twice_on_the_clock() {
         // Berlin, 25 October 2026: 03:00 CEST becomes 02:00 CET.
         let from = "2026-10-24T22:00:00Z";
         assert_eq!(
@@ -475,34 +889,73 @@ mod tests {
             ["25 02:30+02:00", "26 02:30+01:00"]
         );
         assert_eq!(
+            walk(&berlin("0,30 2 * * *"), from, 3),
+            ["25 02:00+02:00", "25 02:30+02:00", "26 02:00+01:00"]
+        );
+        assert_eq!(
+            walk(&berlin("*/20 2 * * *"), from, 4),
+            [
+                "25 02:00+02:00",
+                "25 02:20+02:00",
+                "25 02:40+02:00",
+                "26 02:00+01:00"
+            ],
+            "a fixed hour with a minute wildcard fires the first pass only"
+        );
+        assert_eq!(
             walk(&berlin("0 * * * *"), from, 4),
             [
                 "25 01:00+02:00",
                 "25 02:00+02:00",
-                "25 03:00+01:00",
-                "25 04:00+01:00"
+                "25 02:00+01:00",
+                "25 03:00+01:00"
             ]
         );
         assert_eq!(
-            walk(&berlin("*/30 * * * *"), from, 5),
+            walk(&berlin("*/30 * * * *"), from, 8),
             [
                 "25 00:30+02:00",
                 "25 01:00+02:00",
                 "25 01:30+02:00",
                 "25 02:00+02:00",
-                "25 02:30+02:00"
+                "25 02:30+02:00",
+                "25 02:00+01:00",
+                "25 02:30+01:00",
+                "25 03:00+01:00"
             ]
         );
+        // From inside each pass.
+        let hourly = berlin("0 * * * *");
         assert_eq!(
-            walk(&berlin("*/30 * * * *"), "2026-10-25T00:45:00Z", 1),
-            ["25 03:00+01:00"]
+            hourly.next_after(at("2026-10-25T00:30:00Z")),
+            Some(at("2026-10-25T01:00:00Z")),
+            "02:30 CEST: next is 02:00 CET"
         );
-        // Backwards too: the second pass is not an occurrence.
-        let spec = berlin("0 * * * *");
         assert_eq!(
-            spec.latest_at_or_before(at("2026-10-25T01:30:00Z")),
-            Some(at("2026-10-25T00:00:00Z")),
-            "02:00 CET (01:00Z) is the second pass of 02:00"
+            hourly.next_after(at("2026-10-25T01:30:00Z")),
+            Some(at("2026-10-25T02:00:00Z")),
+            "02:30 CET: next is 03:00 CET"
+        );
+        assert_eq!(
+            berlin("30 2 * * *").next_after(at("2026-10-25T01:10:00Z")),
+            Some(at("2026-10-26T01:30:00Z")),
+            "02:10 CET, a fixed hour: 02:30 CET is the second pass"
+        );
+        // Backwards too.
+        assert_eq!(
+            hourly.latest_at_or_before(at("2026-10-25T01:30:00Z")),
+            Some(at("2026-10-25T01:00:00Z")),
+            "on the clock, 02:00 CET (01:00Z) is an occurrence"
+        );
+        assert_eq!(
+            hourly.latest_at_or_before(at("2026-10-25T00:59:59Z")),
+            Some(at("2026-10-25T00:00:00Z"))
+        );
+        let fixed = berlin("0,30 2 * * *");
+        assert_eq!(
+            fixed.latest_at_or_before(at("2026-10-25T01:45:00Z")),
+            Some(at("2026-10-25T00:30:00Z")),
+            "a fixed hour: 02:30 CET (01:30Z) is the second pass of 02:30"
         );
     }
 
@@ -522,6 +975,22 @@ mod tests {
             utc("@hourly").next_after(at("2026-12-03T10:01:00Z")),
             Some(at("2026-12-03T11:00:00Z"))
         );
+        // Every nickname the parser names (two were refused by croner).
+        for (nick, next) in [
+            ("@yearly", "2027-01-01T00:00:00Z"),
+            ("@annually", "2027-01-01T00:00:00Z"),
+            ("@monthly", "2027-01-01T00:00:00Z"),
+            ("@weekly", "2026-12-06T00:00:00Z"),
+            ("@daily", "2026-12-04T00:00:00Z"),
+            ("@MIDNIGHT", "2026-12-04T00:00:00Z"),
+            ("@hourly", "2026-12-03T11:00:00Z"),
+        ] {
+            assert_eq!(
+                utc(nick).next_after(at("2026-12-03T10:01:00Z")),
+                Some(at(next)),
+                "{nick}"
+            );
+        }
         let tokyo = CronSpec::parse("0 9 * * MON-FRI", "Asia/Tokyo").unwrap();
         assert_eq!(
             tokyo.next_after(at("2026-12-04T01:00:00Z")),

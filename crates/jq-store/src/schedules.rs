@@ -303,20 +303,34 @@ impl Store {
     /// `next_at` moved past now. Schedules another server is firing are
     /// skipped (SKIP LOCKED).
     pub async fn fire_due_schedules(&self, limit: u32) -> Result<Vec<Fired>> {
+        self.fire_due_schedules_at(limit, None).await
+    }
+
+    /// [`Self::fire_due_schedules`] as if the clock read `clock` (tests of
+    /// time-dependent behaviour inject theirs); `None` is the database's.
+    pub async fn fire_due_schedules_at(
+        &self,
+        limit: u32,
+        clock: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Fired>> {
         self.run("fire_schedules", || async move {
             let mut tx = self.pool.begin().await?;
             let rows: Vec<ScheduleRow> = sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM schedules WHERE NOT paused AND next_at <= now() \
+                "SELECT {COLUMNS} FROM schedules WHERE NOT paused AND next_at <= coalesce($2, now()) \
                  ORDER BY next_at LIMIT $1 FOR UPDATE SKIP LOCKED"
             ))
             .bind(i64::from(limit))
+            .bind(clock)
             .fetch_all(&mut *tx)
             .await?;
             if rows.is_empty() {
                 tx.rollback().await?;
                 return Ok(vec![]);
             }
-            let now = db_now(&mut tx).await?;
+            let now = match clock {
+                Some(t) => t,
+                None => db_now(&mut tx).await?,
+            };
             let mut fired = vec![];
             for row in rows {
                 let name = row.name.clone();

@@ -325,3 +325,102 @@ async fn jq_124_create_update_and_refusals() {
     );
     assert_eq!(s.list_schedules().await.unwrap().len(), 1);
 }
+
+fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// Every whole UTC hour in `(from, to]`: an hourly schedule in Berlin
+/// (whole-hour offsets) runs on the clock, so it fires each of them.
+fn utc_hours(from: &str, to: &str) -> Vec<DateTime<Utc>> {
+    let (mut t, to) = (utc(from), utc(to));
+    let mut out = vec![];
+    while t < to {
+        t += Duration::hours(1);
+        out.push(t);
+    }
+    out
+}
+
+/// JQ-125 on the firing path: a server running through Berlin's two
+/// changes of 2026, its clock injected and firing every five minutes,
+/// submits exactly the occurrences the rule names (worked out by hand
+/// below), and the schedule's next (what `schedule get` shows) follows it.
+#[tokio::test]
+async fn jq_125_a_server_running_through_both_changes_fires_what_the_rule_names() {
+    let db = TestDb::new().await;
+    let s = db.store();
+    let berlin = |name: &str, cron: &str, missed: &str| ScheduleRequest {
+        timezone: "Europe/Berlin".into(),
+        missed: missed.into(),
+        ..req(name, cron)
+    };
+    for (window, from, to, twice, twice_next) in [
+        (
+            "spring",
+            "2026-03-27T23:00:00Z",
+            "2026-03-30T03:00:00Z",
+            // 28th 02:00 and 02:30 CET; the 29th's 02:00 and 02:30 do not
+            // exist: one run at 03:00 CEST; the 30th's in CEST.
+            &[
+                "2026-03-28T01:00:00Z",
+                "2026-03-28T01:30:00Z",
+                "2026-03-29T01:00:00Z",
+                "2026-03-30T00:00:00Z",
+                "2026-03-30T00:30:00Z",
+            ][..],
+            "2026-03-31T00:00:00Z",
+        ),
+        (
+            "autumn",
+            "2026-10-24T22:00:00Z",
+            "2026-10-26T03:00:00Z",
+            // 25th: 02:00 and 02:30 CEST, not again in CET; 26th in CET.
+            &[
+                "2026-10-25T00:00:00Z",
+                "2026-10-25T00:30:00Z",
+                "2026-10-26T01:00:00Z",
+                "2026-10-26T01:30:00Z",
+            ][..],
+            "2026-10-27T01:00:00Z",
+        ),
+    ] {
+        let (fixed, hourly) = (format!("twice-{window}"), format!("hourly-{window}"));
+        for (name, cron) in [(&fixed, "0,30 2 * * *"), (&hourly, "0 * * * *")] {
+            let r = berlin(name, cron, "once");
+            s.create_schedule(r.clone(), MAX).await.unwrap();
+            let spec = CronSpec::parse(&r.cron, &r.timezone).unwrap();
+            set_next(&s, name, spec.next_after(utc(from)).unwrap()).await;
+        }
+        let mut clock = utc(from);
+        while clock < utc(to) {
+            clock += Duration::minutes(5);
+            s.fire_due_schedules_at(50, Some(clock)).await.unwrap();
+        }
+        assert_eq!(
+            jobs_of(&s, &fixed).await,
+            twice.iter().map(|t| utc(t)).collect::<Vec<_>>(),
+            "0,30 2 * * *, {window}"
+        );
+        let r = s.get_schedule(&fixed).await.unwrap();
+        assert_eq!((r.next_at, r.skipped), (Some(utc(twice_next)), 0), "{window}");
+        assert_eq!(
+            jobs_of(&s, &hourly).await,
+            utc_hours(from, to),
+            "0 * * * *, {window}"
+        );
+    }
+
+    // Down through the spring night, every missed occurrence wanted: the
+    // two skipped times are one occurrence, so one job.
+    s.create_schedule(berlin("down", "0,30 2 * * *", "all"), MAX)
+        .await
+        .unwrap();
+    set_next(&s, "down", utc("2026-03-29T01:00:00Z")).await;
+    s.fire_due_schedules_at(50, Some(utc("2026-03-29T05:00:00Z")))
+        .await
+        .unwrap();
+    assert_eq!(jobs_of(&s, "down").await, [utc("2026-03-29T01:00:00Z")]);
+    let r = s.get_schedule("down").await.unwrap();
+    assert_eq!((r.next_at, r.fires), (Some(utc("2026-03-30T00:00:00Z")), 1));
+}
