@@ -56,6 +56,7 @@ fn server_metric_names() -> BTreeSet<String> {
     v.extend(
         [
             "jq_outbox_backlog",
+            "jq_outbox_lag_seconds",
             "jq_job_submit_to_start_seconds",
             "jq_redis_degraded",
             "jq_schedule_fires_total",
@@ -301,6 +302,7 @@ fn fr_040_alert_rules_pass_promtool_and_use_real_metrics() {
         "JqOutboxBacklog",
         "JqSchedulerCycleSlow",
         "JqScheduleBehind",
+        "JqOutboxLagging",
     ] {
         assert!(names.contains(want), "{want}");
     }

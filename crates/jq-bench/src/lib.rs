@@ -10,7 +10,9 @@
 //! - [`Env`]: database, server process, clients, workers for one scenario.
 //! - [`scenarios`]: the named scenarios.
 //! - [`Stats`]: percentiles of a sample.
+//! - [`kafka`]: reading back what the relay published (the `events` scenario).
 
+pub mod kafka;
 pub mod scenarios;
 
 use std::path::PathBuf;

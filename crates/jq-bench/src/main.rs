@@ -12,13 +12,15 @@ use serde_json::Value;
     name = "jq-bench",
     after_help = "\
 Scenarios: submit-unary submit-bulk burst latency scale-workers big-table, or all;
-soak runs only when named (it takes --minutes).
+soak runs only when named (it takes --minutes), and so does events (it
+publishes to Kafka: librdkafka's mock cluster unless --kafka-brokers).
 
 Examples:
   cargo run --release -p jq-bench -- all
   cargo run --release -p jq-bench -- burst --jobs 50000 --workers 2
   cargo run --release -p jq-bench -- big-table --big-rows 10000000
-  cargo run --release -p jq-bench -- soak --rate 2000 --minutes 20 --retention-s 120"
+  cargo run --release -p jq-bench -- soak --rate 2000 --minutes 20 --retention-s 120
+  cargo run --release -p jq-bench -- events --jobs 20000 --hold-s 30"
 )]
 struct Args {
     /// Scenarios to run (default: all).
@@ -72,6 +74,14 @@ struct Args {
     /// default (7 days), so nothing is pruned during the run.
     #[arg(long)]
     retention_s: Option<u64>,
+    /// events: how long the second pass holds a write transaction open on
+    /// another database of the server (from before its burst).
+    #[arg(long, default_value_t = 30)]
+    hold_s: u64,
+    /// events: a Kafka-protocol broker to publish to (default: librdkafka's
+    /// mock cluster in this process).
+    #[arg(long)]
+    kafka_brokers: Option<String>,
     /// Extra setting for the server, `JQ_NAME=value`; repeatable. For
     /// example `--server-env JQ_KAFKA_BROKERS=<brokers>` runs every
     /// scenario with the outbox relay publishing to Kafka.
@@ -113,6 +123,20 @@ fn row(v: &Value) -> String {
             f(v, "submit_to_assigned.p50_ms"),
             f(v, "assigned_to_started.p50_ms"),
             f(v, "started_to_done.p50_ms"),
+        ),
+        "events" | "events-held" => format!(
+            "{} events at {}/s (drain {} jobs/s); publish lag p50 {} / p99 {} / max {} ms{}",
+            v["events"],
+            f(v, "events_per_s"),
+            f(v, "jobs_per_s"),
+            f(v, "lag_ms.p50_ms"),
+            f(v, "lag_ms.p99_ms"),
+            f(v, "lag_ms.max_ms"),
+            if v["held_open_until_all_arrived"].as_bool() == Some(true) {
+                "; all arrived while the transaction was open"
+            } else {
+                ""
+            },
         ),
         "soak" => {
             let minutes = v["per_minute"].as_array().map_or(0, Vec::len);
@@ -223,7 +247,18 @@ async fn main() -> anyhow::Result<()> {
                 v["retention_s"] = serde_json::json!(a.retention_s);
                 out.push(v)
             }
-            other => anyhow::bail!("unknown scenario {other:?} (one of {all:?}, soak, or all)"),
+            "events" => out.extend(
+                scenarios::events(
+                    &s,
+                    a.jobs,
+                    a.workers,
+                    a.worker_concurrency,
+                    a.hold_s,
+                    a.kafka_brokers.clone(),
+                )
+                .await?,
+            ),
+            other => anyhow::bail!("unknown scenario {other:?} (one of {all:?}, soak, events, or all)"),
         }
         for v in out {
             println!("{v}");

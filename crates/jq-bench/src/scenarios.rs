@@ -309,3 +309,77 @@ pub async fn soak(
         "concurrency": concurrency, "failed_submits": failed, "per_minute": per_minute,
     }))
 }
+
+/// Publication lag (JQ-161): a burst of `n` jobs with the relay publishing
+/// every event to a Kafka-protocol broker (librdkafka's mock cluster in this
+/// process, or `brokers`), then the same with a write transaction held open
+/// on another database of the server from before the burst, for up to
+/// `hold_s` seconds. Per event, the lag is the broker's timestamp of its
+/// message (set when the relay produced it) less the event's own time; the
+/// events' rate is theirs over the span of those timestamps.
+pub async fn events(
+    s: &Settings,
+    n: usize,
+    workers: usize,
+    concurrency: u32,
+    hold_s: u64,
+    brokers: Option<String>,
+) -> anyhow::Result<Vec<Value>> {
+    let mut out = vec![];
+    for held in [false, true] {
+        let mock = match &brokers {
+            Some(_) => None,
+            None => Some(rdkafka::mocking::MockCluster::new(1)?),
+        };
+        let bootstrap = match (&brokers, &mock) {
+            (Some(b), _) => b.clone(),
+            (None, Some(m)) => m.bootstrap_servers(),
+            (None, None) => unreachable!(),
+        };
+        let prefix = format!("jqbench{}.", std::process::id() as u64 * 2 + u64::from(held));
+        let mut s2 = s.clone();
+        s2.server_env.extend([
+            ("JQ_KAFKA_BROKERS".to_string(), bootstrap.clone()),
+            ("JQ_KAFKA_TOPIC_PREFIX".to_string(), prefix.clone()),
+            // The mock creates topics on first produce.
+            (
+                "JQ_KAFKA_CREATE_TOPICS".to_string(),
+                brokers.is_some().to_string(),
+            ),
+        ]);
+        let name = if held { "events-held" } else { "events" };
+        let mut env = Env::start(&s2, name).await?;
+        let holder = if held {
+            Some(jq_store::bench::HeldTransaction::begin(&s.admin_url).await?)
+        } else {
+            None
+        };
+        let held_since = Instant::now();
+        pause(&mut env).await?;
+        bulk_submit(&mut env, n, 1000).await?;
+        env.add_workers(workers, concurrency).await?;
+        let t0 = Instant::now();
+        resume(&mut env).await?;
+        let drain = env.wait_done(Q, n as u64, t0).await?.as_secs_f64();
+        // Four events a job: submitted, claimed, started, completed.
+        let want = n * 4;
+        let (lags, span, open_at_end) = crate::kafka::read_events(
+            &bootstrap,
+            &prefix,
+            want,
+            holder,
+            held_since,
+            Duration::from_secs(hold_s),
+        )
+        .await?;
+        env.stop().await;
+        let st = Stats::of(lags);
+        out.push(json!({
+            "scenario": name, "jobs": n, "workers": workers, "drain_seconds": drain,
+            "jobs_per_s": n as f64 / drain, "events": st.n, "events_per_s": st.n as f64 / span.max(1e-3),
+            "publish_span_seconds": span, "lag_ms": st,
+            "held_open_until_all_arrived": open_at_end,
+        }));
+    }
+    Ok(out)
+}

@@ -927,6 +927,8 @@ pub struct SystemView {
     pub components: Vec<Component>,
     pub active_workers: u32,
     pub outbox_backlog: u64,
+    /// Age of the oldest unpublished event (JQ-161).
+    pub outbox_lag_seconds: f64,
     pub queues: Vec<StatsView>,
 }
 
@@ -951,6 +953,7 @@ impl SystemView {
             components,
             active_workers: r.active_workers,
             outbox_backlog: r.outbox_backlog,
+            outbox_lag_seconds: r.outbox_lag_seconds,
             queues: r.queues.into_iter().map(StatsView::from).collect(),
         }
     }
@@ -971,6 +974,7 @@ impl View for SystemView {
             ("Health", health),
             ("Active workers", self.active_workers.to_string()),
             ("Outbox backlog", self.outbox_backlog.to_string()),
+            ("Outbox lag", format!("{:.1} s", self.outbox_lag_seconds)),
         ]);
         out.push('\n');
         let rows: Vec<Vec<String>> = self

@@ -210,6 +210,7 @@ fn system() -> SystemView {
             active_workers: 2,
             queues: vec![stats()],
             outbox_backlog: 17,
+            outbox_lag_seconds: 2.5,
         },
     )
 }

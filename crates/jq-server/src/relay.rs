@@ -7,8 +7,10 @@
 //! - Events are enqueued in order on an idempotent producer and marked
 //!   sent only after the broker acknowledged them: an `event_outbox` row
 //!   when it and every row before it were acknowledged, a window of
-//!   `job_events` (the relay cursor moves) when all of it was (ADR 0012).
-//!   Nothing is skipped and one job's events keep their order.
+//!   `job_events` (the relay's position moves) when all of it was (ADR
+//!   0012, 0020). Nothing is skipped and one job's events keep their
+//!   order; a committed event does not wait for other transactions on the
+//!   PostgreSQL server, however long they stay open (JQ-161).
 //! - Kafka down: jobs keep flowing (the relay is off the critical path),
 //!   errors are counted per topic, the backlog is exported, and everything
 //!   is delivered, in order, when Kafka returns (FR-038). At-least-once:
@@ -281,8 +283,8 @@ impl Relay {
     }
 
     /// One pass, under the lease: first `event_outbox` (worker events,
-    /// events from before schema v4 and deleted jobs' events), then
-    /// `job_events` by windows of transaction ids (ADR 0012).
+    /// events from before schema v4 and deleted jobs' events), then the
+    /// committed `job_events` not yet published (ADR 0020).
     pub async fn run_once(&mut self) -> Progress {
         let s = self.shared.clone();
         let batch = match s.store.outbox_unsent(BATCH).await {
@@ -312,16 +314,13 @@ impl Relay {
                 return Progress::Stalled;
             }
         };
-        // A window with no events but an end (`upto`) held only the history
-        // of jobs pruned while Kafka was off: it goes the way below, with
-        // nothing to send, and the cursor steps over it.
-        if window.events.is_empty() && (window.held || window.upto == 0) {
+        if window.held {
             // Held back: widen the window until the earlier event of the
-            // same job falls inside it.
-            self.window = if window.held {
-                (self.window * 2).min(MAX_WINDOW)
-            } else {
-                BATCH
+            // same job falls inside it; past the widest, read all that
+            // has committed (nothing beyond it can hold an event back).
+            self.window = match self.window {
+                MAX_WINDOW.. => u32::MAX,
+                w => (w * 2).min(MAX_WINDOW),
             };
             return if batch.is_empty() {
                 Progress::Idle
@@ -330,11 +329,21 @@ impl Relay {
             };
         }
         self.window = BATCH;
+        // Nothing read: the position stays. (Read, but no events: the
+        // window held only the history of jobs pruned while Kafka was
+        // off, and the position steps over it.)
+        let Some(next) = window.next else {
+            return if batch.is_empty() {
+                Progress::Idle
+            } else {
+                Progress::Published(batch.len())
+            };
+        };
         let acked = self.publish(&window.events).await;
         if acked.len() < window.events.len() {
             return Progress::Stalled;
         }
-        if let Err(e) = s.store.job_events_published(window.upto).await {
+        if let Err(e) = s.store.job_events_published(&next).await {
             tracing::warn!(error = %e, "cannot move the relay cursor; events will be sent again");
         }
         Progress::Published(batch.len() + acked.len())

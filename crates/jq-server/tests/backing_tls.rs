@@ -197,7 +197,7 @@ async fn jq_172_kafka_over_tls_delivers_events_end_to_end_and_a_wrong_ca_fails_c
     for _ in 0..150 {
         let unsent: i64 = sqlx::query_scalar(
             "SELECT (SELECT count(*) FROM event_outbox WHERE sent_at IS NULL) \
-                  + (SELECT count(*) FROM job_events WHERE txid >= (SELECT published_below FROM relay_cursor))",
+                  + (SELECT count(*) FROM job_events e WHERE e.txid >= (SELECT greatest(high, published_below) FROM relay_cursor) OR e.txid = ANY ((SELECT pending FROM relay_cursor)::bigint[]))",
         )
         .fetch_one(env.db.pool())
         .await

@@ -100,7 +100,7 @@ async fn consume(k: &TestKafka, want: usize, db: &TestDb) -> Vec<v1::LifecycleEv
 async fn backlog(db: &TestDb) -> i64 {
     sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM event_outbox WHERE sent_at IS NULL) \
-              + (SELECT count(*) FROM job_events WHERE txid >= (SELECT published_below FROM relay_cursor))",
+              + (SELECT count(*) FROM job_events e WHERE e.txid >= (SELECT greatest(high, published_below) FROM relay_cursor) OR e.txid = ANY ((SELECT pending FROM relay_cursor)::bigint[]))",
     )
     .fetch_one(db.pool())
     .await
@@ -154,7 +154,7 @@ async fn fr_036_fr_037_jq_160_every_transition_is_published_once_decodable_and_o
 }
 
 #[tokio::test]
-async fn fr_038_broker_down_stalls_no_job_and_every_event_arrives_after_recovery() {
+async fn fr_038_jq_161_broker_down_stalls_no_job_shows_the_lag_and_every_event_arrives_after_recovery() {
     let k = TestKafka::new();
     let Some(mock) = k.mock() else {
         eprintln!("JQ_TEST_KAFKA_BROKERS points at a real broker: outage simulation needs the mock cluster");
@@ -193,6 +193,27 @@ async fn fr_038_broker_down_stalls_no_job_and_every_event_arrives_after_recovery
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(errors > 0.0, "publish errors are counted while Kafka is down");
+    // JQ-161: the lag is a signal of its own, in status and /metrics.
+    let status = |env: &mut Env| {
+        let mut admin = env.admin.clone();
+        async move {
+            admin
+                .get_system_status(v1::GetSystemStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let st = status(&mut env).await;
+    assert!(st.outbox_lag_seconds > 0.0, "{st:?}");
+    let (_, metrics) = http_get(env.server.metrics_addr, "/metrics").await;
+    let gauge = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("jq_outbox_lag_seconds "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("jq_outbox_lag_seconds is exported")
+    };
+    assert!(gauge(&metrics) > 0.0, "the gauge shows the wait");
     mock.broker_up(1).unwrap();
     let all = event_ids(&env.db).await;
     let got = consume(&k, all.len(), &env.db).await;
@@ -200,6 +221,7 @@ async fn fr_038_broker_down_stalls_no_job_and_every_event_arrives_after_recovery
     for (e, _, _) in &all {
         assert!(got_ids.contains(&e.to_string()), "event {e} never arrived");
     }
+    assert_eq!(status(&mut env).await.outbox_lag_seconds, 0.0, "caught up");
     env.server.shutdown().await;
 }
 
@@ -434,5 +456,134 @@ async fn jq_152_jq_160_the_relay_steps_over_history_pruned_while_kafka_was_off()
         jobs, want,
         "each remaining job's event once, none of the pruned job's"
     );
+    shared.store.close().await;
+}
+
+/// Every event of `ids`' jobs is among `got` exactly once: the four of
+/// `run_jobs`' lifecycle. (One job's events are on four topics, so the
+/// order they are consumed in says nothing; the order they are sent in is
+/// the window's, proven by the store's tests.)
+fn each_job_once(got: &[v1::LifecycleEvent], ids: &[String]) {
+    for id in ids {
+        let mut reasons: Vec<&str> = got
+            .iter()
+            .filter(|e| &e.job_id == id)
+            .map(|e| e.reason.as_str())
+            .collect();
+        reasons.sort();
+        assert_eq!(
+            reasons,
+            ["CLAIMED", "COMPLETED", "STARTED", "SUBMITTED"],
+            "job {id}: each event once"
+        );
+    }
+}
+
+/// JQ-161 with the real server, relay and broker: while a write
+/// transaction stays open — in another database of the server, then in
+/// jq's own — jobs run and every one of their events reaches the broker
+/// before it ends (the transaction outlives the test's whole
+/// wait, so an event that waited for it would never arrive).
+#[tokio::test]
+async fn jq_161_events_arrive_while_a_write_transaction_stays_open_anywhere_on_the_server() {
+    let k = TestKafka::new();
+    let db = TestDb::new().await;
+    let cfg = kafka_config(&db, &k);
+    let mut env = start_with(db, cfg).await;
+    let mut w = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 4).await;
+    let mut ran = vec![];
+    for holder_url in [env.db.admin_url().to_string(), env.db.url.clone()] {
+        let mut holder = jq_testkit::OpenTransaction::begin(&holder_url).await.unwrap();
+        ran.extend(run_jobs(&mut env, &mut w, 20).await);
+        let got = consume(&k, ran.len() * 4, &env.db).await;
+        assert!(
+            holder.holds_the_horizon().await.unwrap(),
+            "{holder_url}: the events arrived while the horizon was pinned"
+        );
+        each_job_once(&got, &ran);
+        holder.end().await.unwrap();
+    }
+    env.server.shutdown().await;
+}
+
+/// JQ-161 with two relaying servers (one holds the lease at a time) and
+/// the horizon pinned throughout: every event once, none missing.
+#[tokio::test]
+async fn jq_161_two_servers_publish_every_event_once_while_the_horizon_is_pinned() {
+    let k = TestKafka::new();
+    let db = TestDb::new().await;
+    let mut holder = jq_testkit::OpenTransaction::begin(db.admin_url()).await.unwrap();
+    let cfg = kafka_config(&db, &k);
+    let b = jq_server::start(cfg.clone()).await.unwrap();
+    let mut env = start_with(db, cfg).await;
+    let mut w1 = FakeWorker::connect(env.server.grpc_addr, "w1", &["default"], 4).await;
+    let ids = run_jobs(&mut env, &mut w1, 30).await;
+    let got = consume(&k, 120, &env.db).await;
+    assert_eq!(got.len(), 120, "no duplicate without a crash");
+    each_job_once(&got, &ids);
+    assert!(holder.holds_the_horizon().await.unwrap());
+    holder.end().await.unwrap();
+    b.shutdown().await;
+    env.server.shutdown().await;
+}
+
+/// JQ-161: a relay that dies after the broker acknowledged a window and
+/// before it moved its position loses nothing: the next relay sends the
+/// window again, the same events with the same `event_id`s (consumers
+/// de-duplicate on it), and nothing else twice.
+#[tokio::test]
+async fn jq_161_a_relay_killed_between_send_and_cursor_update_resends_the_same_events() {
+    use jq_server::relay::Relay;
+    let (db, k, shared) = relay_shared().await;
+    let mut holder = jq_testkit::OpenTransaction::begin(db.admin_url()).await.unwrap();
+    shared
+        .store
+        .submit_many(vec![noop(), noop(), noop()])
+        .await
+        .unwrap();
+    let lease = shared
+        .store
+        .try_relay_lease()
+        .await
+        .unwrap()
+        .expect("the relay lease");
+    let first = Relay::new(shared.clone()).unwrap();
+    let window = shared.store.job_events_window(500).await.unwrap();
+    assert_eq!(window.events.len(), 3, "{window:?}");
+    let mut acked = vec![];
+    for _ in 0..100 {
+        // The mock broker may still be electing its leaders.
+        acked = first.publish(&window.events).await;
+        if acked.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(acked.len(), 3, "acknowledged");
+    // Killed here: no cursor update, the lease goes with its connection.
+    drop(first);
+    drop(lease);
+    shared.store.submit(noop()).await.unwrap();
+    let mut second = Relay::new(shared.clone()).unwrap();
+    let _lease = shared.store.try_relay_lease().await.unwrap().expect("taken over");
+    assert_eq!(
+        published_by(&mut second, 4).await,
+        4,
+        "the window again, and the new event"
+    );
+    assert_eq!(backlog(&db).await, 0);
+    let got = everything_produced(&k).await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for e in &got {
+        *counts.entry(e.event_id.clone()).or_default() += 1;
+    }
+    let resent: HashSet<String> = window.events.iter().map(|e| e.event_id.to_string()).collect();
+    assert_eq!(counts.len(), 4, "every event arrived");
+    for (id, n) in &counts {
+        let want = if resent.contains(id) { 2 } else { 1 };
+        assert_eq!(*n, want, "event {id}");
+    }
+    assert!(holder.holds_the_horizon().await.unwrap());
+    holder.end().await.unwrap();
     shared.store.close().await;
 }

@@ -160,3 +160,52 @@ pub async fn recreate_database(admin_url: &str, name: &str) -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// A write transaction held open on a database, as a migration, a batch
+/// import or a forgotten psql session holds one: it pins the server's
+/// transaction horizon (`pg_snapshot_xmin`) for every database until it
+/// ends (JQ-161's tests and the `events` scenario). Rolled back by
+/// [`HeldTransaction::end`], or when dropped (its connection closes).
+pub struct HeldTransaction {
+    conn: sqlx::PgConnection,
+    /// Its transaction id.
+    pub xid: i64,
+}
+
+impl HeldTransaction {
+    /// `BEGIN`, a write, and stay open.
+    pub async fn begin(url: &str) -> Result<HeldTransaction> {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        for sql in [
+            "BEGIN",
+            "CREATE TEMP TABLE held_open (n int)",
+            "INSERT INTO held_open VALUES (1)",
+        ] {
+            sqlx::query(sql).execute(&mut conn).await?;
+        }
+        let xid = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(HeldTransaction { conn, xid })
+    }
+
+    /// Still open, and still holding the server's horizon at or below its
+    /// id (so a relay that waited for the horizon would wait now).
+    pub async fn holds_the_horizon(&mut self) -> Result<bool> {
+        let (xid, xmin): (i64, i64) = sqlx::query_as(
+            "SELECT pg_current_xact_id()::text::bigint, pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+        )
+        .fetch_one(&mut self.conn)
+        .await?;
+        Ok(xid == self.xid && xmin <= self.xid)
+    }
+
+    /// Roll it back.
+    pub async fn end(mut self) -> Result<()> {
+        use sqlx::Connection;
+        sqlx::query("ROLLBACK").execute(&mut self.conn).await?;
+        self.conn.close().await?;
+        Ok(())
+    }
+}

@@ -54,7 +54,7 @@ pub use conn::MIN_POOL_TO_PIN;
 pub use error::{StoreError, is_tls_failure, is_transient, refused_value};
 pub use jobs::{ListFilter, ListPage, Submitted};
 pub use jq_core::Step;
-pub use outbox::{EventAudit, EventWindow, RelayLease};
+pub use outbox::{EventAudit, EventWindow, OutboxPending, RelayCursor, RelayLease};
 pub use reaper::ReapReport;
 pub use transitions::{CancelOutcome, ReportOutcome, ResultReport};
 pub use workers::{HeartbeatOutcome, WorkerListing};

@@ -177,6 +177,15 @@ impl Store {
     }
 }
 
+/// SQL: job event `e` is not yet published (ADR 0020). Below `high` every
+/// committed event is published except those of the `pending`
+/// transactions; `published_below` is at most `high` when this relay moved
+/// it, and may be above it when a previous version's relay did (during a
+/// rolling upgrade), which published everything below it.
+pub(crate) const UNPUBLISHED: &str = "(e.txid >= (SELECT greatest(high, published_below) FROM relay_cursor) \
+     OR e.txid = ANY ((SELECT pending FROM relay_cursor)::bigint[]) \
+        AND e.txid >= (SELECT published_below FROM relay_cursor))";
+
 /// SQL that copies the unpublished events of the jobs chosen by `cond`
 /// (over `job_events e`) into `event_outbox`, for a statement that deletes
 /// those jobs' history: their events are still published, in order.
@@ -186,24 +195,36 @@ pub(crate) fn keep_unpublished(cond: &str) -> String {
                                    reason, worker_id, attempt, detail, occurred_at) \
          SELECT e.event_id, NULL, e.job_id::text, e.job_id, e.queue, e.from_status, e.to_status, e.reason, \
                 e.worker_id, e.attempt, e.detail, e.occurred_at \
-         FROM job_events e WHERE ({cond}) \
-           AND e.txid >= (SELECT published_below FROM relay_cursor) ORDER BY e.id"
+         FROM job_events e WHERE ({cond}) AND {UNPUBLISHED} ORDER BY e.id"
     )
 }
 
-/// Job events the relay may publish next (ADR 0012): every event written
-/// by the transactions whose ids are in `[cursor, upto)`, in `job_events`
-/// id order. Those transactions have all ended (the window stops below
-/// the oldest one still running), so no event can still appear in it.
+/// The relay's position (ADR 0020): every committed job event whose
+/// transaction id is below `high` is published, except those of the
+/// transactions in `pending`, which were still running when it read; and
+/// every transaction below `below` has ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayCursor {
+    pub below: i64,
+    pub high: i64,
+    pub pending: Vec<i64>,
+}
+
+/// Job events the relay may publish next (ADR 0020): the committed events
+/// of the transactions that were pending, and of those in `[high, upto)`
+/// that have ended, in `job_events` id order. A job's events commit in
+/// their id order (the job's row lock serializes them), so a committed
+/// event never waits for the cluster's oldest transaction.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventWindow {
     pub events: Vec<OutboxEvent>,
-    /// The relay's cursor once `events` are published.
-    pub upto: i64,
+    /// The relay's position once `events` are published; `None` when
+    /// nothing was read (the position stays).
+    pub next: Option<RelayCursor>,
     /// Events were found but none could go yet: each follows an event of
     /// the same job beyond the window. The caller widens the next window.
-    /// (No events and not held, with `upto` set: the window held only
-    /// pruned jobs' history, and the cursor moves past it.)
+    /// (No events with `next` set: the window held only pruned jobs'
+    /// history, and the position moves past it.)
     pub held: bool,
 }
 
@@ -211,8 +232,11 @@ pub struct EventWindow {
 struct WindowRow {
     #[sqlx(flatten)]
     event: Row,
-    cursor: i64,
+    high: i64,
     upto: i64,
+    xmin: i64,
+    /// The transactions running when the window was read.
+    running: Vec<i64>,
     txid: i64,
     /// An event of the same job with a smaller id lies beyond the window.
     later_pred: bool,
@@ -222,35 +246,50 @@ struct WindowRow {
     pruned: bool,
 }
 
-/// The window's read, one statement. (The CTEs are materialized: inlined,
-/// each bound was computed again for every row.) `upto` is the oldest transaction
-/// still running, or lower so that about `$1` events are read — but never
-/// so low that one transaction's events are split. Rows come unordered:
-/// with `ORDER BY e.id` the planner walked `job_events_pkey` over the whole
-/// table (30-100 ms on 80k rows) instead of the `txid` range (2-3 ms).
-/// `pruned` is a scalar subquery, not `NOT EXISTS`: that one the planner
-/// may run as a hash of every job, and did in a generic plan.
+/// The window's read, one statement, so the snapshot it reads by is the
+/// one whose running transactions it reports. (The CTEs are materialized:
+/// inlined, each bound was computed again for every row.) `upto` is the
+/// snapshot's `xmax` (every transaction from it on started later), or lower
+/// so that about `$1` events are read from `high` on — but never so low
+/// that one transaction's events are split. Rows come unordered: with
+/// `ORDER BY e.id` the planner walked `job_events_pkey` over the whole
+/// table instead of the `txid` ranges. `pruned` is a scalar subquery, not
+/// `NOT EXISTS`: that one the planner may run as a hash of every job.
 const WINDOW_SQL: &str = "\
-WITH h AS MATERIALIZED (
-    SELECT c.published_below AS cursor, pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin
-    FROM relay_cursor c
+WITH c AS MATERIALIZED (
+    SELECT greatest(r.high, r.published_below) AS high,
+           ARRAY(SELECT p FROM unnest(r.pending) p WHERE p >= r.published_below) AS pending,
+           pg_current_snapshot() AS snap
+    FROM relay_cursor r
 ), b AS MATERIALIZED (
-    SELECT h.cursor, h.xmin,
-           (SELECT min(e.txid) FROM job_events e WHERE e.txid >= h.cursor AND e.txid < h.xmin) AS first,
-           (SELECT e.txid FROM job_events e WHERE e.txid >= h.cursor AND e.txid < h.xmin
+    SELECT c.high, c.pending,
+           pg_snapshot_xmin(c.snap)::text::bigint AS xmin,
+           pg_snapshot_xmax(c.snap)::text::bigint AS xmax,
+           ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(c.snap) x) AS running,
+           (SELECT min(e.txid) FROM job_events e
+            WHERE e.txid >= c.high AND e.txid < pg_snapshot_xmax(c.snap)::text::bigint) AS first,
+           (SELECT e.txid FROM job_events e
+            WHERE e.txid >= c.high AND e.txid < pg_snapshot_xmax(c.snap)::text::bigint
             ORDER BY e.txid OFFSET $1 LIMIT 1) AS nth
-    FROM h
+    FROM c
 ), w AS MATERIALIZED (
-    SELECT cursor, CASE WHEN nth IS NULL THEN xmin WHEN nth = first THEN nth + 1 ELSE nth END AS upto FROM b
+    SELECT high, pending, xmin, running,
+           CASE WHEN nth IS NULL THEN xmax WHEN nth = first THEN nth + 1 ELSE nth END AS upto
+    FROM b
+), ev AS (
+    SELECT e.* FROM w JOIN job_events e ON e.txid >= w.high AND e.txid < w.upto
+    UNION ALL
+    SELECT e.* FROM w JOIN job_events e ON e.txid = ANY (w.pending) AND e.txid < w.high
 )
-SELECT w.cursor, w.upto, e.id, e.event_id, NULL::text AS topic, e.job_id::text AS partition_key, e.job_id,
+SELECT w.high, w.upto, w.xmin, w.running, e.id, e.event_id, NULL::text AS topic,
+       e.job_id::text AS partition_key, e.job_id,
        e.queue, e.from_status::text AS from_status, e.to_status::text AS to_status, e.reason, e.worker_id,
        e.attempt, e.detail, NULL::text AS worker_status, NULL::int AS active_jobs, NULL::int AS concurrency,
        e.occurred_at, e.txid,
        EXISTS (SELECT 1 FROM job_events p WHERE p.job_id = e.job_id AND p.id < e.id AND p.txid >= w.upto)
            AS later_pred,
        (SELECT 1 FROM jobs j WHERE j.id = e.job_id) IS NULL AS pruned
-FROM w JOIN job_events e ON e.txid >= w.cursor AND e.txid < w.upto";
+FROM w CROSS JOIN ev e";
 
 /// Lower `upto` until no event below it follows an event of the same job
 /// at or above it, so that one job's events go out in order even when a
@@ -280,7 +319,8 @@ fn settle_window(rows: &[(Uuid, i64, bool)], mut upto: i64) -> i64 {
 }
 
 impl Store {
-    /// The next [`EventWindow`] of about `limit` job events.
+    /// The next [`EventWindow`] of about `limit` job events from `high` on
+    /// (`u32::MAX`: every one that has committed).
     pub async fn job_events_window(&self, limit: u32) -> Result<EventWindow> {
         self.run("job_events_window", || async move {
             let mut rows: Vec<WindowRow> = sqlx::query_as(WINDOW_SQL)
@@ -288,18 +328,33 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?;
             rows.sort_unstable_by_key(|r| r.event.id);
-            // No row: nothing to publish, and the cursor may stay.
+            // No row: nothing to publish, and the position may stay.
             let Some(first) = rows.first() else {
                 return Ok(EventWindow::default());
             };
-            let (cursor, upto) = (first.cursor, first.upto);
+            let (high, upto, xmin) = (first.high, first.upto, first.xmin);
+            let running = first.running.clone();
             let keys: Vec<(Uuid, i64, bool)> = rows
                 .iter()
                 .map(|r| (r.event.job_id.unwrap_or_default(), r.txid, r.later_pred))
                 .collect();
             let upto = settle_window(&keys, upto);
+            // An event of a pending transaction (below `high`) held back
+            // by one beyond the window: nothing goes until the window
+            // reaches that one.
+            if upto < high {
+                return Ok(EventWindow {
+                    held: true,
+                    ..Default::default()
+                });
+            }
             let below: Vec<WindowRow> = rows.into_iter().filter(|r| r.txid < upto).collect();
-            let held = below.is_empty();
+            if below.is_empty() {
+                return Ok(EventWindow {
+                    held: true,
+                    ..Default::default()
+                });
+            }
             let events: Vec<OutboxEvent> = below
                 .into_iter()
                 .filter(|r| !r.pruned)
@@ -307,8 +362,12 @@ impl Store {
                 .collect();
             Ok(EventWindow {
                 events,
-                upto: upto.max(cursor),
-                held,
+                next: Some(RelayCursor {
+                    below: xmin.min(upto),
+                    high: upto,
+                    pending: running.into_iter().filter(|x| *x < upto).collect(),
+                }),
+                held: false,
             })
         })
         .await
@@ -323,13 +382,31 @@ impl Store {
         Ok(lines.join("\n"))
     }
 
-    /// Every job event of the transactions below `upto` is published.
-    pub async fn job_events_published(&self, upto: i64) -> Result<()> {
+    /// The relay's position, as stored.
+    pub async fn relay_cursor(&self) -> Result<RelayCursor> {
+        self.run("relay_cursor", || async move {
+            let (below, high, pending): (i64, i64, Vec<i64>) =
+                sqlx::query_as("SELECT published_below, high, pending FROM relay_cursor")
+                    .fetch_one(&self.pool)
+                    .await?;
+            Ok(RelayCursor { below, high, pending })
+        })
+        .await
+    }
+
+    /// The events of a window are published: store the position after it.
+    /// Never backwards (a relay that lost its lease mid-window).
+    pub async fn job_events_published(&self, next: &RelayCursor) -> Result<()> {
         self.run("job_events_published", || async move {
-            sqlx::query("UPDATE relay_cursor SET published_below = $1 WHERE published_below < $1")
-                .bind(upto)
-                .execute(&self.pool)
-                .await?;
+            sqlx::query(
+                "UPDATE relay_cursor SET published_below = greatest(published_below, $1), high = $2, \
+                 pending = $3 WHERE greatest(high, published_below) <= $2",
+            )
+            .bind(next.below)
+            .bind(next.high)
+            .bind(&next.pending)
+            .execute(&self.pool)
+            .await?;
             Ok(())
         })
         .await
@@ -344,21 +421,40 @@ impl Store {
     /// With Kafka on, a job is pruned only once its events are published,
     /// so the count is of the window's index alone.
     pub async fn outbox_backlog(&self, publishing: Publishing) -> Result<u64> {
+        Ok(self.outbox_pending(publishing).await?.events)
+    }
+
+    /// The backlog and how old its oldest committed event is (JQ-161,
+    /// `jq_outbox_lag_seconds`): both sources, what this snapshot sees
+    /// (an open transaction's events are not yet committed, so not late).
+    pub async fn outbox_pending(&self, publishing: Publishing) -> Result<OutboxPending> {
         if publishing == Publishing::Off {
-            return Ok(0);
+            return Ok(OutboxPending::default());
         }
         self.run("outbox_backlog", || async move {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT (SELECT count(*) FROM event_outbox WHERE sent_at IS NULL) \
-                      + (SELECT count(*) FROM job_events \
-                         WHERE txid >= (SELECT published_below FROM relay_cursor))",
-            )
+            let (n, lag): (i64, Option<f64>) = sqlx::query_as(&format!(
+                "WITH o AS (SELECT count(*) AS n, min(occurred_at) AS oldest FROM event_outbox WHERE sent_at IS NULL), \
+                      e AS (SELECT count(*) AS n, min(e.occurred_at) AS oldest FROM job_events e WHERE {UNPUBLISHED}) \
+                 SELECT o.n + e.n, extract(epoch FROM now() - least(o.oldest, e.oldest))::float8 FROM o, e"
+            ))
             .fetch_one(&self.pool)
             .await?;
-            Ok(n as u64)
+            Ok(OutboxPending {
+                events: n as u64,
+                lag: std::time::Duration::from_secs_f64(lag.unwrap_or(0.0).max(0.0)),
+            })
         })
         .await
     }
+}
+
+/// What [`Store::outbox_pending`] reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OutboxPending {
+    /// Events not yet acknowledged by Kafka.
+    pub events: u64,
+    /// Age of the oldest of them (0 when none).
+    pub lag: std::time::Duration,
 }
 
 /// How job history and outbox agree (the "every transition has exactly

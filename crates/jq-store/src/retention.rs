@@ -42,13 +42,14 @@ pub const PRUNE_BATCH: i64 = 5000;
 fn doomed(status: JobStatus, column: &str, default_param: &str) -> String {
     let phase = crate::layout::phase(status);
     let status = status.as_str();
+    let unpublished = crate::outbox::UNPUBLISHED;
     format!(
         "SELECT d.id FROM queues q CROSS JOIN LATERAL ( \
              SELECT j.id FROM jobs j \
              WHERE j.queue = q.name AND j.status = '{status}' AND j.phase = {phase} \
                AND j.completed_at < now() - make_interval(secs => coalesce(q.{column}, {default_param})::float8) \
                AND NOT ($3 AND EXISTS (SELECT 1 FROM job_events e WHERE e.job_id = j.id \
-                                         AND e.txid >= (SELECT published_below FROM relay_cursor))) \
+                                         AND {unpublished})) \
              ORDER BY j.completed_at LIMIT {PRUNE_BATCH} FOR UPDATE OF j SKIP LOCKED) d \
          WHERE coalesce(q.{column}, {default_param}) > 0"
     )

@@ -83,7 +83,7 @@ async fn publish_all(s: &Store, limit: u32, jobs: &[Uuid]) -> Vec<jq_core::recor
     let mut out = Vec::new();
     for _ in 0..2000 {
         let w = s.job_events_window(limit).await.unwrap();
-        if w.events.is_empty() && !w.held && w.upto == 0 {
+        if w.events.is_empty() && !w.held && w.next.is_none() {
             let mine = out
                 .iter()
                 .filter(|e: &&jq_core::records::OutboxEvent| jobs.iter().any(|j| e.key == j.to_string()));
@@ -94,7 +94,7 @@ async fn publish_all(s: &Store, limit: u32, jobs: &[Uuid]) -> Vec<jq_core::recor
             continue;
         }
         out.extend(w.events);
-        s.job_events_published(w.upto).await.unwrap();
+        s.job_events_published(w.next.as_ref().unwrap()).await.unwrap();
     }
     panic!("the windows never got to every event of {jobs:?}");
 }

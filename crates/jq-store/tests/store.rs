@@ -14,7 +14,7 @@ use jq_store::{
     CallOutcome, CancelOutcome, Expected, ListFilter, ResultReport, Store, StoreError, StoreOptions,
     WorkerCall,
 };
-use jq_testkit::TestDb;
+use jq_testkit::{OpenTransaction, TestDb};
 use uuid::Uuid;
 
 async fn setup() -> (TestDb, Store) {
@@ -85,12 +85,12 @@ fn report(worker: &str, id: Uuid, attempt: u32, outcome: Outcome) -> ResultRepor
 }
 
 /// Job events waiting for the relay, with their topics: `job_events` is
-/// the outbox of job events (ADR 0012).
-/// (Waits out other tests' transactions: see [`window_when`].)
+/// the outbox of job events (ADR 0012, 0020).
 async fn to_publish(store: &Store) -> Vec<jq_core::records::OutboxEvent> {
     let waiting = count(
         store,
-        "SELECT count(*) FROM job_events WHERE txid >= (SELECT published_below FROM relay_cursor)",
+        "SELECT count(*) FROM job_events e WHERE e.txid >= (SELECT greatest(high, published_below) FROM relay_cursor) \
+         OR e.txid = ANY ((SELECT pending FROM relay_cursor)::bigint[])",
     )
     .await as usize;
     for _ in 0..1200 {
@@ -1595,7 +1595,7 @@ async fn fr_031_fr_035_events_of_unknown_job_and_deleting_dead_letters() {
         w.events.iter().filter(|e| e.job_id() == Some(gone)).count() == 2
     })
     .await;
-    s.job_events_published(w.upto).await.unwrap();
+    s.job_events_published(w.next.as_ref().unwrap()).await.unwrap();
     s.delete_job(gone).await.unwrap();
     assert!(s.outbox_unsent(10).await.unwrap().is_empty());
     assert_eq!(s.outbox_backlog(Publishing::Kafka).await.unwrap(), 0);
@@ -1765,9 +1765,8 @@ async fn event_in(c: &mut sqlx::PgConnection, job: Uuid, to: &str) -> i64 {
     .unwrap()
 }
 
-/// The next window once `ready` holds for it. The horizon is cluster-wide:
-/// a transaction of another test (another database) that is still running
-/// holds every window back until it ends, so a test waits for that.
+/// The next window once `ready` holds for it (a transaction of the test's
+/// own that has just committed is seen by the next read).
 async fn window_when(s: &Store, ready: impl Fn(&jq_store::EventWindow) -> bool) -> jq_store::EventWindow {
     for _ in 0..1200 {
         let w = s.job_events_window(100).await.unwrap();
@@ -1784,49 +1783,54 @@ async fn commit(mut c: sqlx::PgConnection) {
 }
 
 #[tokio::test]
-async fn jq_160_job_events_are_published_by_windows_that_skip_no_late_commit() {
+async fn jq_160_jq_161_a_late_commit_is_published_when_it_commits_and_holds_nothing_back() {
     let (db, s) = setup().await;
     let early = s.submit(job("default")).await.unwrap().job_id;
     // A transaction that began writing before the next submit and commits
     // after it: its event has the smaller id but becomes visible later.
     let late_job = Uuid::new_v4();
     bare_job(&db, late_job).await;
-    let (mut slow, _) = open_tx(&db).await;
+    let (mut slow, slow_xid) = open_tx(&db).await;
     let late_event = event_in(&mut slow, late_job, "PENDING").await;
     let after = s.submit(job("default")).await.unwrap().job_id;
-    let w = window_when(&s, |w| !w.events.is_empty()).await;
-    // The window ends below the running transaction: `after` waits too.
+    let w = window_when(&s, |w| w.events.len() >= 2).await;
+    // JQ-161: `after` does not wait for the running transaction.
     assert_eq!(
         w.events.iter().map(|e| e.job_id().unwrap()).collect::<Vec<_>>(),
-        vec![early]
+        vec![early, after]
     );
     assert_eq!(w.events[0].topic, "job.submitted");
-    s.job_events_published(w.upto).await.unwrap();
+    let next = w.next.clone().unwrap();
+    assert!(
+        next.pending.contains(&slow_xid),
+        "{next:?}: the running one is pending"
+    );
+    assert!(next.below <= slow_xid, "{next:?}");
+    s.job_events_published(&next).await.unwrap();
+    assert_eq!(s.relay_cursor().await.unwrap(), next);
     assert_eq!(
         s.outbox_backlog(Publishing::Kafka).await.unwrap(),
-        1,
-        "`after`; the running one is not visible"
+        0,
+        "the running one is not visible, so not yet waiting"
     );
     assert!(s.job_events_window(100).await.unwrap().events.is_empty());
     commit(slow).await;
-    let w = window_when(&s, |w| w.events.len() >= 2).await;
+    let w = window_when(&s, |w| !w.events.is_empty()).await;
     assert_eq!(
         w.events
             .iter()
-            .map(|e| (e.id == late_event, e.job_id().unwrap()))
+            .map(|e| (e.id, e.job_id().unwrap()))
             .collect::<Vec<_>>(),
-        vec![(true, late_job), (false, after)],
-        "both, in id order"
+        vec![(late_event, late_job)],
+        "the late commit alone, once"
     );
-    s.job_events_published(w.upto).await.unwrap();
+    s.job_events_published(w.next.as_ref().unwrap()).await.unwrap();
     assert_eq!(s.outbox_backlog(Publishing::Kafka).await.unwrap(), 0);
     assert!(s.job_events_window(100).await.unwrap().events.is_empty());
     // A window never splits one transaction's events, however many.
     s.submit_many((0..50).map(|_| job("default")).collect())
         .await
         .unwrap();
-    let w = window_when(&s, |w| !w.events.is_empty()).await;
-    assert_eq!(w.events.len(), 50);
     let w = s.job_events_window(10).await.unwrap();
     assert_eq!(w.events.len(), 50, "limit 10");
 }
@@ -1864,7 +1868,7 @@ async fn jq_160_the_relay_window_reads_the_txid_index_not_the_whole_history() {
 }
 
 #[tokio::test]
-async fn jq_160_one_jobs_events_keep_their_order_when_the_later_one_has_the_older_transaction() {
+async fn jq_160_jq_161_one_jobs_events_keep_their_order_when_the_later_one_has_the_older_transaction() {
     let (db, s) = setup().await;
     let j = Uuid::new_v4();
     bare_job(&db, j).await;
@@ -1879,11 +1883,8 @@ async fn jq_160_one_jobs_events_keep_their_order_when_the_later_one_has_the_olde
     commit(newer).await;
     let second = event_in(&mut older, j, "ASSIGNED").await;
     commit(older).await;
-    // With `middle` running, only the older transaction is below the
-    // horizon; publishing its event now would put it before the first.
-    let w = window_when(&s, |w| !w.events.is_empty() || w.held).await;
-    assert!(w.events.is_empty(), "{w:?}");
-    commit(middle).await;
+    // `middle` still runs and holds the horizon: both events are committed
+    // and go now (JQ-161), in their order.
     let w = window_when(&s, |w| !w.events.is_empty()).await;
     assert_eq!(
         w.events.iter().map(|e| e.id).collect::<Vec<_>>(),
@@ -1892,6 +1893,131 @@ async fn jq_160_one_jobs_events_keep_their_order_when_the_later_one_has_the_olde
     assert_eq!(
         w.events.iter().map(|e| e.topic.as_str()).collect::<Vec<_>>(),
         vec!["job.submitted", "job.assigned"]
+    );
+    // A window cut after the older transaction holds the second event
+    // back (its predecessor lies beyond): never out of order.
+    let cut = s.job_events_window(1).await.unwrap();
+    assert!(cut.held && cut.events.is_empty(), "{cut:?}");
+    s.job_events_published(w.next.as_ref().unwrap()).await.unwrap();
+    assert!(s.job_events_window(100).await.unwrap().events.is_empty());
+    commit(middle).await;
+}
+
+/// JQ-161: a write transaction held open elsewhere on the server (in
+/// another database, then in this one) holds no committed event back,
+/// however long it stays open (here: the whole test); and a window read
+/// but never marked published (a relay that died between the broker's
+/// acknowledgement and its cursor update) is read again: the same events,
+/// the same ids, nothing lost.
+#[tokio::test]
+async fn jq_161_an_open_transaction_anywhere_on_the_server_holds_no_event_back() {
+    let (db, s) = setup().await;
+    for holder_url in [db.admin_url().to_string(), db.url.clone()] {
+        let mut holder = OpenTransaction::begin(&holder_url).await.unwrap();
+        let ids: Vec<Uuid> = s
+            .submit_many((0..20).map(|_| job("default")).collect())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|x| x.job_id)
+            .collect();
+        let w = window_when(&s, |w| !w.events.is_empty()).await;
+        assert_eq!(
+            w.events.iter().map(|e| e.job_id().unwrap()).collect::<Vec<_>>(),
+            ids,
+            "{holder_url}: every event, in order, while the holder is open"
+        );
+        assert!(
+            holder.holds_the_horizon().await.unwrap(),
+            "the horizon is pinned meanwhile"
+        );
+        let next = w.next.clone().unwrap();
+        assert!(next.pending.contains(&holder.xid), "{next:?}");
+        assert!(next.below <= holder.xid, "{next:?}");
+        // Not marked published: read again, the same events.
+        let again = s.job_events_window(100).await.unwrap();
+        assert_eq!(
+            again.events.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+            w.events.iter().map(|e| e.event_id).collect::<Vec<_>>()
+        );
+        s.job_events_published(&next).await.unwrap();
+        assert_eq!(s.outbox_pending(Publishing::Kafka).await.unwrap().events, 0);
+        assert!(s.job_events_window(100).await.unwrap().events.is_empty());
+        holder.end().await.unwrap();
+    }
+}
+
+/// JQ-161: a transaction that was running when the relay read is pending;
+/// if it aborts, its events are never published, and it leaves the
+/// pending set.
+#[tokio::test]
+async fn jq_161_an_aborted_transactions_events_are_never_published() {
+    let (db, s) = setup().await;
+    let j = Uuid::new_v4();
+    bare_job(&db, j).await;
+    let (mut doomed, xid) = open_tx(&db).await;
+    event_in(&mut doomed, j, "PENDING").await;
+    let after = s.submit(job("default")).await.unwrap().job_id;
+    let w = window_when(&s, |w| !w.events.is_empty()).await;
+    assert_eq!(
+        w.events.iter().map(|e| e.job_id().unwrap()).collect::<Vec<_>>(),
+        vec![after]
+    );
+    assert!(w.next.as_ref().unwrap().pending.contains(&xid));
+    s.job_events_published(w.next.as_ref().unwrap()).await.unwrap();
+    sqlx::query("ROLLBACK").execute(&mut doomed).await.unwrap();
+    let later = s.submit(job("default")).await.unwrap().job_id;
+    let w = window_when(&s, |w| !w.events.is_empty()).await;
+    assert_eq!(
+        w.events.iter().map(|e| e.job_id().unwrap()).collect::<Vec<_>>(),
+        vec![later],
+        "the aborted event never"
+    );
+    let next = w.next.unwrap();
+    assert!(!next.pending.contains(&xid), "{next:?}");
+    s.job_events_published(&next).await.unwrap();
+    assert_eq!(s.outbox_pending(Publishing::Kafka).await.unwrap().events, 0);
+    assert!(s.job_events_window(100).await.unwrap().events.is_empty());
+}
+
+/// `jq_outbox_lag_seconds`: the age of the oldest committed event not yet
+/// published; 0 once everything is.
+#[tokio::test]
+async fn jq_161_outbox_lag_is_the_age_of_the_oldest_unpublished_event() {
+    let (db, s) = setup().await;
+    assert_eq!(
+        s.outbox_pending(Publishing::Kafka).await.unwrap().lag,
+        Duration::ZERO
+    );
+    let id = s.submit(job("default")).await.unwrap().job_id;
+    // History is immutable (a trigger): aged by hand with triggers off.
+    let mut tx = db.pool().begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE job_events SET occurred_at = now() - interval '90 seconds' WHERE job_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let p = s.outbox_pending(Publishing::Kafka).await.unwrap();
+    assert_eq!(p.events, 1);
+    assert!(
+        p.lag >= Duration::from_secs(90) && p.lag < Duration::from_secs(3600),
+        "{p:?}"
+    );
+    assert_eq!(
+        s.outbox_pending(Publishing::Off).await.unwrap(),
+        jq_store::OutboxPending::default(),
+        "nothing is published without Kafka, so nothing is late"
+    );
+    let w = window_when(&s, |w| !w.events.is_empty()).await;
+    s.job_events_published(w.next.as_ref().unwrap()).await.unwrap();
+    assert_eq!(
+        s.outbox_pending(Publishing::Kafka).await.unwrap().lag,
+        Duration::ZERO
     );
 }
 

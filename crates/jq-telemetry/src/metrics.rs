@@ -39,6 +39,8 @@ pub struct ServerMetrics {
     pub redis_op_duration: HistogramVec,
     /// jq+: outbox rows not yet acknowledged by Kafka.
     pub outbox_backlog: IntGauge,
+    /// JQ-161: age of the oldest committed event not yet published.
+    pub outbox_lag: prometheus::Gauge,
     /// jq+: time from submission to a worker starting the job.
     pub submit_to_start: Histogram,
     /// jq+: whether the server runs without Redis (1) or with it (0).
@@ -133,6 +135,11 @@ impl ServerMetrics {
             .unwrap(),
             outbox_backlog: IntGauge::new("jq_outbox_backlog", "Outbox events not yet published to Kafka.")
                 .unwrap(),
+            outbox_lag: prometheus::Gauge::new(
+                "jq_outbox_lag_seconds",
+                "Age of the oldest committed event not yet published to Kafka (0 when none is waiting).",
+            )
+            .unwrap(),
             submit_to_start: Histogram::with_opts(hist(
                 "jq_job_submit_to_start_seconds",
                 "Time from submission to a worker starting the job.",
@@ -169,6 +176,7 @@ impl ServerMetrics {
         reg.register(Box::new(m.db_query_duration.clone())).unwrap();
         reg.register(Box::new(m.redis_op_duration.clone())).unwrap();
         reg.register(Box::new(m.outbox_backlog.clone())).unwrap();
+        reg.register(Box::new(m.outbox_lag.clone())).unwrap();
         reg.register(Box::new(m.submit_to_start.clone())).unwrap();
         reg.register(Box::new(m.redis_degraded.clone())).unwrap();
         reg.register(Box::new(m.schedule_fires.clone())).unwrap();

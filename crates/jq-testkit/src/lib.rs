@@ -36,6 +36,7 @@ pub mod postgres;
 pub mod private;
 pub mod redis;
 
+pub use jq_store::bench::HeldTransaction as OpenTransaction;
 pub use kafka::TestKafka;
 pub use postgres::TestDb;
 pub use private::{PrivatePostgres, PrivateRedis};

@@ -262,9 +262,11 @@ impl TestDb {
         let _ = admin.close().await;
         let opts = with_database(&server.admin_url, &name).unwrap();
         let url = opts.to_url_lossy().to_string();
+        // As the server's connections (ADR 0012): JIT compiled the relay's
+        // window read for a second per call on an empty table.
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .connect_with(opts)
+            .connect_with(opts.options([("jit", "off")]))
             .await
             .unwrap_or_else(|e| panic!("jq-testkit: connect to {name}: {e}"));
         TestDb {
@@ -273,6 +275,12 @@ impl TestDb {
             admin_url: server.admin_url.clone(),
             pool,
         }
+    }
+
+    /// The URL of the server's maintenance database: another database
+    /// than the test's, on the same server.
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
     }
 
     /// A pool on the test database.

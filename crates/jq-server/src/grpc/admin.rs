@@ -390,12 +390,14 @@ impl AdminService for Admin {
                 s.store.queue_stats(&q.name).await.map_err(from_store)?,
             ));
         }
+        let outbox = s.store.outbox_pending(s.publishing()).await.map_err(from_store)?;
         Ok(Response::new(GetSystemStatusResponse {
             server_version: VERSION.to_string(),
             components,
             active_workers: workers.len() as u32,
             queues,
-            outbox_backlog: s.store.outbox_backlog(s.publishing()).await.map_err(from_store)?,
+            outbox_backlog: outbox.events,
+            outbox_lag_seconds: outbox.lag.as_secs_f64(),
         }))
     }
 }

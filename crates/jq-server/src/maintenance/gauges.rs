@@ -1,6 +1,6 @@
 //! Refresh the gauges that come from the database or the registry:
 //! `jq_job_queue_depth`, `jq_worker_active_count`,
-//! `jq_worker_job_concurrency`, `jq_outbox_backlog`,
+//! `jq_worker_job_concurrency`, `jq_outbox_backlog`, `jq_outbox_lag_seconds`,
 //! `jq_schedule_lag_seconds`.
 //!
 //! A scrape runs on another thread at any moment, so a pass never empties a
@@ -78,7 +78,7 @@ impl super::Service for Gauges {
     async fn run_once(&self) -> jq_store::Result<usize> {
         let queues = self.store.list_queues().await?;
         let depths = self.store.depth_by_queue().await?;
-        let backlog = self.store.outbox_backlog(self.publishing).await?;
+        let outbox = self.store.outbox_pending(self.publishing).await?;
         let lag = self.store.schedule_lag().await?;
         // Every live queue shows every non-terminal status, zero included,
         // so a drained queue reads 0 rather than its last value.
@@ -106,7 +106,8 @@ impl super::Service for Gauges {
         let m = &self.metrics;
         let mut shown = self.shown.lock().unwrap();
         replace(&m.queue_depth, &mut shown.depth, depth);
-        m.outbox_backlog.set(backlog as i64);
+        m.outbox_backlog.set(outbox.events as i64);
+        m.outbox_lag.set(outbox.lag.as_secs_f64());
         m.schedule_lag.set(lag.as_secs_f64());
         // The registry's gauges last: a scrape that sees a worker's
         // concurrency sees the depths of the same pass.
