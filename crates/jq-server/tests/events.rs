@@ -587,3 +587,80 @@ async fn jq_161_a_relay_killed_between_send_and_cursor_update_resends_the_same_e
     holder.end().await.unwrap();
     shared.store.close().await;
 }
+
+/// JQ-161 across a PostgreSQL restart: a transaction that was pending when
+/// the relay read (its event written, not committed) dies with the
+/// server; the relay carries on after the restart, publishes every
+/// committed event once and never the dead transaction's.
+#[tokio::test]
+async fn jq_161_postgres_restarted_with_a_pending_transaction_loses_nothing_and_publishes_no_aborted_event() {
+    use jq_server::relay::Relay;
+    use sqlx::Connection;
+    let pg = jq_testkit::PrivatePostgres::start().unwrap();
+    pg.create_db("jq").unwrap();
+    let url = pg.url("jq");
+    let k = TestKafka::new();
+    let mut cfg = jq_config::ServerConfig::default();
+    cfg.db.url = url.clone();
+    cfg.kafka.brokers = k.brokers.clone();
+    cfg.kafka.topic_prefix = k.topic_prefix.clone();
+    cfg.kafka.partitions = 1;
+    cfg.kafka.message_timeout_ms = 3000;
+    cfg.kafka.create_topics = k.mock().is_none();
+    let shared = std::sync::Arc::new(jq_server::Shared::new(std::sync::Arc::new(cfg)).unwrap());
+    let store = &shared.store;
+    store.migrate(jq_store::partitions::DEFAULT_WIDTH).await.unwrap();
+    store.ensure_queue("default").await.unwrap();
+    store.submit_many(vec![noop(), noop()]).await.unwrap();
+    // A submit written by hand and never committed.
+    let doomed_job = Uuid::new_v4();
+    let mut doomed = sqlx::PgConnection::connect(&url).await.unwrap();
+    for sql in [
+        "BEGIN",
+        "INSERT INTO jobs (id, queue, payload, max_retries) VALUES ($1, 'default', '\\x', 0)",
+        "INSERT INTO job_events (event_id, job_id, queue, to_status, reason, attempt) \
+         VALUES (gen_random_uuid(), $1, 'default', 'PENDING', 'SUBMITTED', 0)",
+    ] {
+        sqlx::query(sql)
+            .bind(doomed_job)
+            .execute(&mut doomed)
+            .await
+            .unwrap();
+    }
+    let xid: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+        .fetch_one(&mut doomed)
+        .await
+        .unwrap();
+    let mut relay = Relay::new(shared.clone()).unwrap();
+    assert_eq!(published_by(&mut relay, 2).await, 2);
+    // Still to be looked at: pending, or at or above `high` (a snapshot
+    // lists only running ids below its xmax, the newest completed + 1).
+    let rc = store.relay_cursor().await.unwrap();
+    assert!(rc.pending.contains(&xid) || xid >= rc.high, "{rc:?}, xid {xid}");
+    pg.restart().unwrap();
+    drop(doomed);
+    let mut after = 0;
+    for _ in 0..100 {
+        if store.submit_many(vec![noop(), noop()]).await.is_ok() {
+            after = 2;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(after, 2, "PostgreSQL came back");
+    assert_eq!(
+        published_by(&mut relay, 2).await,
+        2,
+        "the new events, nothing else"
+    );
+    let got = everything_produced(&k).await;
+    let ids: HashSet<String> = got.iter().map(|e| e.event_id.clone()).collect();
+    assert_eq!((got.len(), ids.len()), (4, 4), "each committed event once");
+    assert!(got.iter().all(|e| e.job_id != doomed_job.to_string()));
+    let rc = store.relay_cursor().await.unwrap();
+    assert!(
+        !rc.pending.contains(&xid) && xid < rc.high,
+        "{rc:?}: passed, {xid}"
+    );
+    store.close().await;
+}
