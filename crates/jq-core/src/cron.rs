@@ -92,6 +92,12 @@ impl Hit {
     }
 }
 
+#[derive(Clone, Copy)]
+enum Dir {
+    Forward,
+    Back,
+}
+
 fn instant(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(secs, 0).expect("a time zone change is within chrono's range")
 }
@@ -295,10 +301,14 @@ impl CronSpec {
     }
 
     /// The occurrence of the first matching wall time after `floor` (or at
-    /// it), by its first pass or, catching up, its change's instant.
-    fn scan_forward(&self, mut floor: NaiveDateTime, mut inclusive: bool) -> Option<Hit> {
+    /// it), by its first pass or, catching up, its change's instant;
+    /// `Back`: the last one before it.
+    fn scan(&self, dir: Dir, mut floor: NaiveDateTime, mut inclusive: bool) -> Option<Hit> {
         loop {
-            let w = self.next_wall(floor, inclusive)?;
+            let w = match dir {
+                Dir::Forward => self.next_wall(floor, inclusive),
+                Dir::Back => self.previous_wall(floor, inclusive),
+            }?;
             match self.tz.from_local_datetime(&w) {
                 LocalResult::Single(i) => return Some(Hit::one(i)),
                 LocalResult::Ambiguous(a, b) => return Some(Hit::two(a, b)),
@@ -307,28 +317,22 @@ impl CronSpec {
                     if self.rule == DstRule::CatchUp {
                         return Some(Hit::caught_up(gap.at));
                     }
-                    (floor, inclusive) = (gap.after, true);
+                    // On the clock: step over the skipped wall times.
+                    (floor, inclusive) = match dir {
+                        Dir::Forward => (gap.after, true),
+                        Dir::Back => (gap.before, false),
+                    };
                 }
             }
         }
     }
 
-    /// As [`Self::scan_forward`], backwards from `floor`.
-    fn scan_backward(&self, mut floor: NaiveDateTime, mut inclusive: bool) -> Option<Hit> {
-        loop {
-            let w = self.previous_wall(floor, inclusive)?;
-            match self.tz.from_local_datetime(&w) {
-                LocalResult::Single(i) => return Some(Hit::one(i)),
-                LocalResult::Ambiguous(a, b) => return Some(Hit::two(a, b)),
-                LocalResult::None => {
-                    let gap = self.gap(w);
-                    if self.rule == DstRule::CatchUp {
-                        return Some(Hit::caught_up(gap.at));
-                    }
-                    (floor, inclusive) = (gap.before, false);
-                }
-            }
-        }
+    fn scan_forward(&self, floor: NaiveDateTime, inclusive: bool) -> Option<Hit> {
+        self.scan(Dir::Forward, floor, inclusive)
+    }
+
+    fn scan_backward(&self, floor: NaiveDateTime, inclusive: bool) -> Option<Hit> {
+        self.scan(Dir::Back, floor, inclusive)
     }
 
     /// The first occurrence strictly after `t` (the rule: [`DstRule`]).
