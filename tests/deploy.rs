@@ -57,6 +57,7 @@ fn server_metric_names() -> BTreeSet<String> {
         [
             "jq_outbox_backlog",
             "jq_outbox_lag_seconds",
+            "jq_db_oldest_transaction_seconds",
             "jq_job_submit_to_start_seconds",
             "jq_redis_degraded",
             "jq_schedule_fires_total",
@@ -303,6 +304,7 @@ fn fr_040_alert_rules_pass_promtool_and_use_real_metrics() {
         "JqSchedulerCycleSlow",
         "JqScheduleBehind",
         "JqOutboxLagging",
+        "JqLongTransaction",
     ] {
         assert!(names.contains(want), "{want}");
     }

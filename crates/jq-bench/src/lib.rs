@@ -82,6 +82,8 @@ pub struct Env {
     pub store: Store,
     pub server: Child,
     pub addr: String,
+    /// The server's `/metrics` port.
+    pub metrics_port: u16,
     pub clients: Clients,
     pub workers: Vec<jq_worker::RunningWorker>,
 }
@@ -96,6 +98,7 @@ impl Env {
             .ok_or_else(|| anyhow::anyhow!("admin URL has no database"))?;
         let db_url = format!("{base}/{db}");
         let port = free_port();
+        let metrics_port = free_port();
         let server = Command::new(&s.server_bin)
             .env("JQ_DB_URL", &db_url)
             .env("JQ_REDIS_URL", &s.redis_url)
@@ -108,7 +111,7 @@ impl Env {
                 "--health-port",
                 "0",
                 "--metrics-port",
-                "0",
+                &metrics_port.to_string(),
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -142,6 +145,7 @@ impl Env {
             store,
             server,
             addr,
+            metrics_port,
             clients,
             workers: vec![],
         })
@@ -176,6 +180,19 @@ impl Env {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The server's `/metrics` text.
+    pub async fn server_metrics(&self) -> anyhow::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await?;
+        c.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .await?;
+        let mut body = String::new();
+        c.read_to_string(&mut body).await?;
+        Ok(body
+            .split_once("\r\n\r\n")
+            .map_or(body.clone(), |(_, b)| b.to_string()))
     }
 
     /// Resident set size of the server process, in MiB.

@@ -12,15 +12,17 @@ use serde_json::Value;
     name = "jq-bench",
     after_help = "\
 Scenarios: submit-unary submit-bulk burst latency scale-workers big-table, or all;
-soak runs only when named (it takes --minutes), and so does events (it
-publishes to Kafka: librdkafka's mock cluster unless --kafka-brokers).
+soak runs only when named (it takes --minutes), and so do events (it
+publishes to Kafka: librdkafka's mock cluster unless --kafka-brokers) and
+pinned (the horizon held by an open transaction under a steady --rate).
 
 Examples:
   cargo run --release -p jq-bench -- all
   cargo run --release -p jq-bench -- burst --jobs 50000 --workers 2
   cargo run --release -p jq-bench -- big-table --big-rows 10000000
   cargo run --release -p jq-bench -- soak --rate 2000 --minutes 20 --retention-s 120
-  cargo run --release -p jq-bench -- events --jobs 20000 --hold-s 30"
+  cargo run --release -p jq-bench -- events --jobs 20000 --hold-s 30
+  cargo run --release -p jq-bench -- pinned --rate 400 --minutes 8 --hold-after-s 60 --hold-s 300"
 )]
 struct Args {
     /// Scenarios to run (default: all).
@@ -75,9 +77,16 @@ struct Args {
     #[arg(long)]
     retention_s: Option<u64>,
     /// events: how long the second pass holds a write transaction open on
-    /// another database of the server (from before its burst).
+    /// another database of the server (from before its burst); pinned: how
+    /// long it is held.
     #[arg(long, default_value_t = 30)]
     hold_s: u64,
+    /// pinned: when the write transaction is opened (seconds into the
+    /// run), and the length of each printed window.
+    #[arg(long, default_value_t = 60)]
+    hold_after_s: u64,
+    #[arg(long, default_value_t = 30)]
+    window_s: u64,
     /// events: a Kafka-protocol broker to publish to (default: librdkafka's
     /// mock cluster in this process).
     #[arg(long)]
@@ -138,6 +147,23 @@ fn row(v: &Value) -> String {
                 ""
             },
         ),
+        "pinned" => {
+            let w = v["windows"].as_array().cloned().unwrap_or_default();
+            let max = |k: &str| {
+                w.iter()
+                    .filter_map(|x| x.pointer(k).and_then(Value::as_f64))
+                    .fold(0.0_f64, f64::max)
+            };
+            format!(
+                "{} windows at {}/s, held {} s from {} s: worst start p99 {:.1} ms, worst backlog {:.0}",
+                w.len(),
+                v["rate_per_s"],
+                v["hold_s"],
+                v["hold_after_s"],
+                max("/submit_to_start/p99_ms"),
+                max("/backlog"),
+            )
+        }
         "soak" => {
             let minutes = v["per_minute"].as_array().map_or(0, Vec::len);
             let last = &v["per_minute"][minutes.saturating_sub(1)];
@@ -247,6 +273,19 @@ async fn main() -> anyhow::Result<()> {
                 v["retention_s"] = serde_json::json!(a.retention_s);
                 out.push(v)
             }
+            "pinned" => out.push(
+                scenarios::pinned(
+                    &s,
+                    a.rate,
+                    a.minutes,
+                    a.window_s,
+                    a.hold_after_s,
+                    a.hold_s,
+                    a.workers,
+                    a.worker_concurrency,
+                )
+                .await?,
+            ),
             "events" => out.extend(
                 scenarios::events(
                     &s,
@@ -258,7 +297,9 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .await?,
             ),
-            other => anyhow::bail!("unknown scenario {other:?} (one of {all:?}, soak, events, or all)"),
+            other => {
+                anyhow::bail!("unknown scenario {other:?} (one of {all:?}, soak, events, pinned, or all)")
+            }
         }
         for v in out {
             println!("{v}");

@@ -383,3 +383,170 @@ pub async fn events(
     }
     Ok(out)
 }
+
+/// Each statement's (count, seconds) so far, from the server's
+/// `jq_db_query_duration_seconds` histogram.
+fn statement_totals(metrics: &str) -> std::collections::BTreeMap<String, (f64, f64)> {
+    let mut out: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+    for line in metrics.lines() {
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(p) => p,
+            None => continue,
+        };
+        let Ok(v) = value.parse::<f64>() else { continue };
+        let (is_sum, rest) = if let Some(r) = series.strip_prefix("jq_db_query_duration_seconds_sum{") {
+            (true, r)
+        } else if let Some(r) = series.strip_prefix("jq_db_query_duration_seconds_count{") {
+            (false, r)
+        } else {
+            continue;
+        };
+        let Some(name) = rest
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("query_name=\""))
+            .map(|n| n.trim_end_matches(['}', '"']).to_string())
+        else {
+            continue;
+        };
+        let e = out.entry(name).or_default();
+        if is_sum {
+            e.1 = v;
+        } else {
+            e.0 = v;
+        }
+    }
+    out
+}
+
+/// The horizon pinned under a steady load (the claim's cost against the
+/// dead rows vacuum may not remove): single submits at `rate` for
+/// `minutes`; from `hold_after_s` a write transaction stays open on
+/// another database of the server for `hold_s`. Every `window_s`: jobs
+/// done, submit→start p50/p99 of that window's submits, the backlog
+/// (PENDING), dead tuples of `jobs`, and the mean time of each of the
+/// server's statements in the window (`jq_db_query_duration_seconds`),
+/// slowest first. Run it on a cluster with autovacuum on
+/// (`benches/scripts/pinned.sh` starts a private one).
+#[allow(clippy::too_many_arguments)]
+pub async fn pinned(
+    s: &Settings,
+    rate: u32,
+    minutes: u64,
+    window_s: u64,
+    hold_after_s: u64,
+    hold_s: u64,
+    workers: usize,
+    concurrency: u32,
+) -> anyhow::Result<Value> {
+    let mut env = Env::start(s, "pinned").await?;
+    env.add_workers(workers, concurrency).await?;
+    let every = Duration::from_secs_f64(1.0 / rate as f64);
+    let jobs = env.clients.jobs.clone();
+    let run_for = Duration::from_secs(minutes * 60);
+    let submitter = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let end = Instant::now() + run_for;
+        let mut sent = tokio::task::JoinSet::new();
+        let mut failed = 0u64;
+        while Instant::now() < end {
+            tick.tick().await;
+            let mut jobs = jobs.clone();
+            sent.spawn(async move {
+                jobs.submit_job(v1::SubmitJobRequest {
+                    job: Some(noop_spec(Q)),
+                })
+                .await
+            });
+            while let Some(r) = sent.try_join_next() {
+                failed += u64::from(!matches!(r, Ok(Ok(_))));
+            }
+        }
+        while let Some(r) = sent.join_next().await {
+            failed += u64::from(!matches!(r, Ok(Ok(_))));
+        }
+        failed
+    });
+    let t0 = Instant::now();
+    let mut holder: Option<jq_store::bench::HeldTransaction> = None;
+    let mut held_since = None;
+    let mut from = env.store.bench_now().await?;
+    let mut before = statement_totals(&env.server_metrics().await?);
+    let mut windows = vec![];
+    let end = run_for + Duration::from_secs(window_s * 2);
+    while t0.elapsed() < end {
+        // Sleep to the window's end, opening or ending the hold on the way.
+        let until = t0.elapsed() + Duration::from_secs(window_s);
+        while t0.elapsed() < until {
+            let at = t0.elapsed().as_secs();
+            if holder.is_none() && held_since.is_none() && at >= hold_after_s {
+                holder = Some(jq_store::bench::HeldTransaction::begin(&s.admin_url).await?);
+                held_since = Some(Instant::now());
+            }
+            if let (Some(_), Some(since)) = (&holder, held_since)
+                && since.elapsed() >= Duration::from_secs(hold_s)
+            {
+                holder.take().unwrap().end().await?;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let to = env.store.bench_now().await?;
+        let done = env.store.bench_done_between(Q, from, to).await?;
+        let (started, waiting) = env.store.bench_start_window(Q, from, to).await?;
+        let start = Stats::of(started);
+        let backlog = env.store.bench_backlog(Q).await?;
+        let dead = env
+            .store
+            .bench_table_sizes()
+            .await?
+            .into_iter()
+            .find(|t| t.name == "jobs")
+            .map_or(0, |t| t.dead_tuples);
+        let now = statement_totals(&env.server_metrics().await?);
+        let mut means: Vec<(String, f64, f64)> = now
+            .iter()
+            .filter_map(|(name, (n, secs))| {
+                let (n0, s0) = before.get(name).copied().unwrap_or_default();
+                (n - n0 >= 1.0).then(|| (name.clone(), (secs - s0) / (n - n0) * 1000.0, n - n0))
+            })
+            .collect();
+        means.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
+        let secs = (to - from).num_milliseconds() as f64 / 1000.0;
+        let held = match (&holder, held_since) {
+            (Some(_), Some(since)) => format!("held {:>4}s", since.elapsed().as_secs()),
+            _ => "         ".into(),
+        };
+        println!(
+            "pinned t={:>5}s {held}: {:>5.0} jobs/s done, start p50 {:>8.2} / p99 {:>9.2} ms ({} not started), \
+             backlog {backlog}, jobs dead {dead}; slowest: {}",
+            t0.elapsed().as_secs(),
+            done as f64 / secs,
+            start.p50_ms,
+            start.p99_ms,
+            waiting,
+            means
+                .iter()
+                .take(5)
+                .map(|(n, ms, _)| format!("{n} {ms:.2} ms"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        windows.push(json!({
+            "t_s": t0.elapsed().as_secs(), "held": holder.is_some(), "done_per_s": done as f64 / secs,
+            "submit_to_start": start, "not_started": waiting, "backlog": backlog, "jobs_dead_tuples": dead,
+            "statement_ms": means.iter().map(|(n, ms, c)| json!({"name": n, "mean_ms": ms, "count": c})).collect::<Vec<_>>(),
+        }));
+        before = now;
+        from = to;
+    }
+    if let Some(h) = holder {
+        h.end().await?;
+    }
+    let failed = submitter.await?;
+    env.stop().await;
+    Ok(json!({
+        "scenario": "pinned", "rate_per_s": rate, "minutes": minutes, "hold_after_s": hold_after_s,
+        "hold_s": hold_s, "workers": workers, "concurrency": concurrency, "failed_submits": failed,
+        "windows": windows,
+    }))
+}

@@ -69,6 +69,10 @@ pub struct Db {
     /// PEM client certificate and key files, for servers that ask for one.
     pub tls_cert: String,
     pub tls_key: String,
+    /// Warn (log, `jq-ctl status`) about a transaction open on the
+    /// PostgreSQL server longer than this: it holds vacuum back for every
+    /// database. 0: never.
+    pub long_transaction_warn_s: u64,
 }
 
 impl Default for Db {
@@ -81,6 +85,7 @@ impl Default for Db {
             tls_ca: String::new(),
             tls_cert: String::new(),
             tls_key: String::new(),
+            long_transaction_warn_s: 300,
         }
     }
 }

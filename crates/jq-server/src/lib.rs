@@ -123,6 +123,46 @@ impl Shared {
         }
     }
 
+    /// `db.long_transaction_warn_s` (0: never).
+    pub fn long_transaction_warn(&self) -> Option<Duration> {
+        match self.cfg.db.long_transaction_warn_s {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        }
+    }
+
+    /// The "transactions" row of the status: the oldest transaction that
+    /// holds the database server's horizon back, a warning once it is
+    /// older than `db.long_transaction_warn_s`.
+    pub async fn transactions_health(&self) -> jq_proto::v1::ComponentHealth {
+        let (state, detail) = match self.store.open_transactions(5).await {
+            Err(e) => ("warning", format!("cannot read pg_stat_activity: {e}")),
+            Ok(open) => {
+                let old = maintenance::long_transactions::too_old(&open, self.long_transaction_warn());
+                match (old.first(), open.first()) {
+                    (Some(t), _) => (
+                        "warning",
+                        format!(
+                            "{t}{}: vacuum cannot remove dead rows in any database while it is open, \
+                             and claims slow down; end it",
+                            match old.len() {
+                                1 => String::new(),
+                                n => format!(" (and {} more past the limit)", n - 1),
+                            }
+                        ),
+                    ),
+                    (None, Some(t)) => ("ok", format!("oldest open: {t}")),
+                    (None, None) => ("ok", "none open".into()),
+                }
+            }
+        };
+        jq_proto::v1::ComponentHealth {
+            name: "transactions".into(),
+            state: state.into(),
+            detail,
+        }
+    }
+
     pub fn new(cfg: Arc<ServerConfig>) -> anyhow::Result<Shared> {
         let metrics = Arc::new(ServerMetrics::new());
         for t in jq_core::events::ALL_TOPICS {
@@ -432,6 +472,11 @@ fn maintenance_services(shared: &Shared) -> Vec<Spawnable> {
             shared.publishing(),
         )),
         service(statistics::Statistics { store: store() }),
+        service(long_transactions::LongTransactions {
+            store: store(),
+            metrics: shared.metrics.clone(),
+            warn_after: shared.long_transaction_warn(),
+        }),
         service(schedules::Schedules {
             store: store(),
             metrics: shared.metrics.clone(),

@@ -426,3 +426,100 @@ async fn jq_152_layout_run_once_builds_what_is_missing_and_drops_what_names_stat
     let plan = store.explain_claim("default", 10).await.unwrap();
     assert!(plan.contains("jobs_claim_phase"), "{plan}");
 }
+
+/// A write transaction held open in another database of the server, and a
+/// read-only one in this one: both hold the horizon back, both are named
+/// (pid, database, state; the writer as such), the gauge shows the oldest,
+/// and with a limit of zero the pass warns about them; with none it warns
+/// about nothing. The status names the holder once it is past the limit.
+#[tokio::test]
+async fn nfr_012_long_transactions_holding_the_horizon_are_named() {
+    use jq_server::maintenance::long_transactions::LongTransactions;
+    use sqlx::Connection;
+    let db = TestDb::new().await;
+    let store = db.store();
+    let mut writer = jq_testkit::OpenTransaction::begin(db.admin_url()).await.unwrap();
+    let mut reader = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut reader)
+        .await
+        .unwrap();
+    let reader_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    let open = store.open_transactions(1000).await.unwrap();
+    let w = open
+        .iter()
+        .find(|t| t.pid == Some(writer.pid))
+        .expect("the writer is listed");
+    assert_eq!(
+        (w.database.as_deref(), w.wrote),
+        (Some("postgres"), true),
+        "{w:?}"
+    );
+    assert_eq!(w.state, "idle in transaction");
+    let r = open
+        .iter()
+        .find(|t| t.pid == Some(reader_pid))
+        .expect("the reader is listed");
+    assert_eq!(
+        (r.database.as_deref(), r.wrote),
+        (Some(db.name.as_str()), false),
+        "{r:?}"
+    );
+    assert!(open.windows(2).all(|p| p[0].age >= p[1].age), "oldest first");
+    let text = w.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "pid {} in database \"postgres\" (application ",
+            writer.pid
+        )) && text.contains("idle in transaction, wrote) open "),
+        "{text}"
+    );
+
+    let metrics = Arc::new(jq_telemetry::ServerMetrics::new());
+    let pass = |warn_after| LongTransactions {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        warn_after,
+    };
+    assert!(
+        pass(Some(Duration::ZERO)).run_once().await.unwrap() >= 2,
+        "both warned about"
+    );
+    assert!(metrics.db_oldest_transaction.get() >= 0.0);
+    assert_eq!(
+        pass(None).run_once().await.unwrap(),
+        0,
+        "never, when switched off"
+    );
+    assert!(
+        pass(Some(Duration::from_secs(365 * 24 * 3600)))
+            .run_once()
+            .await
+            .unwrap()
+            == 0,
+        "none a year old"
+    );
+
+    // The status row, with a one-second limit: wait for the holder to pass it.
+    let mut cfg = jq_config::ServerConfig::default();
+    cfg.db.url = db.url.clone();
+    cfg.db.long_transaction_warn_s = 1;
+    let shared = jq_server::Shared::new(Arc::new(cfg)).unwrap();
+    let mut row = shared.transactions_health().await;
+    for _ in 0..100 {
+        if row.state == "warning" && row.detail.contains(&format!("pid {}", writer.pid)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        row = shared.transactions_health().await;
+    }
+    assert_eq!(row.name, "transactions");
+    assert_eq!(row.state, "warning", "{row:?}");
+    assert!(row.detail.contains("vacuum cannot remove dead rows"), "{row:?}");
+    assert!(writer.holds_the_horizon().await.unwrap());
+    writer.end().await.unwrap();
+    sqlx::query("ROLLBACK").execute(&mut reader).await.unwrap();
+}

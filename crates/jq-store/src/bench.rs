@@ -97,6 +97,16 @@ impl Store {
         Ok((rows.into_iter().filter_map(|(ms,)| ms).collect(), waiting))
     }
 
+    /// Jobs of `queue` waiting to be claimed (PENDING), whether due or not.
+    pub async fn bench_backlog(&self, queue: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE queue = $1 AND status = 'PENDING' AND phase = 0",
+        )
+        .bind(queue)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Jobs of `queue` that reached DONE in `[from, to)`.
     pub async fn bench_done_between(
         &self,
@@ -170,6 +180,8 @@ pub struct HeldTransaction {
     conn: sqlx::PgConnection,
     /// Its transaction id.
     pub xid: i64,
+    /// Its backend's process id.
+    pub pid: i32,
 }
 
 impl HeldTransaction {
@@ -184,10 +196,10 @@ impl HeldTransaction {
         ] {
             sqlx::query(sql).execute(&mut conn).await?;
         }
-        let xid = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+        let (xid, pid) = sqlx::query_as("SELECT pg_current_xact_id()::text::bigint, pg_backend_pid()")
             .fetch_one(&mut conn)
             .await?;
-        Ok(HeldTransaction { conn, xid })
+        Ok(HeldTransaction { conn, xid, pid })
     }
 
     /// Still open, and still holding the server's horizon at or below its

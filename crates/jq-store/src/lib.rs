@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+pub mod activity;
 pub mod batch;
 pub mod bench;
 pub mod claim;

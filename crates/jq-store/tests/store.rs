@@ -2624,7 +2624,14 @@ async fn fr_025_without_weights_the_low_band_waits_for_the_high_one() {
         .await
         .unwrap();
     let order = claimed_by_two_replicas(&db, "strict", 100).await;
-    assert_eq!(order[..10_000].iter().filter(|p| **p == 0).count(), 0, "0 %");
+    // Each claim is strict; two at once can overlap only at the band's
+    // end: one replica's claim skips the last high jobs the other's holds
+    // (SKIP LOCKED) and takes low ones, whose events may precede the
+    // other's by id. So none before the last two claims of the high band,
+    // at most one claim's worth among them (seen once: 100 in the first
+    // 10,000).
+    assert_eq!(order[..9_800].iter().filter(|p| **p == 0).count(), 0, "0 %");
+    assert!(order[..10_000].iter().filter(|p| **p == 0).count() <= 100);
 }
 
 /// FR-025: a band without work gives its share away at once, and weights

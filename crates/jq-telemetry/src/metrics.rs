@@ -39,6 +39,8 @@ pub struct ServerMetrics {
     pub redis_op_duration: HistogramVec,
     /// jq+: outbox rows not yet acknowledged by Kafka.
     pub outbox_backlog: IntGauge,
+    /// Age of the oldest transaction holding the database server's horizon.
+    pub db_oldest_transaction: prometheus::Gauge,
     /// JQ-161: age of the oldest committed event not yet published.
     pub outbox_lag: prometheus::Gauge,
     /// jq+: time from submission to a worker starting the job.
@@ -135,6 +137,11 @@ impl ServerMetrics {
             .unwrap(),
             outbox_backlog: IntGauge::new("jq_outbox_backlog", "Outbox events not yet published to Kafka.")
                 .unwrap(),
+            db_oldest_transaction: prometheus::Gauge::new(
+                "jq_db_oldest_transaction_seconds",
+                "Age of the oldest transaction open on the PostgreSQL server that holds its horizon back (0 when none).",
+            )
+            .unwrap(),
             outbox_lag: prometheus::Gauge::new(
                 "jq_outbox_lag_seconds",
                 "Age of the oldest committed event not yet published to Kafka (0 when none is waiting).",
@@ -177,6 +184,7 @@ impl ServerMetrics {
         reg.register(Box::new(m.redis_op_duration.clone())).unwrap();
         reg.register(Box::new(m.outbox_backlog.clone())).unwrap();
         reg.register(Box::new(m.outbox_lag.clone())).unwrap();
+        reg.register(Box::new(m.db_oldest_transaction.clone())).unwrap();
         reg.register(Box::new(m.submit_to_start.clone())).unwrap();
         reg.register(Box::new(m.redis_degraded.clone())).unwrap();
         reg.register(Box::new(m.schedule_fires.clone())).unwrap();

@@ -373,6 +373,7 @@ impl AdminService for Admin {
             state: state.into(),
             detail,
         });
+        components.push(s.transactions_health().await);
         let (state, detail) = crate::posture::of(&s.cfg).component(&s.cfg.server.bind);
         components.push(ComponentHealth {
             name: "security".into(),

@@ -2,7 +2,8 @@
 //! timeouts (FR-016), dead workers (FR-020, JQ-112), TTL expiry (FR-004),
 //! the gauges, planner statistics, pruning of sent outbox events,
 //! retention of finished jobs, the partitions of their history, the
-//! indexes of `jobs` (layout), and periodic schedules.
+//! indexes of `jobs` (layout), periodic schedules, and the watch on long
+//! transactions elsewhere on the database server.
 //! Each owns its interval and a `run_once` that does one pass and returns
 //! what it changed, so a test can drive one pass alone; [`run`] is the
 //! loop they share. Every replica runs them; the store's guarded writes
@@ -13,6 +14,7 @@ pub mod assignment_timeout;
 pub mod dead_workers;
 pub mod gauges;
 pub mod layout;
+pub mod long_transactions;
 pub mod outbox_prune;
 pub mod partitions;
 pub mod retention;
