@@ -132,6 +132,38 @@ pub async fn burst(
     }))
 }
 
+/// Single submits at `rate` for `run_for`, in the background; the task
+/// returns how many failed.
+fn steady_submits(env: &Env, rate: u32, run_for: Duration) -> tokio::task::JoinHandle<u64> {
+    let every = Duration::from_secs_f64(1.0 / rate as f64);
+    let jobs = env.clients.jobs.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let end = Instant::now() + run_for;
+        let mut sent = tokio::task::JoinSet::new();
+        let mut failed = 0u64;
+        while Instant::now() < end {
+            tick.tick().await;
+            let mut jobs = jobs.clone();
+            sent.spawn(async move {
+                jobs.submit_job(v1::SubmitJobRequest {
+                    job: Some(noop_spec(Q)),
+                })
+                .await
+            });
+            // Reap finished submits as we go, so the set stays small.
+            while let Some(r) = sent.try_join_next() {
+                failed += u64::from(!matches!(r, Ok(Ok(_))));
+            }
+        }
+        while let Some(r) = sent.join_next().await {
+            failed += u64::from(!matches!(r, Ok(Ok(_))));
+        }
+        failed
+    })
+}
+
 /// A fixed offered rate of single submits; submit->start and submit->done
 /// from the database's own timestamps.
 pub async fn latency(
@@ -242,33 +274,7 @@ pub async fn soak(
 ) -> anyhow::Result<Value> {
     let mut env = Env::start(s, "soak").await?;
     env.add_workers(workers, concurrency).await?;
-    let every = Duration::from_secs_f64(1.0 / rate as f64);
-    let jobs = env.clients.jobs.clone();
-    let submitter = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let end = Instant::now() + Duration::from_secs(minutes * 60);
-        let mut sent = tokio::task::JoinSet::new();
-        let mut failed = 0u64;
-        while Instant::now() < end {
-            tick.tick().await;
-            let mut jobs = jobs.clone();
-            sent.spawn(async move {
-                jobs.submit_job(v1::SubmitJobRequest {
-                    job: Some(noop_spec(Q)),
-                })
-                .await
-            });
-            // Reap finished submits as we go, so the set stays small.
-            while let Some(r) = sent.try_join_next() {
-                failed += u64::from(!matches!(r, Ok(Ok(_))));
-            }
-        }
-        while let Some(r) = sent.join_next().await {
-            failed += u64::from(!matches!(r, Ok(Ok(_))));
-        }
-        failed
-    });
+    let submitter = steady_submits(&env, rate, Duration::from_secs(minutes * 60));
     let mut from = env.store.bench_now().await?;
     let mut per_minute = vec![];
     for minute in 1..=minutes {
@@ -440,33 +446,8 @@ pub async fn pinned(
 ) -> anyhow::Result<Value> {
     let mut env = Env::start(s, "pinned").await?;
     env.add_workers(workers, concurrency).await?;
-    let every = Duration::from_secs_f64(1.0 / rate as f64);
-    let jobs = env.clients.jobs.clone();
     let run_for = Duration::from_secs(minutes * 60);
-    let submitter = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let end = Instant::now() + run_for;
-        let mut sent = tokio::task::JoinSet::new();
-        let mut failed = 0u64;
-        while Instant::now() < end {
-            tick.tick().await;
-            let mut jobs = jobs.clone();
-            sent.spawn(async move {
-                jobs.submit_job(v1::SubmitJobRequest {
-                    job: Some(noop_spec(Q)),
-                })
-                .await
-            });
-            while let Some(r) = sent.try_join_next() {
-                failed += u64::from(!matches!(r, Ok(Ok(_))));
-            }
-        }
-        while let Some(r) = sent.join_next().await {
-            failed += u64::from(!matches!(r, Ok(Ok(_))));
-        }
-        failed
-    });
+    let submitter = steady_submits(&env, rate, run_for);
     let t0 = Instant::now();
     let mut holder: Option<jq_store::bench::HeldTransaction> = None;
     let mut held_since = None;
