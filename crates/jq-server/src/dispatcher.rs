@@ -179,10 +179,19 @@ pub async fn listen_for_wakes(s: Arc<Shared>, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 n = listener.recv() => match n {
-                    Ok(n) if s.store.own_wake(&n) => {}
-                    Ok(_) => s.registry.wake(),
+                    Ok(n) => {
+                        // Marks come down on any notification, this
+                        // server's own too (ADR 0021); its own submits
+                        // woke the dispatcher already.
+                        s.store.heard_wake(&n);
+                        if !s.store.own_wake(&n) {
+                            s.registry.wake();
+                        }
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, "LISTEN connection lost; reconnecting");
+                        // What was announced meanwhile is lost.
+                        s.store.forget_marks();
                         break;
                     }
                 },

@@ -8,6 +8,7 @@
 //! under the queue row's lock so they hold across replicas.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use jq_core::records::Assignment;
@@ -16,6 +17,7 @@ use jq_core::{BackoffPolicy, Command, DispatchKey, JobStatus};
 use uuid::Uuid;
 
 use crate::executor::{Order, Row, Verdict};
+use crate::marks::{Announcement, Section, Start, View};
 use crate::rows::{JOB_COLUMNS, JobRow, backoff, secs, u32_of};
 use crate::{Result, Store};
 
@@ -59,31 +61,56 @@ const CAPS_COLUMNS: &str = "q.name, q.concurrency_limit, q.rate_limit_per_s, q.r
     extract(epoch FROM now() - q.rate_refilled_at)::float8 AS elapsed_s, q.default_timeout_s, \
     q.backoff_base_ms, q.backoff_max_ms, q.priority_weights, q.priority_credit";
 
-/// The scan of one queue's candidates: the index `jobs_claim` in dispatch
-/// order, stopping at the limit, skipping rows other claimers hold.
-const CANDIDATES_SCAN: &str = "FROM jobs j \
-     WHERE j.queue = $1 AND j.status = 'PENDING' AND j.phase = 0 AND j.not_before <= now() \
-       AND (j.expires_at IS NULL OR j.expires_at > now()) \
-     ORDER BY j.priority DESC, j.created_at, j.seq LIMIT $2 FOR UPDATE SKIP LOCKED";
+/// The scan of one section (queue `m.queue`, priority `m.priority`) of the
+/// claim index in FIFO order, from the section's mark (ADR 0021: past the
+/// entries of jobs already taken), stopping at the limit, skipping rows
+/// other claimers hold. `m` is a row of [`MARKS`].
+const SECTION_SCAN: &str = "FROM jobs j \
+     WHERE j.queue = m.queue AND j.priority = m.priority AND j.status = 'PENDING' AND j.phase = 0 \
+       AND (j.created_at, j.seq) >= (coalesce(m.c, '-infinity'::timestamptz), coalesce(m.s, '-9223372036854775808'::int8)) \
+       AND j.not_before <= now() AND (j.expires_at IS NULL OR j.expires_at > now()) \
+     ORDER BY j.created_at, j.seq LIMIT $LIMIT FOR UPDATE SKIP LOCKED";
 
-/// One capped queue's candidates, read under its queue row's lock.
-fn candidates_sql() -> String {
-    format!("SELECT {JOB_COLUMNS} {CANDIDATES_SCAN}")
-}
+/// The sections' marks ([`crate::marks::View`]), from parameters `$M..$M+3`.
+const MARKS: &str =
+    "unnest($M::text[], $M1::int2[], $M2::timestamptz[], $M3::int8[]) AS m(queue, priority, c, s)";
 
-/// A weighted queue's candidates, read under its queue row's lock: up to
-/// `$4` per band, each band (`$2` lowest, `$3` highest priority, highest
-/// band first) in dispatch order.
-fn band_candidates_sql() -> String {
-    let scan = CANDIDATES_SCAN.replace("$2", "$4").replace(
-        "j.phase = 0 AND",
-        "j.phase = 0 AND j.priority BETWEEN b.lo AND b.hi AND",
-    );
+/// A queue's candidates: every section's scan, from its mark, each up to
+/// `limit`; `queue` names the queue, `also` narrows the sections, and the
+/// marks are parameters from `$first`.
+fn sections(queue: &str, also: &str, limit: &str, first: u32) -> String {
+    let marks = MARKS
+        .replace("$M3", &format!("${}", first + 3))
+        .replace("$M2", &format!("${}", first + 2))
+        .replace("$M1", &format!("${}", first + 1))
+        .replace("$M", &format!("${first}"));
+    let scan = SECTION_SCAN.replace("$LIMIT", limit);
     format!(
-        "SELECT b.band - 1 AS band, j.* FROM unnest($2::int4[], $3::int4[]) WITH ORDINALITY AS b(lo, hi, band) \
+        "SELECT j.* FROM (SELECT * FROM {marks} WHERE m.queue = {queue}{also}) m \
          CROSS JOIN LATERAL (SELECT {JOB_COLUMNS} {scan}) j"
     )
 }
+
+/// One capped queue's candidates (`$1`, up to `$2` per priority), read
+/// under its queue row's lock; marks from `$3`.
+fn candidates_sql() -> String {
+    sections("$1", "", "$2", 3)
+}
+
+/// A weighted queue's candidates, read under its queue row's lock: up to
+/// `$4` per priority of each band with work (`$2` lowest, `$3` highest
+/// priority, highest band first), in dispatch order; marks from `$5`.
+fn band_candidates_sql() -> String {
+    let scan = sections("$1", " AND m.priority BETWEEN b.lo AND b.hi", "$4", 5);
+    format!(
+        "SELECT b.band - 1 AS band, j.* FROM unnest($2::int4[], $3::int4[]) WITH ORDINALITY AS b(lo, hi, band) \
+         CROSS JOIN LATERAL ({scan}) j"
+    )
+}
+
+static CLAIM_SQL: LazyLock<String> = LazyLock::new(claim_sql);
+static CANDIDATES_SQL: LazyLock<String> = LazyLock::new(candidates_sql);
+static BAND_CANDIDATES_SQL: LazyLock<String> = LazyLock::new(band_candidates_sql);
 
 /// A row of [`band_candidates_sql`].
 struct BandRow {
@@ -191,16 +218,14 @@ fn share(
 /// finds its job already taken.
 fn claim_sql() -> String {
     let capped = "(q.concurrency_limit IS NOT NULL OR q.rate_limit_per_s IS NOT NULL OR q.priority_weights IS NOT NULL)";
-    let scan = CANDIDATES_SCAN
-        .replace("$1", "q.name")
-        .replace("$2", &format!("CASE WHEN {capped} THEN 0 ELSE $3 END"));
+    let scan = sections("q.name", "", &format!("CASE WHEN {capped} THEN 0 ELSE $3 END"), 4);
     format!(
         "SELECT {CAPS_COLUMNS}, \
                 CASE WHEN j.id IS NOT NULL OR {capped} THEN \
                     (SELECT coalesce(array_agg(w.id), '{{}}') FROM \
                         (SELECT id FROM workers WHERE id = ANY($2) AND status = 'ONLINE' ORDER BY id FOR SHARE) w) \
                 END AS online, j.* \
-         FROM queues q LEFT JOIN LATERAL (SELECT {JOB_COLUMNS} {scan}) j ON true \
+         FROM queues q LEFT JOIN LATERAL ({scan}) j ON true \
          WHERE q.name = ANY($1) AND NOT q.paused"
     )
 }
@@ -230,19 +255,108 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ClaimRow {
 /// once it commits).
 type Claimed = (Vec<(String, Assignment)>, Vec<Verdict>);
 
+/// Sections and where their marks go.
+type Moves = Vec<(Section, Start)>;
+
+/// A row a claim's scan returned (and locked): its section, key and id.
+struct Seen {
+    section: Section,
+    at: Start,
+    id: Uuid,
+}
+
+impl Seen {
+    fn of(r: &JobRow) -> Seen {
+        Seen {
+            section: (r.queue.clone(), r.priority.clamp(0, 9) as u8),
+            at: Start {
+                created_at: r.created_at,
+                seq: r.seq,
+            },
+            id: r.id,
+        }
+    }
+}
+
+/// Where each section's mark goes after a claim that saw `seen` and took
+/// `taken` (a prefix of each section's rows in key order): to the first
+/// row left, or past the last one taken. The first is also returned as
+/// what to announce: the row was locked, and claims elsewhere may have
+/// passed it.
+fn marks_after(seen: &[Seen], taken: &HashSet<Uuid>) -> (Moves, Moves) {
+    let mut by_section: HashMap<&Section, (Option<Start>, Option<Start>)> = HashMap::new();
+    for s in seen {
+        let e = by_section.entry(&s.section).or_default();
+        if taken.contains(&s.id) {
+            e.0 = e.0.max(Some(s.at));
+        } else {
+            e.1 = Some(e.1.map_or(s.at, |l: Start| l.min(s.at)));
+        }
+    }
+    let mut moves = vec![];
+    let mut left = vec![];
+    for (section, (last_taken, first_left)) in by_section {
+        match (first_left, last_taken) {
+            (Some(l), _) => {
+                moves.push((section.clone(), l));
+                left.push((section.clone(), l));
+            }
+            (None, Some(t)) => moves.push((section.clone(), t.after())),
+            (None, None) => {}
+        }
+    }
+    left.sort();
+    (moves, left)
+}
+
+/// Bind a view's marks as the next four parameters.
+fn bind_view<'q, O>(
+    q: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    v: &'q View,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    q.bind(&v.queues)
+        .bind(&v.priorities)
+        .bind(&v.created_at)
+        .bind(&v.seq)
+}
+
 impl Store {
     /// The plan PostgreSQL uses for the claim scan (NFR-012 checks, and
     /// operators debugging a slow claim).
     pub async fn explain_claim(&self, queue: &str, limit: u32) -> Result<String> {
+        let view = self.marks.view(&[queue.to_string()]);
         let mut tx = self.pool.begin().await?;
-        let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {}", claim_sql()))
+        let sql = format!("EXPLAIN {}", *CLAIM_SQL);
+        let q = sqlx::query_as::<_, (String,)>(&sql)
             .bind([queue])
             .bind(Vec::<String>::new())
-            .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await?;
+            .bind(i64::from(limit));
+        let lines: Vec<(String,)> = bind_view(q, &view).fetch_all(&mut *tx).await?;
+        let lines: Vec<String> = lines.into_iter().map(|(l,)| l).collect();
         tx.rollback().await?;
         Ok(lines.join("\n"))
+    }
+
+    /// The claim of `queue` run under `EXPLAIN (ANALYZE, BUFFERS)` from
+    /// this store's marks, and rolled back: what it reads (NFR-012 checks
+    /// under a pinned horizon, ADR 0021).
+    pub async fn explain_analyze_claim(&self, queue: &str, limit: u32) -> Result<String> {
+        let view = self.marks.view(&[queue.to_string()]);
+        let sql = format!("EXPLAIN (ANALYZE, BUFFERS) {}", *CLAIM_SQL);
+        let mut tx = self.pool.begin().await?;
+        let q = sqlx::query_as::<_, (String,)>(&sql)
+            .bind([queue])
+            .bind(Vec::<String>::new())
+            .bind(i64::from(limit));
+        let lines: Vec<(String,)> = bind_view(q, &view).fetch_all(&mut *tx).await?;
+        tx.rollback().await?;
+        Ok(lines.into_iter().map(|(l,)| l).collect::<Vec<_>>().join("\n"))
+    }
+
+    /// How often this store's claims look at deferred jobs that fell due
+    /// (default [`crate::marks::DEFERRED_EVERY`]; tests use zero).
+    pub fn look_at_deferred_every(&self, every: Duration) {
+        self.marks.set_deferred_every(every);
     }
 
     /// The plan of a weighted queue's band scan (NFR-012 checks), for the
@@ -255,14 +369,16 @@ impl Store {
     ) -> Result<String> {
         let lows: Vec<i32> = weights.bands().iter().map(|b| i32::from(b.lowest)).collect();
         let highs: Vec<i32> = weights.bands().iter().map(|b| i32::from(b.highest)).collect();
+        let view = self.marks.view(&[queue.to_string()]);
         let mut tx = self.pool.begin().await?;
-        let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {}", band_candidates_sql()))
+        let sql = format!("EXPLAIN {}", *BAND_CANDIDATES_SQL);
+        let q = sqlx::query_as::<_, (String,)>(&sql)
             .bind(queue)
             .bind(&lows)
             .bind(&highs)
-            .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await?;
+            .bind(i64::from(limit));
+        let lines: Vec<(String,)> = bind_view(q, &view).fetch_all(&mut *tx).await?;
+        let lines: Vec<String> = lines.into_iter().map(|(l,)| l).collect();
         tx.rollback().await?;
         Ok(lines.join("\n"))
     }
@@ -293,6 +409,7 @@ impl Store {
         if queues.is_empty() || wants.iter().all(|(_, n)| *n == 0) {
             return Ok(vec![]);
         }
+        self.look_at_deferred().await;
         let (got, _) = self
             .run("claim_jobs", || self.claim_tx(wants, queues, None))
             .await?;
@@ -314,6 +431,7 @@ impl Store {
         if queues.is_empty() || wants.iter().all(|(_, n)| *n == 0) {
             return Ok((vec![], shares.clone()));
         }
+        self.look_at_deferred().await;
         let (got, after) = self
             .run("claim_jobs", || {
                 self.claim_tx(wants, queues, Some((weights, shares)))
@@ -328,15 +446,33 @@ impl Store {
         queues: &[String],
         shares: Option<(&[u32], &RoundRobin)>,
     ) -> Result<(Vec<(String, Assignment)>, Option<RoundRobin>)> {
+        let view = self.marks.view(queues);
         let mut conn = self.conn().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let got = self.claim_in(&mut tx, wants, queues, shares).await;
+        let got = self.claim_in(&mut tx, wants, queues, shares, &view).await;
         // Committed or rolled back here, also when it gives nothing: its
         // read may have locked candidates.
         let got = crate::finish(tx, got).await;
-        let ((assigned, verdicts), after) = conn.settle(got)?;
-        self.report_committed(&verdicts);
-        Ok((assigned, after))
+        match conn.settle(got) {
+            Ok(((assigned, verdicts), after, moves)) => {
+                self.marks.advance(&view, &moves);
+                self.report_committed(&verdicts);
+                Ok((assigned, after))
+            }
+            Err(e) => {
+                // Rows this claim locked are PENDING again, and claims
+                // elsewhere may have passed them: every server forgets its
+                // marks (ADR 0021). Best effort: a server that missed this
+                // forgets them within `RESET_EVERY`.
+                self.marks.reset();
+                let forget = Announcement::render(&self.wake_tag, &[]) + "\n*";
+                let notify = sqlx::query("SELECT pg_notify('jq_wake', $1)")
+                    .bind(forget)
+                    .execute(&self.pool);
+                let _ = tokio::time::timeout(Duration::from_secs(1), notify).await;
+                Err(e)
+            }
+        }
     }
 
     async fn claim_in(
@@ -345,7 +481,8 @@ impl Store {
         wants: &[(String, u32)],
         queues: &[String],
         shares: Option<(&[u32], &RoundRobin)>,
-    ) -> Result<(Claimed, Option<RoundRobin>)> {
+        view: &View,
+    ) -> Result<(Claimed, Option<RoundRobin>, Moves)> {
         let asked: u32 = wants.iter().map(|(_, n)| *n).sum();
         let ids: Vec<&str> = wants.iter().map(|(w, _)| w.as_str()).collect();
         // One statement: the candidates, their queues' caps and the workers
@@ -353,12 +490,14 @@ impl Store {
         // waits for this claim, then reclaims what it took — no job is left
         // on a dead worker). Caps are applied below; rows locked beyond
         // them are simply not claimed and unlock at commit.
-        let rows: Vec<ClaimRow> = sqlx::query_as(&claim_sql())
+        let q = sqlx::query_as(CLAIM_SQL.as_str())
             .bind(queues)
             .bind(&ids)
-            .bind(i64::from(asked))
-            .fetch_all(&mut **tx)
-            .await?;
+            .bind(i64::from(asked));
+        let rows: Vec<ClaimRow> = bind_view(q, view).fetch_all(&mut **tx).await?;
+        // Every row the scans return is locked until commit: the marks move
+        // past what is taken and stop at what is left.
+        let mut seen: Vec<Seen> = rows.iter().filter_map(|r| r.job.as_ref()).map(Seen::of).collect();
         let online: HashSet<String> = rows
             .iter()
             .find_map(|r| r.online.as_ref())
@@ -370,7 +509,8 @@ impl Store {
             .collect();
         let limit: u32 = slots.iter().map(|(_, n)| *n).sum();
         if limit == 0 {
-            return Ok(((vec![], vec![]), None));
+            let moves = self.settle_marks(tx, &seen, &HashSet::new()).await?;
+            return Ok(((vec![], vec![]), None, moves));
         }
         let mut caps: Vec<QueueCaps> = vec![];
         let mut plain: Vec<JobRow> = vec![];
@@ -427,18 +567,21 @@ impl Store {
                 }
                 let lane = match c.weights() {
                     None => {
-                        let rows: Vec<JobRow> = sqlx::query_as(&candidates_sql())
-                            .bind(&c.name)
-                            .bind(room)
-                            .fetch_all(&mut **tx)
-                            .await?;
+                        let q = sqlx::query_as(CANDIDATES_SQL.as_str()).bind(&c.name).bind(room);
+                        let mut rows: Vec<JobRow> = bind_view(q, view).fetch_all(&mut **tx).await?;
+                        seen.extend(rows.iter().map(Seen::of));
+                        rows.sort_by_key(key);
                         Lane {
                             queue: c.name.clone(),
                             rows: rows.into(),
                             weighted: None,
                         }
                     }
-                    Some(weights) => self.weighted_lane(tx, c, weights, room).await?,
+                    Some(weights) => {
+                        let (lane, scanned) = self.weighted_lane(tx, c, weights, room, view).await?;
+                        seen.extend(scanned);
+                        lane
+                    }
                 };
                 lanes.push(lane);
             }
@@ -511,6 +654,8 @@ impl Store {
                 (Row::of(r, policies[r.queue.as_str()].1), Order::new(cmd))
             })
             .collect();
+        let taken: HashSet<Uuid> = candidates.iter().map(|r| r.id).collect();
+        let moves = self.settle_marks(tx, &seen, &taken).await?;
         // Locked PENDING rows: every verdict is Applied. Anything else is
         // refused as an error, not handed out.
         let verdicts = self.execute_in(&mut **tx, work).await?;
@@ -570,7 +715,25 @@ impl Store {
                 (w.to_string(), a)
             })
             .collect();
-        Ok(((assigned, verdicts), after))
+        Ok(((assigned, verdicts), after, moves))
+    }
+
+    /// The marks' moves after a claim (see [`marks_after`]); rows locked
+    /// and left are announced to every server by this transaction's commit.
+    async fn settle_marks(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        seen: &[Seen],
+        taken: &HashSet<Uuid>,
+    ) -> Result<Moves> {
+        let (moves, left) = marks_after(seen, taken);
+        if !left.is_empty() {
+            sqlx::query("SELECT pg_notify('jq_wake', $1)")
+                .bind(Announcement::render(&self.wake_tag, &left))
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(moves)
     }
 
     /// A weighted queue's offer (FR-025): up to `room` candidates per band
@@ -583,17 +746,18 @@ impl Store {
         c: &QueueCaps,
         weights: PriorityWeights,
         room: i64,
-    ) -> Result<Lane> {
+        view: &View,
+    ) -> Result<(Lane, Vec<Seen>)> {
         let bands = weights.bands();
         let lows: Vec<i32> = bands.iter().map(|b| i32::from(b.lowest)).collect();
         let highs: Vec<i32> = bands.iter().map(|b| i32::from(b.highest)).collect();
-        let rows: Vec<BandRow> = sqlx::query_as(&band_candidates_sql())
+        let q = sqlx::query_as(BAND_CANDIDATES_SQL.as_str())
             .bind(&c.name)
             .bind(&lows)
             .bind(&highs)
-            .bind(room)
-            .fetch_all(&mut **tx)
-            .await?;
+            .bind(room);
+        let rows: Vec<BandRow> = bind_view(q, view).fetch_all(&mut **tx).await?;
+        let scanned = rows.iter().map(|r| Seen::of(&r.job)).collect();
         let mut per_band: Vec<Vec<JobRow>> = (0..bands.len()).map(|_| vec![]).collect();
         for r in rows {
             if let Some(b) = per_band.get_mut(r.band) {
@@ -609,16 +773,19 @@ impl Store {
         let mut per_band: Vec<std::collections::VecDeque<JobRow>> =
             per_band.into_iter().map(Into::into).collect();
         let rows = plan.iter().filter_map(|b| per_band[*b].pop_front()).collect();
-        Ok(Lane {
-            queue: c.name.clone(),
-            rows,
-            weighted: Some(WeightedLane {
+        Ok((
+            Lane {
                 queue: c.name.clone(),
-                weights,
-                start,
-                available,
-            }),
-        })
+                rows,
+                weighted: Some(WeightedLane {
+                    queue: c.name.clone(),
+                    weights,
+                    start,
+                    available,
+                }),
+            },
+            scanned,
+        ))
     }
 
     /// Number of jobs in a status, for gauges (`jq_job_queue_depth`).
@@ -645,7 +812,35 @@ const DEPTH_SQL: &str = "\
     UNION ALL \
     SELECT queue, 'FAILED', count(*) FROM jobs WHERE status = 'FAILED' AND phase = 2 GROUP BY queue";
 
+/// Deferred jobs due since `$1` (`NULL`: ever), the lowest key of each
+/// section, through `jobs_deferred_phase` (only jobs whose `not_before`
+/// lies after their `created_at` have an entry), and the database's time.
+const DEFERRED_SQL: &str = "\
+    WITH d AS (SELECT DISTINCT ON (queue, priority) queue, priority, created_at, seq FROM jobs \
+        WHERE phase = 0 AND not_before > created_at AND not_before > coalesce($1, '-infinity'::timestamptz) \
+          AND not_before <= now() \
+        ORDER BY queue, priority, created_at, seq) \
+    SELECT now(), coalesce(array_agg(queue), '{}'), coalesce(array_agg(priority), '{}'), \
+           coalesce(array_agg(created_at), '{}'), coalesce(array_agg(seq), '{}') FROM d";
+
+type DeferredRow = (
+    chrono::DateTime<chrono::Utc>,
+    Vec<String>,
+    Vec<i16>,
+    Vec<chrono::DateTime<chrono::Utc>>,
+    Vec<i64>,
+);
+
 impl Store {
+    /// The plan of the look at deferred jobs (NFR-012 checks).
+    pub async fn explain_deferred(&self) -> Result<String> {
+        let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {DEFERRED_SQL}"))
+            .bind(None::<chrono::DateTime<chrono::Utc>>)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(lines.join("\n"))
+    }
+
     /// The plan of the gauges' depth count (NFR-012 checks).
     pub async fn explain_depth(&self) -> Result<String> {
         let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {DEPTH_SQL}"))
@@ -678,6 +873,68 @@ impl Store {
     /// handles): its sender woke its own dispatcher directly, so hearing it
     /// again would only run one more claim that finds nothing.
     pub fn own_wake(&self, n: &sqlx::postgres::PgNotification) -> bool {
-        n.payload() == &*self.wake_tag
+        Announcement::parse(n.payload()).tag == &*self.wake_tag
+    }
+
+    /// Take in what a wake notification announces (ADR 0021): sections
+    /// whose marks must come down, or forget them all. Returns whether a
+    /// mark moved, so that the dispatcher claims again even on its own
+    /// notification (a submit that committed after a later one was taken).
+    pub fn heard_wake(&self, n: &sqlx::postgres::PgNotification) -> bool {
+        let a = Announcement::parse(n.payload());
+        if a.forget_all {
+            self.marks.reset();
+            return true;
+        }
+        let mut moved = false;
+        for (section, at) in &a.lower {
+            moved |= self.marks.lower(section, *at);
+        }
+        moved
+    }
+
+    /// Forget every mark and look at every deferred job at the next claim:
+    /// notifications may have been missed (the LISTEN connection was
+    /// lost), or jobs' keys were changed behind the store's back (an
+    /// operator's SQL; tests that move the clock by rewriting rows).
+    pub fn forget_marks(&self) {
+        self.marks.reset_all();
+    }
+
+    /// Lower the marks of deferred jobs (submitted with a delay, backing
+    /// off, made PENDING again) that fell due since the last look, at most
+    /// every [`crate::marks::DEFERRED_EVERY`] (ADR 0021).
+    pub(crate) async fn look_at_deferred(&self) {
+        let Some(since) = self.marks.deferred_due() else {
+            return;
+        };
+        let got = self
+            .run("claim_deferred", || async move {
+                let r: DeferredRow = sqlx::query_as(DEFERRED_SQL)
+                    .bind(since)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(r)
+            })
+            .await;
+        match got {
+            Ok((at, queues, priorities, created_at, seq)) => {
+                for (((q, p), c), s) in queues.into_iter().zip(priorities).zip(created_at).zip(seq) {
+                    let section = (q, p.clamp(0, 9) as u8);
+                    self.marks.lower(
+                        &section,
+                        Start {
+                            created_at: c,
+                            seq: s,
+                        },
+                    );
+                }
+                self.marks.deferred_seen(at);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "looking at deferred jobs failed; the next claim looks again");
+                self.marks.deferred_failed();
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@
 //! else. Only written jobs get their `job_events` rows, which are also the
 //! outbox the relay publishes (ADR 0012).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use jq_core::input::job_text;
@@ -26,6 +26,7 @@ use jq_core::{
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
+use crate::marks::Start;
 use crate::rows::{Candidate, JobRow, backoff};
 use crate::{Result, Store};
 
@@ -93,6 +94,8 @@ pub(crate) enum Verdict {
         queue: String,
         before: JobState,
         effects: Effects,
+        /// The row's place in the claim index: priority and FIFO key.
+        at: (u8, Start),
     },
     /// The same report for the same attempt was applied before (JQ-110).
     AlreadyApplied { queue: String, before: JobState },
@@ -240,8 +243,12 @@ WITH input AS (
     UPDATE jobs j SET
         {set},
         phase = jobs_phase_of(i.to_status::job_status),
-        not_before = CASE WHEN i.delay_ms IS NULL THEN j.not_before
-                          ELSE now() + i.delay_ms * interval '1 millisecond' END,
+        -- A job made PENDING again is due from now at the earliest: its
+        -- not_before after its created_at is what brings it to the
+        -- claim's marks (ADR 0021).
+        not_before = CASE WHEN i.delay_ms IS NOT NULL THEN now() + i.delay_ms * interval '1 millisecond'
+                          WHEN i.to_status = 'PENDING' AND i.from_status <> 'PENDING' THEN now()
+                          ELSE j.not_before END,
         expires_at = CASE WHEN i.clear_expiry THEN NULL ELSE j.expires_at END,
         result = CASE WHEN i.set_result THEN i.result ELSE j.result END,
         error = CASE WHEN i.set_error THEN i.error ELSE j.error END,
@@ -255,7 +262,7 @@ WITH input AS (
         updated_at = now()
     FROM input i
     WHERE j.id = i.id AND {guard}
-    RETURNING j.id, j.queue
+    RETURNING j.id, j.queue, j.priority, j.created_at, j.seq
 ), ev AS (
     INSERT INTO job_events (event_id, job_id, queue, from_status, to_status, reason, worker_id, attempt, detail)
     SELECT e.event_id, e.job_id, u.queue, e.from_status::job_status, e.to_status::job_status, e.reason,
@@ -264,7 +271,7 @@ WITH input AS (
     JOIN upd u ON u.id = e.job_id
     ORDER BY e.ord
 )
-SELECT id FROM upd"#,
+SELECT id, priority, created_at, seq FROM upd"#,
             args = args.join(", "),
             names = names.join(", "),
             set = set.join(",\n        "),
@@ -274,6 +281,9 @@ SELECT id FROM upd"#,
         )
     })
 }
+
+/// A written row: id, priority, created_at, seq.
+type Written = (Uuid, i16, chrono::DateTime<chrono::Utc>, i64);
 
 /// A decided row, ready to write.
 struct Planned<'a> {
@@ -324,6 +334,22 @@ impl Store {
     /// Tell the transition observer about the applied transitions, once
     /// their write has committed.
     pub(crate) fn report_committed(&self, verdicts: &[Verdict]) {
+        // A job made PENDING again here is claimable at once from this
+        // server; the others find it through the deferred look (ADR 0021).
+        for v in verdicts {
+            if let Verdict::Applied {
+                queue,
+                before,
+                effects,
+                at,
+                ..
+            } = v
+                && effects.next.status == JobStatus::Pending
+                && before.status != JobStatus::Pending
+            {
+                self.marks.lower(&(queue.clone(), at.0), at.1);
+            }
+        }
         let Some(o) = &self.transitions else { return };
         for v in verdicts {
             if let Verdict::Applied {
@@ -331,6 +357,7 @@ impl Store {
                 queue,
                 before,
                 effects,
+                ..
             } = v
             {
                 o.applied(&crate::Transition {
@@ -381,14 +408,19 @@ impl Store {
                 },
             );
         }
-        let written: HashSet<Uuid> = Self::write(exec, &planned).await?.into_iter().collect();
+        let written: HashMap<Uuid, (u8, Start)> = Self::write(exec, &planned)
+            .await?
+            .into_iter()
+            .map(|(id, p, created_at, seq)| (id, (p.clamp(0, 9) as u8, Start { created_at, seq })))
+            .collect();
         for (p, k) in planned.into_iter().zip(planned_at) {
-            verdicts[k] = Some(if written.contains(&p.row.id) {
+            verdicts[k] = Some(if let Some(at) = written.get(&p.row.id) {
                 Verdict::Applied {
                     id: p.row.id,
                     queue: p.row.queue.clone(),
                     before: p.row.state.clone(),
                     effects: p.effects,
+                    at: *at,
                 }
             } else {
                 Verdict::Lost
@@ -401,7 +433,7 @@ impl Store {
     }
 
     /// The guarded write of decided rows; returns the ids it changed.
-    async fn write<'e>(exec: impl PgExecutor<'e>, planned: &[Planned<'_>]) -> Result<Vec<Uuid>> {
+    async fn write<'e>(exec: impl PgExecutor<'e>, planned: &[Planned<'_>]) -> Result<Vec<Written>> {
         if planned.is_empty() {
             return Ok(vec![]);
         }
@@ -454,8 +486,8 @@ impl Store {
                 e_ord.push(e_ord.len() as i32);
             }
         }
-        let q = state.bind(sqlx::query_as::<_, (Uuid,)>(guarded_write_sql()));
-        let written: Vec<(Uuid,)> = q
+        let q = state.bind(sqlx::query_as::<_, Written>(guarded_write_sql()));
+        let written: Vec<Written> = q
             .bind(&id)
             .bind(&delay_ms)
             .bind(&clear_expiry)
@@ -474,7 +506,7 @@ impl Store {
             .bind(&e_ord)
             .fetch_all(exec)
             .await?;
-        Ok(written.into_iter().map(|(id,)| id).collect())
+        Ok(written)
     }
 }
 

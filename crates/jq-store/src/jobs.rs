@@ -14,7 +14,13 @@ use crate::{Result, Store, StoreError};
 /// The submit statement (see [`Store::submit_tx`]). `ON CONFLICT DO NOTHING`
 /// answers a repeated idempotency key, and a retry of a submit whose commit
 /// went unanswered, without an error.
-const SUBMIT_SQL: &str = r#"
+static SUBMIT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    SUBMIT_SQL_TEMPLATE.replace("$ANNOUNCE", &crate::marks::announce_sql("ins", "$13"))
+});
+
+/// [`SUBMIT_SQL`] before the wake-up's payload is filled in: the tag and
+/// each section's lowest new key (ADR 0021).
+const SUBMIT_SQL_TEMPLATE: &str = r#"
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::bytea[], $5::int[], $6::text[],
                          $7::bigint[], $8::timestamptz[], $9::bigint[], $10::int[])
@@ -34,13 +40,13 @@ WITH input AS (
            CASE WHEN eff_ttl_ms IS NULL THEN NULL ELSE nb + eff_ttl_ms * interval '1 millisecond' END
     FROM prepared ORDER BY ord
     ON CONFLICT DO NOTHING
-    RETURNING id, queue
+    RETURNING id, queue, priority, created_at, seq, not_before
 ), ev AS (
     INSERT INTO job_events (event_id, job_id, queue, from_status, to_status, reason, attempt)
     SELECT gen_random_uuid(), id, queue, NULL, $11::job_status, $12, 0 FROM ins
 ), wake AS (
     -- JQ-120: wake every server's dispatcher, sent by the commit itself.
-    SELECT pg_notify('jq_wake', $13) FROM (SELECT 1 FROM ins LIMIT 1) one
+    SELECT pg_notify('jq_wake', $ANNOUNCE) FROM (SELECT 1 FROM ins LIMIT 1) one
 )
 -- (The uncorrelated subquery runs once, so the notify is sent.)
 SELECT id FROM ins WHERE (SELECT count(*) FROM wake) >= 0"#;
@@ -184,7 +190,7 @@ impl Store {
         }
         let step = submitted_step();
         let mut conn = self.conn().await?;
-        let sql: &str = if guarded { SUBMIT_SQL } else { &SUBMIT_SQL_PLAIN };
+        let sql: &str = if guarded { &SUBMIT_SQL } else { &SUBMIT_SQL_PLAIN };
         let inserted: std::result::Result<Vec<Uuid>, sqlx::Error> = sqlx::query_scalar(sql)
             .bind(ids)
             .bind(&q)

@@ -71,6 +71,18 @@ pub const PHASE_INDEXES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Indexes added since the v5 layout, built the same way (concurrently,
+/// by the layout step) but replacing none: (index, what it indexes).
+pub const ADDED_INDEXES: &[(&str, &str)] = &[
+    // ADR 0021: the claim's look at deferred jobs that fell due. Jobs
+    // submitted to run at once have `not_before = created_at`, so the bulk
+    // of jobs writes no entry here.
+    (
+        "jobs_deferred_phase",
+        "(not_before) WHERE phase = 0 AND not_before > created_at",
+    ),
+];
+
 /// A status's phase, as SQL's `jobs_phase_of` has it.
 pub fn phase(s: JobStatus) -> i16 {
     match s {
@@ -111,7 +123,11 @@ impl Store {
     async fn advance_locked(&self, lock: &mut SessionLock) -> Result<LayoutStep> {
         let mut step = LayoutStep::default();
         let indexes = jobs_indexes(lock).await?;
-        for (name, def, _) in PHASE_INDEXES {
+        let all = PHASE_INDEXES
+            .iter()
+            .map(|(n, d, _)| (*n, *d))
+            .chain(ADDED_INDEXES.iter().copied());
+        for (name, def) in all {
             match indexes.iter().find(|(n, _)| n == name) {
                 Some((_, true)) => continue,
                 // Left by a build that was interrupted: never used, and in
@@ -138,7 +154,9 @@ impl Store {
         let indexes = jobs_indexes(lock).await?;
         let valid = PHASE_INDEXES
             .iter()
-            .all(|(name, _, _)| indexes.iter().any(|(n, ok)| n == name && *ok));
+            .map(|(n, _, _)| *n)
+            .chain(ADDED_INDEXES.iter().map(|(n, _)| *n))
+            .all(|name| indexes.iter().any(|(n, ok)| n == name && *ok));
         let left: Vec<&str> = PHASE_INDEXES
             .iter()
             .map(|(_, _, old)| *old)

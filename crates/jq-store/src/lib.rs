@@ -40,6 +40,7 @@ mod error;
 mod executor;
 pub mod jobs;
 pub mod layout;
+pub mod marks;
 pub mod outbox;
 pub mod partitions;
 pub mod queues;
@@ -165,6 +166,8 @@ pub struct Store {
     pins: conn::Pins,
     /// The payload of this store's `jq_wake` notifications (`own_wake`).
     wake_tag: Arc<str>,
+    /// Where the claim starts in each section of the claim index (ADR 0021).
+    marks: Arc<marks::Marks>,
 }
 
 impl std::fmt::Debug for Store {
@@ -247,6 +250,7 @@ impl Store {
             pinned: None,
             pins: Arc::default(),
             wake_tag: uuid::Uuid::new_v4().simple().to_string().into(),
+            marks: Arc::default(),
         }
     }
 

@@ -117,7 +117,12 @@ fn check_name(name: &str) -> Result<()> {
 /// schedule's name as detail) and the dispatchers' wake-up. The queue is
 /// joined, not foreign-keyed, so a deleted queue inserts nothing rather
 /// than failing the firing of every other schedule.
-const FIRE_SQL: &str = r#"
+static FIRE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    FIRE_SQL_TEMPLATE.replace("$ANNOUNCE", &crate::marks::announce_sql("ins", "$10"))
+});
+
+/// [`FIRE_SQL`] before the wake-up's payload is filled in (ADR 0021).
+const FIRE_SQL_TEMPLATE: &str = r#"
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS t(id, at, key)
 ), ins AS (
@@ -126,12 +131,12 @@ WITH input AS (
            now() + coalesce($8::bigint, q.default_ttl_s::bigint) * interval '1 second', i.at
     FROM input i JOIN queues q ON q.name = $4
     ON CONFLICT DO NOTHING
-    RETURNING id, queue, scheduled_at
+    RETURNING id, queue, scheduled_at, priority, created_at, seq, not_before
 ), ev AS (
     INSERT INTO job_events (event_id, job_id, queue, from_status, to_status, reason, attempt, detail)
     SELECT gen_random_uuid(), id, queue, NULL, 'PENDING', 'SCHEDULED', 0, $9 FROM ins
 ), wake AS (
-    SELECT pg_notify('jq_wake', $10) FROM (SELECT 1 FROM ins LIMIT 1) one
+    SELECT pg_notify('jq_wake', $ANNOUNCE) FROM (SELECT 1 FROM ins LIMIT 1) one
 )
 SELECT scheduled_at, id FROM ins WHERE (SELECT count(*) FROM wake) >= 0 ORDER BY scheduled_at"#;
 
@@ -480,7 +485,7 @@ impl Store {
         }
         let ids: Vec<Uuid> = occurrences.iter().map(|_| Uuid::new_v4()).collect();
         let keys: Vec<String> = occurrences.iter().map(|o| def.occurrence_key(*o)).collect();
-        Ok(sqlx::query_as(FIRE_SQL)
+        Ok(sqlx::query_as(FIRE_SQL.as_str())
             .bind(&ids)
             .bind(occurrences)
             .bind(&keys)

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use jq_core::JobStatus;
 use jq_core::records::WorkerRegistration;
-use jq_store::layout::{PHASE_INDEXES, phase};
+use jq_store::layout::{ADDED_INDEXES, PHASE_INDEXES, phase};
 use jq_store::partitions::DEFAULT_WIDTH;
 use jq_testkit::TestDb;
 use uuid::Uuid;
@@ -110,7 +110,11 @@ async fn jq_152_nfr_020_the_phase_layout_comes_online_while_a_previous_server_wr
         .await;
     assert!(failed.is_err(), "the broken build fails");
     let step = s.advance_layout().await.unwrap();
-    assert_eq!(step.built.len(), PHASE_INDEXES.len(), "{step:?}");
+    assert_eq!(
+        step.built.len(),
+        PHASE_INDEXES.len() + ADDED_INDEXES.len(),
+        "{step:?}"
+    );
     assert!(step.built.contains(&"jobs_failed_phase".to_string()), "rebuilt");
     assert!(
         step.dropped.is_empty() && !step.complete,
@@ -275,5 +279,8 @@ async fn jq_152_a_replica_that_finds_the_layout_step_taken_leaves_it() {
         .execute(&mut *other)
         .await
         .unwrap();
-    assert_eq!(s.advance_layout().await.unwrap().built.len(), PHASE_INDEXES.len());
+    assert_eq!(
+        s.advance_layout().await.unwrap().built.len(),
+        PHASE_INDEXES.len() + ADDED_INDEXES.len()
+    );
 }

@@ -1,0 +1,295 @@
+//! The claim under a pinned horizon (NFR-012 whatever else runs on the
+//! database; ADR 0021): a transaction held open keeps every dead entry of
+//! the claim index, and the claim must not walk them; jobs made PENDING
+//! below where the claim starts must still be found.
+
+use std::time::Duration;
+
+use jq_core::records::WorkerRegistration;
+use jq_core::*;
+use jq_store::{ResultReport, Store};
+use jq_testkit::TestDb;
+use uuid::Uuid;
+
+const Q: &str = "default";
+
+fn job() -> NewJob {
+    NewJob {
+        queue: Q.into(),
+        payload: b"{}".to_vec(),
+        priority: 0,
+        max_retries: Some(3),
+        ttl: None,
+        schedule: Schedule::Now,
+        idempotency_key: None,
+    }
+}
+
+async fn worker(s: &Store, id: &str) {
+    s.register_worker(&WorkerRegistration {
+        id: id.into(),
+        hostname: "h".into(),
+        concurrency: 1000,
+        queues: vec![Q.into()],
+        version: "0".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+fn queues() -> Vec<String> {
+    vec![Q.to_string()]
+}
+
+/// Submit `n` jobs and run each through claim, ack and success.
+async fn lifecycles(s: &Store, w: &str, n: usize) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
+        s.submit_many(chunk.iter().map(|_| job()).collect())
+            .await
+            .unwrap();
+        let got = s.claim(w, &queues(), chunk.len() as u32).await.unwrap();
+        assert_eq!(got.len(), chunk.len());
+        let acks: Vec<_> = got.iter().map(|a| (w.to_string(), a.job_id, a.attempt)).collect();
+        for r in s.ack_many(&acks).await {
+            r.unwrap();
+        }
+        let reports: Vec<_> = got
+            .iter()
+            .map(|a| ResultReport {
+                worker_id: w.into(),
+                job_id: a.job_id,
+                attempt: a.attempt,
+                outcome: Outcome::Succeeded,
+                result: vec![],
+                error: None,
+            })
+            .collect();
+        for r in s.report_many(&reports).await {
+            r.unwrap();
+        }
+    }
+}
+
+/// Shared buffers the claim's plan touched (its top node's total).
+async fn claim_buffers(s: &Store) -> u64 {
+    let plan = s.explain_analyze_claim(Q, 10).await.unwrap();
+    let line = plan
+        .lines()
+        .find(|l| l.trim_start().starts_with("Buffers:"))
+        .unwrap_or_else(|| panic!("no buffers in {plan}"));
+    ["hit=", "read="]
+        .iter()
+        .filter_map(|k| line.split(k).nth(1))
+        .map(|v| v.split_whitespace().next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn nfr_012_the_claim_reads_a_bounded_number_of_pages_whatever_the_dead_count() {
+    let db = TestDb::new().await;
+    let s = db.store();
+    worker(&s, "w").await;
+    // A write transaction left open on the same database, as a report or
+    // a migration would be.
+    let mut pin = db.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *pin)
+        .await
+        .unwrap();
+    lifecycles(&s, "w", 400).await;
+    s.submit(job()).await.unwrap();
+    let few = claim_buffers(&s).await;
+    lifecycles(&s, "w", 12_000).await;
+    s.submit(job()).await.unwrap();
+    let many = claim_buffers(&s).await;
+    // The same claim from the beginning of the index walks every dead
+    // entry: the test's horizon is pinned indeed.
+    s.forget_marks();
+    let from_start = claim_buffers(&s).await;
+    pin.rollback().await.unwrap();
+    eprintln!("buffers: {few} after 400 lifecycles, {many} after 12,400, {from_start} from the start");
+    assert!(
+        from_start > 5 * many,
+        "the pinned index holds the dead entries: {from_start} vs {many}"
+    );
+    assert!(
+        many <= few + 8,
+        "the claim reads as much after 12,400 lifecycles as after 400: {many} vs {few}"
+    );
+}
+
+/// Two servers, `a` and `b`: `a`'s marks have passed `old`'s key (it took
+/// a later job), then `b` makes `old` PENDING and due again in some way;
+/// `a` must still claim it, first (FIFO).
+struct Pair {
+    db: TestDb,
+    a: Store,
+    b: Store,
+}
+
+async fn pair() -> Pair {
+    let db = TestDb::new().await;
+    let (a, b) = (db.store(), db.store());
+    a.look_at_deferred_every(Duration::ZERO);
+    b.look_at_deferred_every(Duration::ZERO);
+    worker(&a, "wa").await;
+    worker(&a, "wb").await;
+    Pair { db, a, b }
+}
+
+impl Pair {
+    /// `old` claimed by `wb` through `b`, then a later job taken by `a`,
+    /// then one more left pending: `a`'s mark is past `old`.
+    async fn old_in_flight(&self) -> (Uuid, u32) {
+        let old = self.a.submit(job()).await.unwrap().job_id;
+        let got = self.b.claim("wb", &queues(), 1).await.unwrap();
+        assert_eq!(got[0].job_id, old);
+        let later = self.a.submit(job()).await.unwrap().job_id;
+        let got = self.a.claim("wa", &queues(), 1).await.unwrap();
+        assert_eq!(got[0].job_id, later);
+        self.a.submit(job()).await.unwrap();
+        (old, got_attempt(&self.b, old).await)
+    }
+
+    async fn a_claims_first(&self, want: Uuid, how: &str) {
+        let got = self.a.claim("wa", &queues(), 1).await.unwrap();
+        assert_eq!(
+            got.first().map(|a| a.job_id),
+            Some(want),
+            "{how}: the job below the mark comes first"
+        );
+    }
+}
+
+async fn got_attempt(s: &Store, id: Uuid) -> u32 {
+    s.get_job(id).await.unwrap().attempt
+}
+
+async fn due_now(s: &Store, id: Uuid) {
+    // Time passes until the job is due; its key stays.
+    sqlx::query("UPDATE jobs SET not_before = now() WHERE id = $1")
+        .bind(id)
+        .execute(s.pool())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn nfr_012_a_retry_elsewhere_below_the_mark_is_found_when_due() {
+    let p = pair().await;
+    let (old, attempt) = p.old_in_flight().await;
+    p.b.ack("wb", old, attempt).await.unwrap();
+    p.b.report(&ResultReport {
+        worker_id: "wb".into(),
+        job_id: old,
+        attempt,
+        outcome: Outcome::Failed { retryable: true },
+        result: vec![],
+        error: Some("boom".into()),
+    })
+    .await
+    .unwrap();
+    due_now(&p.b, old).await;
+    p.a_claims_first(old, "retry").await;
+}
+
+#[tokio::test]
+async fn nfr_012_a_rescued_or_redriven_job_below_the_mark_is_found() {
+    let p = pair().await;
+    let (old, attempt) = p.old_in_flight().await;
+    // The assignment was never delivered: PENDING again at once.
+    p.b.delivery_failed("wb", old, attempt).await.unwrap();
+    p.a_claims_first(old, "rescue").await;
+
+    let p = pair().await;
+    let (old, attempt) = p.old_in_flight().await;
+    p.b.ack("wb", old, attempt).await.unwrap();
+    p.b.report(&ResultReport {
+        worker_id: "wb".into(),
+        job_id: old,
+        attempt,
+        outcome: Outcome::Failed { retryable: false },
+        result: vec![],
+        error: Some("permanent".into()),
+    })
+    .await
+    .unwrap();
+    p.b.retry(old).await.unwrap();
+    p.a_claims_first(old, "redrive").await;
+}
+
+#[tokio::test]
+async fn nfr_012_a_delayed_job_passed_over_is_found_when_due() {
+    let p = pair().await;
+    let delayed =
+        p.b.submit(NewJob {
+            schedule: Schedule::After(Duration::from_secs(3600)),
+            ..job()
+        })
+        .await
+        .unwrap()
+        .job_id;
+    let later = p.b.submit(job()).await.unwrap().job_id;
+    let got = p.a.claim("wa", &queues(), 5).await.unwrap();
+    assert_eq!(got.iter().map(|a| a.job_id).collect::<Vec<_>>(), vec![later]);
+    p.a.submit(job()).await.unwrap();
+    due_now(&p.a, delayed).await;
+    p.a_claims_first(delayed, "delay").await;
+}
+
+#[tokio::test]
+async fn nfr_012_a_submit_committing_after_a_later_one_was_claimed_is_announced() {
+    let p = pair().await;
+    let mut listener = p.a.listen_wake().await.unwrap();
+    // `slow`'s transaction starts first (its created_at) but waits on an
+    // uncommitted job with the same idempotency key.
+    let mut holder = p.db.pool().begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO jobs (id, queue, priority, payload, max_retries, idempotency_key) \
+         VALUES (gen_random_uuid(), $1, 0, '\\x7b7d', 0, 'k')",
+    )
+    .bind(Q)
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+    let b = p.b.clone();
+    let slow = tokio::spawn(async move {
+        b.submit(NewJob {
+            idempotency_key: Some("k".into()),
+            ..job()
+        })
+        .await
+    });
+    // Wait until the slow submit is blocked on the holder's row.
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO jobs%'",
+        )
+        .fetch_one(p.a.pool())
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let later = p.a.submit(job()).await.unwrap().job_id;
+    let got = p.a.claim("wa", &queues(), 1).await.unwrap();
+    assert_eq!(got[0].job_id, later);
+    holder.rollback().await.unwrap();
+    let slow = slow.await.unwrap().unwrap().job_id;
+    let ks: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT id, created_at FROM jobs WHERE id = ANY($1) ORDER BY created_at")
+            .bind(vec![slow, later])
+            .fetch_all(p.a.pool())
+            .await
+            .unwrap();
+    assert_eq!(ks[0].0, slow, "the slow submit's key is the older one");
+    // Take in every notification so far, the slow submit's last (it
+    // committed last); a quiet listener ends the wait.
+    while let Ok(n) = tokio::time::timeout(Duration::from_secs(1), listener.recv()).await {
+        p.a.heard_wake(&n.unwrap());
+    }
+    p.a_claims_first(slow, "skewed submit").await;
+}
