@@ -428,11 +428,15 @@ impl ExecLog {
         let mut done = vec![];
         for line in text.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
-            let [kind, job, attempt, worker, ns] = f[..] else {
-                panic!("bad execution log line {line:?}");
+            // A start whose `date` the worker's SIGTERM killed has no time:
+            // the run began then ended at once, at its end line's time.
+            let (kind, job, attempt, worker, ns) = match f[..] {
+                [kind, job, attempt, worker, ns] => (kind, job, attempt, worker, Some(ns)),
+                ["S", job, attempt, worker] => ("S", job, attempt, worker, None),
+                _ => panic!("bad execution log line {line:?}"),
             };
             let key = (job.to_string(), attempt.parse().unwrap(), worker.to_string());
-            let ns: u128 = ns.parse().unwrap();
+            let ns: u128 = ns.map_or(u128::MAX, |n| n.parse().unwrap());
             match kind {
                 "S" => {
                     if let Some(prev) = open.insert(
@@ -452,6 +456,9 @@ impl ExecLog {
                     let mut e = open
                         .remove(&key)
                         .unwrap_or_else(|| panic!("end without start: {line}"));
+                    if e.start == u128::MAX {
+                        e.start = ns;
+                    }
                     e.end = Some(ns);
                     done.push(e);
                 }

@@ -36,6 +36,8 @@ struct Conn {
     queue_weights: Vec<u32>,
     concurrency: u32,
     jobs: HashMap<Uuid, InFlight>,
+    /// When its heartbeat last looked for RUNNING jobs it no longer lists.
+    unlisted_checked: Option<std::time::Instant>,
 }
 
 /// A worker with room for more jobs, as the dispatcher sees it.
@@ -95,6 +97,7 @@ impl Registry {
             queue_weights,
             concurrency,
             jobs: HashMap::new(),
+            unlisted_checked: None,
         };
         self.conns.lock().unwrap().insert(worker_id.to_string(), conn);
         self.wake();
@@ -116,6 +119,24 @@ impl Registry {
             }
             _ => vec![],
         }
+    }
+
+    /// Whether a heartbeat of `worker_id` should look for RUNNING jobs it
+    /// no longer lists: at most every `every` for a worker connected here
+    /// (the look walks the worker's in-flight index, which a pinned
+    /// horizon lengthens with every job it ran: ADR 0021); always for one
+    /// whose stream is elsewhere.
+    pub fn unlisted_check_due(&self, worker_id: &str, every: std::time::Duration) -> bool {
+        let mut conns = self.conns.lock().unwrap();
+        let Some(c) = conns.get_mut(worker_id) else {
+            return true;
+        };
+        let now = std::time::Instant::now();
+        if c.unlisted_checked.is_some_and(|t| now.duration_since(t) < every) {
+            return false;
+        }
+        c.unlisted_checked = Some(now);
+        true
     }
 
     /// Close a worker's stream (deregistered, or declared dead).

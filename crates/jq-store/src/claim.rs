@@ -816,9 +816,10 @@ const DEPTH_SQL: &str = "\
 /// section, through `jobs_deferred_phase` (only jobs whose `not_before`
 /// lies after their `created_at` have an entry), and the database's time.
 const DEFERRED_SQL: &str = "\
-    WITH d AS (SELECT DISTINCT ON (queue, priority) queue, priority, created_at, seq FROM jobs \
+    WITH due AS (SELECT queue, priority, created_at, seq FROM jobs \
         WHERE phase = 0 AND not_before > created_at AND not_before > coalesce($1, '-infinity'::timestamptz) \
-          AND not_before <= now() \
+          AND not_before <= now() OFFSET 0), \
+    d AS (SELECT DISTINCT ON (queue, priority) queue, priority, created_at, seq FROM due \
         ORDER BY queue, priority, created_at, seq) \
     SELECT now(), coalesce(array_agg(queue), '{}'), coalesce(array_agg(priority), '{}'), \
            coalesce(array_agg(created_at), '{}'), coalesce(array_agg(seq), '{}') FROM d";

@@ -71,6 +71,11 @@ struct Inner {
     deferred_db_time: Option<DateTime<Utc>>,
     /// `None`: [`DEFERRED_EVERY`].
     deferred_every: Option<Duration>,
+    /// The assignment reaper's floor: no job ASSIGNED at or before it is
+    /// still ASSIGNED past its timeout, except one a pass could not write.
+    assigned_floor: Option<DateTime<Utc>>,
+    /// When the dead-worker reaper last looked at every in-flight job.
+    workers_full_at: Option<Instant>,
 }
 
 /// One server's marks (shared by every handle of a store).
@@ -103,6 +108,7 @@ impl Marks {
             g.at.clear();
             g.epoch += 1;
             g.reset_at = Some(now);
+            g.assigned_floor = None;
         }
         let mut v = View {
             epoch: g.epoch,
@@ -167,6 +173,32 @@ impl Marks {
         g.at.clear();
         g.epoch += 1;
         g.reset_at = Some(Instant::now());
+        g.assigned_floor = None;
+        g.workers_full_at = None;
+    }
+
+    /// Where the assignment reaper starts (`None`: from the beginning);
+    /// forgotten with the marks.
+    pub fn assigned_floor(&self) -> Option<DateTime<Utc>> {
+        self.lock().assigned_floor
+    }
+
+    pub fn set_assigned_floor(&self, floor: Option<DateTime<Utc>>) {
+        self.lock().assigned_floor = floor;
+    }
+
+    /// Whether the dead-worker reaper should look at every in-flight job
+    /// (every [`RESET_EVERY`]) rather than at recently lost workers only.
+    pub fn workers_full_due(&self) -> bool {
+        let mut g = self.lock();
+        let now = Instant::now();
+        if g.workers_full_at
+            .is_some_and(|t| now.duration_since(t) < RESET_EVERY)
+        {
+            return false;
+        }
+        g.workers_full_at = Some(now);
+        true
     }
 
     /// [`Marks::reset`], and the next claim looks at every deferred job.

@@ -26,6 +26,11 @@ use crate::rows::Candidate;
 /// Most jobs one pass handles; the next pass takes the rest.
 const REAP_BATCH: i64 = 1000;
 
+/// How far before the timeout the assignment reaper's floor stays: an
+/// assignment's `assigned_at` is its claim's start, and the claim commits
+/// within this.
+const FLOOR_MARGIN: Duration = Duration::from_secs(30);
+
 impl Store {
     async fn reap_with(
         &self,
@@ -34,6 +39,36 @@ impl Store {
         binds: &[f64],
         cmd: impl Fn(&JobRow) -> Command,
     ) -> Result<Vec<uuid::Uuid>> {
+        Ok(self.reap_counted(pass, filter, binds, cmd).await?.0)
+    }
+
+    /// The in-flight jobs of `workers`, through their in-flight index.
+    async fn reap_by_workers(
+        &self,
+        workers: &[String],
+        cmd: impl Fn(&JobRow) -> Command,
+    ) -> Result<Vec<uuid::Uuid>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS}, q.backoff_base_ms, q.backoff_max_ms FROM jobs j JOIN queues q ON q.name = j.queue \
+             WHERE j.worker_id = ANY($1) AND j.status IN ('ASSIGNED', 'RUNNING') AND j.phase = 1 LIMIT {REAP_BATCH}"
+        );
+        let rows: Vec<Candidate> = sqlx::query_as(&sql).bind(workers).fetch_all(&self.pool).await?;
+        let work = rows
+            .iter()
+            .map(|c| (Row::from(c), Order::new(cmd(&c.job))))
+            .collect();
+        Ok(applied_ids("reap_workers", &self.execute(work).await?))
+    }
+
+    /// [`Store::reap_with`], and whether it saw every candidate (fewer
+    /// than a batch).
+    async fn reap_counted(
+        &self,
+        pass: &'static str,
+        filter: &str,
+        binds: &[f64],
+        cmd: impl Fn(&JobRow) -> Command,
+    ) -> Result<(Vec<uuid::Uuid>, bool)> {
         let sql = format!(
             "SELECT {JOB_COLUMNS}, q.backoff_base_ms, q.backoff_max_ms FROM jobs j JOIN queues q ON q.name = j.queue \
              WHERE {filter} LIMIT {REAP_BATCH}"
@@ -43,27 +78,43 @@ impl Store {
             query = query.bind(b);
         }
         let rows = query.fetch_all(&self.pool).await?;
+        let complete = (rows.len() as i64) < REAP_BATCH;
         // A candidate that changed since the select is lost at the guarded
         // write: another replica's pass got it.
         let work = rows
             .iter()
             .map(|c| (Row::from(c), Order::new(cmd(&c.job))))
             .collect();
-        Ok(applied_ids(pass, &self.execute(work).await?))
+        Ok((applied_ids(pass, &self.execute(work).await?), complete))
     }
 
     /// FR-016: ASSIGNED for longer than `timeout` -> FAILED -> retry logic.
+    ///
+    /// From a floor (ADR 0021): a pass that handled every job due moves it
+    /// to the database's time minus the timeout and a margin, so the next
+    /// pass reads only the assignments made since, not every dead entry a
+    /// pinned horizon keeps in `jobs_assigned_at_phase`.
     pub async fn reap_assignment_timeouts(&self, timeout: Duration) -> Result<Vec<uuid::Uuid>> {
         self.run("reap_assignments", || async move {
-            self.reap_with(
-                "reap_assignments",
-                "j.status = 'ASSIGNED' AND j.phase = 1 AND j.assigned_at <= now() - $1 * interval '1 second'",
-                &[timeout.as_secs_f64()],
-                |j| Command::AssignmentTimeout {
-                    attempt: j.attempt as u32,
-                },
-            )
-            .await
+            let floor = self.marks.assigned_floor();
+            let now: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&self.pool).await?;
+            let from = floor.map_or(0.0, |f| f.timestamp_micros() as f64 / 1e6);
+            let (ids, complete) = self
+                .reap_counted(
+                    "reap_assignments",
+                    "j.status = 'ASSIGNED' AND j.phase = 1 AND j.assigned_at <= now() - $1 * interval '1 second' \
+                     AND j.assigned_at > to_timestamp($2)",
+                    &[timeout.as_secs_f64(), from],
+                    |j| Command::AssignmentTimeout {
+                        attempt: j.attempt as u32,
+                    },
+                )
+                .await?;
+            if complete {
+                let margin = chrono::Duration::from_std(timeout + FLOOR_MARGIN).unwrap_or_default();
+                self.marks.set_assigned_floor(Some(now - margin));
+            }
+            Ok(ids)
         })
         .await
     }
@@ -72,6 +123,12 @@ impl Store {
     /// RUNNING job of an OFFLINE worker -> FAILED -> retry logic (JQ-112),
     /// or DEAD_LETTERED when its cancel was pending (JQ-113). Jobs of
     /// workers that deregistered are reclaimed by the same query (NFR-015).
+    ///
+    /// The jobs are looked up by the lost workers' ids (ADR 0021: not by a
+    /// walk of every in-flight entry, which a pinned horizon makes as long
+    /// as the jobs run since): workers this pass found silent and those
+    /// last heard within the hour (deregistered, or found by another
+    /// replica); every in-flight job once a minute, for anything older.
     pub async fn reap_dead_workers(&self, timeout: Duration) -> Result<ReapReport> {
         self.run("reap_workers", || async move {
             let workers_offline: Vec<String> = sqlx::query_scalar(
@@ -90,18 +147,35 @@ SELECT id FROM dead ORDER BY id"#,
             .bind(jq_core::events::TOPIC_WORKER_HEARTBEAT)
             .fetch_all(&self.pool)
             .await?;
-            let jobs = self
-                .reap_with(
+            let lost = |j: &JobRow| Command::WorkerLost {
+                worker_id: j.worker_id.clone().unwrap_or_default(),
+                attempt: j.attempt as u32,
+            };
+            let jobs = if self.marks.workers_full_due() {
+                self.reap_with(
                     "reap_workers",
                     "j.status IN ('ASSIGNED', 'RUNNING') AND j.phase = 1 AND EXISTS \
                      (SELECT 1 FROM workers w WHERE w.id = j.worker_id AND w.status = 'OFFLINE')",
                     &[],
-                    |j| Command::WorkerLost {
-                        worker_id: j.worker_id.clone().unwrap_or_default(),
-                        attempt: j.attempt as u32,
-                    },
+                    lost,
                 )
+                .await?
+            } else {
+                // `deregister` and this pass set OFFLINE; a deregistered
+                // worker's last heartbeat is recent too.
+                let mut recent: Vec<String> = sqlx::query_scalar(
+                    "SELECT id FROM workers WHERE status = 'OFFLINE' AND last_heartbeat_at > now() - interval '1 hour' \
+                     ORDER BY id",
+                )
+                .fetch_all(&self.pool)
                 .await?;
+                recent.extend(workers_offline.iter().cloned());
+                if recent.is_empty() {
+                    vec![]
+                } else {
+                    self.reap_by_workers(&recent, lost).await?
+                }
+            };
             Ok(ReapReport { workers_offline, jobs })
         })
         .await

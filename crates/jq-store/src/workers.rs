@@ -237,10 +237,14 @@ impl Store {
             };
             let (ids, attempts): (Vec<Uuid>, Vec<i32>) = leases.iter().map(|l| (l.job_id, l.attempt as i32)).unzip();
             // Leases still valid, and those among them with a pending cancel.
+            // By id only (the fence keeps the planner off the worker's
+            // in-flight index, which holds an entry for every job the
+            // worker ran while a transaction pins the horizon: ADR 0021).
             let held: Vec<(Uuid, i32, bool)> = sqlx::query_as(
-                "SELECT j.id, j.attempt, j.cancel_requested FROM jobs j \
-                 JOIN unnest($1::uuid[], $2::int[]) AS l(id, attempt) ON j.id = l.id AND j.attempt = l.attempt \
-                 WHERE j.worker_id = $3 AND j.status IN ('ASSIGNED', 'RUNNING') AND j.phase = 1",
+                "SELECT j.id, j.attempt, j.cancel_requested FROM unnest($1::uuid[], $2::int[]) AS l(id, attempt) \
+                 CROSS JOIN LATERAL (SELECT id, attempt, cancel_requested, worker_id, status, phase FROM jobs \
+                                     WHERE id = l.id OFFSET 0) j \
+                 WHERE j.attempt = l.attempt AND j.worker_id = $3 AND j.status IN ('ASSIGNED', 'RUNNING') AND j.phase = 1",
             )
             .bind(&ids)
             .bind(&attempts)

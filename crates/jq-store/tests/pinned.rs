@@ -293,3 +293,30 @@ async fn nfr_012_a_submit_committing_after_a_later_one_was_claimed_is_announced(
     }
     p.a_claims_first(slow, "skewed submit").await;
 }
+
+#[tokio::test]
+async fn nfr_012_the_look_at_deferred_jobs_reads_their_own_index() {
+    let db = TestDb::new().await;
+    let s = db.store();
+    // A queue with a backlog of jobs to run at once, and a few delayed.
+    for _ in 0..10 {
+        s.submit_many((0..500).map(|_| job()).collect()).await.unwrap();
+    }
+    sqlx::query("ANALYZE jobs").execute(db.pool()).await.unwrap();
+    let plan = s.explain_deferred().await.unwrap();
+    assert!(plan.contains("jobs_deferred_phase"), "{plan}");
+    // Jobs submitted to run at once have no entry there; a delayed one has.
+    s.submit(job()).await.unwrap();
+    s.submit(NewJob {
+        schedule: Schedule::After(Duration::from_secs(60)),
+        ..job()
+    })
+    .await
+    .unwrap();
+    let deferred: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE phase = 0 AND not_before > created_at")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(deferred, 1);
+}

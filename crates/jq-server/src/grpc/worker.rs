@@ -97,7 +97,13 @@ impl WorkerService for Workers {
             // Two intervals: a heartbeat built just before an ack must not
             // cost that job its attempt.
             let grace = std::time::Duration::from_secs(s.cfg.scheduler.heartbeat_interval_s * 2);
-            match s.store.reclaim_unlisted(&r.worker_id, &held, grace).await {
+            let every = grace.max(std::time::Duration::from_secs(30));
+            let check = s.registry.unlisted_check_due(&r.worker_id, every);
+            match if check {
+                s.store.reclaim_unlisted(&r.worker_id, &held, grace).await
+            } else {
+                Ok(vec![])
+            } {
                 Ok(lost) if !lost.is_empty() => {
                     tracing::warn!(worker_id = %r.worker_id, jobs = lost.len(), "RUNNING jobs the worker no longer holds returned for retry");
                 }

@@ -26,7 +26,17 @@ pub struct Gauges {
     publishing: Publishing,
     /// Label sets the last pass set, per vector, to remove what went away.
     shown: Mutex<Shown>,
+    /// How long the last pass's depth count took.
+    cost: Mutex<Duration>,
 }
+
+/// The depth count may use at most 1/`SHARE` of one connection's time: it
+/// walks the live set's partial indexes, which a transaction pinning the
+/// horizon lengthens with every job that passes (ADR 0021), so the gauges
+/// are refreshed less often then instead of slowing the database further.
+const SHARE: u32 = 50;
+const EVERY: Duration = Duration::from_secs(2);
+const AT_MOST_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct Shown {
@@ -47,6 +57,7 @@ impl Gauges {
             metrics,
             publishing,
             shown: Mutex::default(),
+            cost: Mutex::default(),
         }
     }
 }
@@ -72,12 +83,15 @@ impl super::Service for Gauges {
     type Counts = usize;
 
     fn interval(&self) -> Duration {
-        Duration::from_secs(2)
+        let cost = *self.cost.lock().unwrap();
+        (cost * SHARE).clamp(EVERY, AT_MOST_EVERY)
     }
 
     async fn run_once(&self) -> jq_store::Result<usize> {
         let queues = self.store.list_queues().await?;
+        let started = std::time::Instant::now();
         let depths = self.store.depth_by_queue().await?;
+        *self.cost.lock().unwrap() = started.elapsed();
         let outbox = self.store.outbox_pending(self.publishing).await?;
         let lag = self.store.schedule_lag().await?;
         // Every live queue shows every non-terminal status, zero included,
