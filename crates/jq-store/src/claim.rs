@@ -317,7 +317,7 @@ fn bind_view<'q, O>(
     q.bind(&v.queues)
         .bind(&v.priorities)
         .bind(&v.created_at)
-        .bind(&v.seq)
+        .bind(&v.seq_at)
 }
 
 impl Store {
@@ -454,8 +454,13 @@ impl Store {
         // read may have locked candidates.
         let got = crate::finish(tx, got).await;
         match conn.settle(got) {
-            Ok(((assigned, verdicts), after, moves)) => {
+            Ok(((assigned, verdicts), after, (moves, left))) => {
                 self.marks.advance(&view, &moves);
+                // Rows left are announced to every server by the commit;
+                // this server's other claims in flight take them in now.
+                for (section, at) in &left {
+                    self.marks.lower(section, *at);
+                }
                 self.report_committed(&verdicts);
                 Ok((assigned, after))
             }
@@ -482,7 +487,7 @@ impl Store {
         queues: &[String],
         shares: Option<(&[u32], &RoundRobin)>,
         view: &View,
-    ) -> Result<(Claimed, Option<RoundRobin>, Moves)> {
+    ) -> Result<(Claimed, Option<RoundRobin>, (Moves, Moves))> {
         let asked: u32 = wants.iter().map(|(_, n)| *n).sum();
         let ids: Vec<&str> = wants.iter().map(|(w, _)| w.as_str()).collect();
         // One statement: the candidates, their queues' caps and the workers
@@ -725,7 +730,7 @@ impl Store {
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
         seen: &[Seen],
         taken: &HashSet<Uuid>,
-    ) -> Result<Moves> {
+    ) -> Result<(Moves, Moves)> {
         let (moves, left) = marks_after(seen, taken);
         if !left.is_empty() {
             sqlx::query("SELECT pg_notify('jq_wake', $1)")
@@ -733,7 +738,7 @@ impl Store {
                 .execute(&mut **tx)
                 .await?;
         }
-        Ok(moves)
+        Ok((moves, left))
     }
 
     /// A weighted queue's offer (FR-025): up to `room` candidates per band

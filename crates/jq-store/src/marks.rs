@@ -20,7 +20,7 @@
 //!   forgotten on a reconnect and every [`RESET_EVERY`], so such a job
 //!   waits at most that long.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -62,9 +62,13 @@ pub type Section = (String, u8);
 struct Inner {
     /// Absent: scan the section from its beginning.
     at: HashMap<Section, Start>,
-    /// Bumped by every change, so that a claim's advance computed from an
-    /// older view never raises a mark lowered meanwhile.
-    epoch: u64,
+    /// Every lowering, numbered, newest last (at most [`LOG_LEN`]): a
+    /// claim's advance takes in those made since its view, which may name
+    /// jobs its scan could not see yet.
+    log: VecDeque<(u64, Section, Start)>,
+    seq: u64,
+    /// Bumped by every reset: an advance from a view before it is dropped.
+    resets: u64,
     reset_at: Option<Instant>,
     deferred_at: Option<Instant>,
     /// The database's time of the last look at deferred jobs.
@@ -78,6 +82,9 @@ struct Inner {
     workers_full_at: Option<Instant>,
 }
 
+/// Lowerings kept for advances in flight (a few seconds of submits).
+const LOG_LEN: usize = 8192;
+
 /// One server's marks (shared by every handle of a store).
 #[derive(Debug, Default)]
 pub struct Marks {
@@ -87,11 +94,13 @@ pub struct Marks {
 /// The marks a claim starts from, and the view they came from.
 #[derive(Debug, Clone, Default)]
 pub struct View {
-    pub epoch: u64,
+    /// The last lowering and the resets when the view was taken.
+    pub seq: u64,
+    pub resets: u64,
     pub queues: Vec<String>,
     pub priorities: Vec<i16>,
     pub created_at: Vec<Option<DateTime<Utc>>>,
-    pub seq: Vec<Option<i64>>,
+    pub seq_at: Vec<Option<i64>>,
 }
 
 impl Marks {
@@ -106,12 +115,13 @@ impl Marks {
         let now = Instant::now();
         if g.reset_at.is_none_or(|t| now.duration_since(t) >= RESET_EVERY) {
             g.at.clear();
-            g.epoch += 1;
+            g.resets += 1;
             g.reset_at = Some(now);
             g.assigned_floor = None;
         }
         let mut v = View {
-            epoch: g.epoch,
+            seq: g.seq,
+            resets: g.resets,
             ..View::default()
         };
         for q in queues {
@@ -120,7 +130,7 @@ impl Marks {
                 v.queues.push(q.clone());
                 v.priorities.push(i16::from(p));
                 v.created_at.push(m.map(|m| m.created_at));
-                v.seq.push(m.map(|m| m.seq));
+                v.seq_at.push(m.map(|m| m.seq));
             }
         }
         v
@@ -134,29 +144,39 @@ impl Marks {
     /// After a claim that read `view`: each section's scan gave `seen`
     /// (every row it returned, locked) of which `taken` were claimed, a
     /// prefix in key order. The mark moves to the first row left, or past
-    /// the last one taken. If any mark changed since `view`, each moves to
-    /// the lower of the two: the change may name a job this claim did not
-    /// see.
+    /// the last one taken — or lower, to any key announced since `view`
+    /// (a job the claim's snapshot could not see). Dropped if the marks
+    /// were reset since, or if the announcements since are no longer all
+    /// kept.
     pub fn advance(&self, view: &View, moves: &[(Section, Start)]) {
         let mut g = self.lock();
-        let changed = g.epoch != view.epoch;
+        if g.resets != view.resets || g.log.front().is_some_and(|(n, _, _)| *n > view.seq + 1) {
+            return;
+        }
         for (s, to) in moves {
-            let next = match g.at.get(s) {
-                Some(cur) if changed => (*cur).min(*to),
-                None if changed => continue,
-                Some(cur) => (*cur).max(*to),
-                None => *to,
-            };
+            let since = g
+                .log
+                .iter()
+                .rev()
+                .take_while(|(n, _, _)| *n > view.seq)
+                .filter(|(_, ls, _)| ls == s)
+                .map(|(_, _, at)| *at)
+                .min();
+            let next = since.map_or(*to, |l| l.min(*to));
             g.at.insert(s.clone(), next);
         }
-        g.epoch += 1;
     }
 
     /// A due PENDING job of `section` has key `at`: the section's scan must
     /// start at or before it. Returns whether the mark moved.
     pub fn lower(&self, section: &Section, at: Start) -> bool {
         let mut g = self.lock();
-        g.epoch += 1;
+        g.seq += 1;
+        let n = g.seq;
+        g.log.push_back((n, section.clone(), at));
+        if g.log.len() > LOG_LEN {
+            g.log.pop_front();
+        }
         match g.at.get_mut(section) {
             Some(m) if *m > at => {
                 *m = at;
@@ -171,7 +191,7 @@ impl Marks {
     pub fn reset(&self) {
         let mut g = self.lock();
         g.at.clear();
-        g.epoch += 1;
+        g.resets += 1;
         g.reset_at = Some(Instant::now());
         g.assigned_floor = None;
         g.workers_full_at = None;
@@ -353,9 +373,16 @@ mod tests {
         assert!(m.lower(&sec("q", 5), at(50, 1)));
         m.advance(&v, &[(sec("q", 5), at(200, 1))]);
         assert_eq!(m.get(&sec("q", 5)), Some(at(50, 1)));
-        // A section the old view did not know stays unknown.
+        // A reset drops an advance from a view before it.
+        let v = m.view(&["q".into()]);
+        m.reset();
         m.advance(&v, &[(sec("q", 3), at(200, 1))]);
         assert_eq!(m.get(&sec("q", 3)), None);
+        // Lowerings elsewhere do not hold a section back.
+        let v = m.view(&["q".into()]);
+        m.lower(&sec("r", 1), at(1, 1));
+        m.advance(&v, &[(sec("q", 3), at(200, 1))]);
+        assert_eq!(m.get(&sec("q", 3)), Some(at(200, 1)));
     }
 
     #[test]

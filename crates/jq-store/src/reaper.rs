@@ -103,7 +103,7 @@ impl Store {
                 .reap_counted(
                     "reap_assignments",
                     "j.status = 'ASSIGNED' AND j.phase = 1 AND j.assigned_at <= now() - $1 * interval '1 second' \
-                     AND j.assigned_at > to_timestamp($2)",
+                     AND j.assigned_at > to_timestamp($2) ORDER BY j.assigned_at",
                     &[timeout.as_secs_f64(), from],
                     |j| Command::AssignmentTimeout {
                         attempt: j.attempt as u32,

@@ -63,6 +63,9 @@ const WORKER_EVENT: &str = "INSERT INTO event_outbox (event_id, topic, partition
     (SELECT count(*) FROM jobs j WHERE j.worker_id = ch.id AND j.status IN ('ASSIGNED', 'RUNNING') AND j.phase = 1)::int, \
     concurrency FROM ch";
 
+/// The active-jobs count of [`WORKER_EVENT`].
+const ACTIVE_JOBS: &str = "(SELECT count(*) FROM jobs j WHERE j.worker_id = ch.id AND j.status IN ('ASSIGNED', 'RUNNING') AND j.phase = 1)::int";
+
 fn with_event(change: &str, topic_param: &str) -> String {
     format!(
         "WITH ch AS ({change} RETURNING id, status, concurrency), ev AS ({}) SELECT status::text FROM ch",
@@ -219,12 +222,19 @@ impl Store {
         validate_worker_id(worker_id)?;
         check_leases("in_flight", leases)?;
         self.run("worker_heartbeat", || async move {
-            let status: Option<String> = sqlx::query_scalar(&with_event(
+            // The event's active jobs are the leases the worker lists: a
+            // count of its in-flight entries would walk every job it ran
+            // while a transaction pins the horizon (ADR 0021).
+            let sql = with_event(
                 "UPDATE workers SET last_heartbeat_at = now() WHERE id = $1 AND status <> 'OFFLINE'",
                 "$2",
-            ))
+            )
+            .replace(ACTIVE_JOBS, "$3::int");
+            debug_assert!(sql.contains("$3::int"), "the heartbeat's event counts its leases");
+            let status: Option<String> = sqlx::query_scalar(&sql)
             .bind(worker_id)
             .bind(TOPIC_WORKER_HEARTBEAT)
+            .bind(i32::try_from(leases.len()).unwrap_or(i32::MAX))
             .fetch_optional(&self.pool)
             .await?;
             let Some(status) = status else {

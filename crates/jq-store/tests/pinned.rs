@@ -119,6 +119,48 @@ async fn nfr_012_the_claim_reads_a_bounded_number_of_pages_whatever_the_dead_cou
     );
 }
 
+#[tokio::test]
+async fn nfr_012_marks_advance_while_the_servers_own_announcements_flow() {
+    // The server's LISTEN loop hears every submit's announcement, its own
+    // included, while its claims run: the marks must still move up.
+    let db = TestDb::new().await;
+    let s = db.store();
+    worker(&s, "w").await;
+    let mut listener = s.listen_wake().await.unwrap();
+    let hearing = s.clone();
+    let heard = tokio::spawn(async move {
+        let mut n = 0u64;
+        while let Ok(Ok(note)) = tokio::time::timeout(Duration::from_secs(2), listener.recv()).await {
+            hearing.heard_wake(&note);
+            n += 1;
+        }
+        n
+    });
+    let mut pin = db.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *pin)
+        .await
+        .unwrap();
+    // Single submits, each announced, each claimed at once.
+    for _ in 0..300 {
+        s.submit(job()).await.unwrap();
+        s.claim("w", &queues(), 1).await.unwrap();
+    }
+    s.submit(job()).await.unwrap();
+    let few = claim_buffers(&s).await;
+    for _ in 0..3_000 {
+        s.submit(job()).await.unwrap();
+        s.claim("w", &queues(), 1).await.unwrap();
+    }
+    s.submit(job()).await.unwrap();
+    let many = claim_buffers(&s).await;
+    pin.rollback().await.unwrap();
+    let heard = heard.await.unwrap();
+    eprintln!("buffers: {few} after 300, {many} after 3,300; {heard} notifications heard");
+    assert!(heard >= 3_000, "the announcements were heard meanwhile: {heard}");
+    assert!(many <= few + 8, "{many} vs {few}");
+}
+
 /// Two servers, `a` and `b`: `a`'s marks have passed `old`'s key (it took
 /// a later job), then `b` makes `old` PENDING and due again in some way;
 /// `a` must still claim it, first (FIFO).
@@ -319,4 +361,29 @@ async fn nfr_012_the_look_at_deferred_jobs_reads_their_own_index() {
             .await
             .unwrap();
     assert_eq!(deferred, 1);
+}
+
+#[tokio::test]
+async fn nfr_012_assignments_made_after_the_reapers_floor_still_time_out() {
+    let db = TestDb::new().await;
+    let s = db.store();
+    worker(&s, "w").await;
+    // Assigned before the first pass, and still within its timeout.
+    let early = s.submit(job()).await.unwrap().job_id;
+    s.claim("w", &queues(), 1).await.unwrap();
+    assert!(
+        s.reap_assignment_timeouts(Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // That pass saw every due assignment and moved its floor; one made
+    // after it, and the early one, time out all the same.
+    let late = s.submit(job()).await.unwrap().job_id;
+    s.claim("w", &queues(), 1).await.unwrap();
+    let mut reaped = s.reap_assignment_timeouts(Duration::ZERO).await.unwrap();
+    reaped.sort();
+    let mut want = vec![early, late];
+    want.sort();
+    assert_eq!(reaped, want);
 }
