@@ -194,6 +194,22 @@ impl Pair {
         (old, got_attempt(&self.b, old).await)
     }
 
+    /// `b`'s worker acks `old` and reports it failed.
+    async fn b_runs_and_fails(&self, old: Uuid, attempt: u32, retryable: bool) {
+        self.b.ack("wb", old, attempt).await.unwrap();
+        self.b
+            .report(&ResultReport {
+                worker_id: "wb".into(),
+                job_id: old,
+                attempt,
+                outcome: Outcome::Failed { retryable },
+                result: vec![],
+                error: Some("failed".into()),
+            })
+            .await
+            .unwrap();
+    }
+
     async fn a_claims_first(&self, want: Uuid, how: &str) {
         let got = self.a.claim("wa", &queues(), 1).await.unwrap();
         assert_eq!(
@@ -221,17 +237,7 @@ async fn due_now(s: &Store, id: Uuid) {
 async fn nfr_012_a_retry_elsewhere_below_the_mark_is_found_when_due() {
     let p = pair().await;
     let (old, attempt) = p.old_in_flight().await;
-    p.b.ack("wb", old, attempt).await.unwrap();
-    p.b.report(&ResultReport {
-        worker_id: "wb".into(),
-        job_id: old,
-        attempt,
-        outcome: Outcome::Failed { retryable: true },
-        result: vec![],
-        error: Some("boom".into()),
-    })
-    .await
-    .unwrap();
+    p.b_runs_and_fails(old, attempt, true).await;
     due_now(&p.b, old).await;
     p.a_claims_first(old, "retry").await;
 }
@@ -246,17 +252,7 @@ async fn nfr_012_a_rescued_or_redriven_job_below_the_mark_is_found() {
 
     let p = pair().await;
     let (old, attempt) = p.old_in_flight().await;
-    p.b.ack("wb", old, attempt).await.unwrap();
-    p.b.report(&ResultReport {
-        worker_id: "wb".into(),
-        job_id: old,
-        attempt,
-        outcome: Outcome::Failed { retryable: false },
-        result: vec![],
-        error: Some("permanent".into()),
-    })
-    .await
-    .unwrap();
+    p.b_runs_and_fails(old, attempt, false).await;
     p.b.retry(old).await.unwrap();
     p.a_claims_first(old, "redrive").await;
 }
