@@ -472,6 +472,7 @@ fn maintenance_services(shared: &Shared) -> Vec<Spawnable> {
             shared.publishing(),
         )),
         service(statistics::Statistics { store: store() }),
+        service(marks_sweep::MarksSweep { store: store() }),
         service(long_transactions::LongTransactions {
             store: store(),
             metrics: shared.metrics.clone(),

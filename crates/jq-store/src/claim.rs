@@ -468,7 +468,7 @@ impl Store {
                 // Rows this claim locked are PENDING again, and claims
                 // elsewhere may have passed them: every server forgets its
                 // marks (ADR 0021). Best effort: a server that missed this
-                // forgets them within `RESET_EVERY`.
+                // finds them at its next sweep (`SWEEP_EVERY`).
                 self.marks.reset();
                 let forget = Announcement::render(&self.wake_tag, &[]) + "\n*";
                 let notify = sqlx::query("SELECT pg_notify('jq_wake', $1)")
@@ -829,6 +829,17 @@ const DEFERRED_SQL: &str = "\
     SELECT now(), coalesce(array_agg(queue), '{}'), coalesce(array_agg(priority), '{}'), \
            coalesce(array_agg(created_at), '{}'), coalesce(array_agg(seq), '{}') FROM d";
 
+/// Each marked section's lowest due PENDING key below its mark (the
+/// claim's predicate, from the index's start up to the mark).
+const SWEEP_SQL: &str = "\
+    SELECT m.queue, m.priority, j.created_at, j.seq \
+    FROM unnest($1::text[], $2::int2[], $3::timestamptz[], $4::int8[]) AS m(queue, priority, c, s) \
+    CROSS JOIN LATERAL (SELECT created_at, seq FROM jobs \
+        WHERE queue = m.queue AND priority = m.priority AND status = 'PENDING' AND phase = 0 \
+          AND (created_at, seq) < (m.c, m.s) AND not_before <= now() \
+          AND (expires_at IS NULL OR expires_at > now()) \
+        ORDER BY created_at, seq LIMIT 1) j";
+
 type DeferredRow = (
     chrono::DateTime<chrono::Utc>,
     Vec<String>,
@@ -905,6 +916,41 @@ impl Store {
     /// operator's SQL; tests that move the clock by rewriting rows).
     pub fn forget_marks(&self) {
         self.marks.reset_all();
+    }
+
+    /// Look below every mark for a due PENDING job and lower the mark to
+    /// the lowest found (ADR 0021: rows a claimer held when its server
+    /// died, which the other claims skipped unseen). Off the dispatch
+    /// path: its cost grows with the dead entries a pinned horizon keeps
+    /// below the marks. Returns the sections lowered.
+    pub async fn sweep_marks(&self) -> Result<Vec<Section>> {
+        let marked = self.marks.marked();
+        if marked.is_empty() {
+            return Ok(vec![]);
+        }
+        let queues: Vec<&str> = marked.iter().map(|((q, _), _)| q.as_str()).collect();
+        let priorities: Vec<i16> = marked.iter().map(|((_, p), _)| i16::from(*p)).collect();
+        let created: Vec<chrono::DateTime<chrono::Utc>> = marked.iter().map(|(_, m)| m.created_at).collect();
+        let seqs: Vec<i64> = marked.iter().map(|(_, m)| m.seq).collect();
+        let found: Vec<(String, i16, chrono::DateTime<chrono::Utc>, i64)> = self
+            .run("sweep_marks", || async {
+                Ok(sqlx::query_as(SWEEP_SQL)
+                    .bind(&queues)
+                    .bind(&priorities)
+                    .bind(&created)
+                    .bind(&seqs)
+                    .fetch_all(&self.pool)
+                    .await?)
+            })
+            .await?;
+        let mut lowered = vec![];
+        for (q, p, created_at, seq) in found {
+            let section = (q, p.clamp(0, 9) as u8);
+            if self.marks.lower(&section, Start { created_at, seq }) {
+                lowered.push(section);
+            }
+        }
+        Ok(lowered)
     }
 
     /// Lower the marks of deferred jobs (submitted with a delay, backing

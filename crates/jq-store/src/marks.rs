@@ -15,10 +15,15 @@
 //!   delay: its `not_before` lies after its `created_at`, and the claim's
 //!   periodic look at the `jobs_deferred_phase` index lowers the marks of
 //!   what fell due since;
-//! - anything not covered (a notification missed while the LISTEN
-//!   connection was down, a claimer that died holding rows): every mark is
-//!   forgotten on a reconnect and every [`RESET_EVERY`], so such a job
-//!   waits at most that long.
+//! - a notification missed while the LISTEN connection was down: every
+//!   mark is forgotten on a reconnect;
+//! - anything else (a claimer whose server died while it held rows: the
+//!   other claims skipped them unseen and moved past): the sweep, every
+//!   [`SWEEP_EVERY`] off the dispatch path, finds the lowest due key below
+//!   each mark and lowers the mark to it, so such a job waits at most that
+//!   long. (Forgetting the marks instead, as first built, made the next
+//!   claims walk every dead entry the pin keeps: a stall of dispatch that
+//!   grew with the pin's age.)
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -26,7 +31,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-/// Every mark is forgotten this often (see the module's last case).
+/// How often the sweep looks below the marks (see the module's last case).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// How often the maintenance floors are forgotten: the assignment
+/// reaper's and the dead-worker reaper's look at recently lost workers
+/// only; their next pass reads everything.
 pub const RESET_EVERY: Duration = Duration::from_secs(60);
 
 /// How often the claim looks for deferred jobs that fell due.
@@ -69,7 +79,8 @@ struct Inner {
     seq: u64,
     /// Bumped by every reset: an advance from a view before it is dropped.
     resets: u64,
-    reset_at: Option<Instant>,
+    /// When the assignment floor was last forgotten.
+    floor_reset_at: Option<Instant>,
     deferred_at: Option<Instant>,
     /// The database's time of the last look at deferred jobs.
     deferred_db_time: Option<DateTime<Utc>>,
@@ -108,17 +119,9 @@ impl Marks {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Where each priority of `queues` starts (`None`: from the beginning),
-    /// forgetting every mark first when [`RESET_EVERY`] has passed.
+    /// Where each priority of `queues` starts (`None`: from the beginning).
     pub fn view(&self, queues: &[String]) -> View {
-        let mut g = self.lock();
-        let now = Instant::now();
-        if g.reset_at.is_none_or(|t| now.duration_since(t) >= RESET_EVERY) {
-            g.at.clear();
-            g.resets += 1;
-            g.reset_at = Some(now);
-            g.assigned_floor = None;
-        }
+        let g = self.lock();
         let mut v = View {
             seq: g.seq,
             resets: g.resets,
@@ -192,15 +195,27 @@ impl Marks {
         let mut g = self.lock();
         g.at.clear();
         g.resets += 1;
-        g.reset_at = Some(Instant::now());
         g.assigned_floor = None;
         g.workers_full_at = None;
     }
 
+    /// The marks that are set (the sections the sweep looks below).
+    pub fn marked(&self) -> Vec<(Section, Start)> {
+        self.lock().at.iter().map(|(s, m)| (s.clone(), *m)).collect()
+    }
+
     /// Where the assignment reaper starts (`None`: from the beginning);
-    /// forgotten with the marks.
+    /// forgotten with the marks and every [`RESET_EVERY`].
     pub fn assigned_floor(&self) -> Option<DateTime<Utc>> {
-        self.lock().assigned_floor
+        let mut g = self.lock();
+        let now = Instant::now();
+        if g.floor_reset_at
+            .is_none_or(|t| now.duration_since(t) >= RESET_EVERY)
+        {
+            g.floor_reset_at = Some(now);
+            g.assigned_floor = None;
+        }
+        g.assigned_floor
     }
 
     pub fn set_assigned_floor(&self, floor: Option<DateTime<Utc>>) {
@@ -422,6 +437,12 @@ mod tests {
         /// Another claimer held the first `n` due rows while this claim
         /// scanned, then released some untaken (announcing them).
         Contended { n: u8 },
+        /// Another claimer held the first `n` due rows while this claim
+        /// scanned, then its server died: the rows are due again and
+        /// nobody announces them.
+        DeadClaimer { n: u8 },
+        /// The sweep: the lowest due key below the mark lowers it.
+        Sweep,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -431,6 +452,8 @@ mod tests {
             (any::<u8>(), any::<bool>()).prop_map(|(pick, due)| Op::Return { pick, due }),
             Just(Op::FallDue),
             (1u8..4).prop_map(|n| Op::Contended { n }),
+            (1u8..4).prop_map(|n| Op::DeadClaimer { n }),
+            Just(Op::Sweep),
         ]
     }
 
@@ -449,6 +472,9 @@ mod tests {
             // key (micros) -> state; seq = micros.
             let mut jobs: std::collections::BTreeMap<i64, J> = Default::default();
             let mut next = 1000i64;
+            // Due rows a dead claimer held, not announced: below the mark
+            // until the next sweep.
+            let mut orphans: std::collections::BTreeSet<i64> = Default::default();
             let scan = |jobs: &std::collections::BTreeMap<i64, J>, from: Option<Start>, skip: usize| {
                 let from = from.map_or(i64::MIN, |f| f.seq);
                 jobs.range(from..).filter(|(_, j)| **j == J::Due).map(|(k, _)| *k).skip(skip).collect::<Vec<_>>()
@@ -469,8 +495,10 @@ mod tests {
                         let rows = scan(&jobs, from, 0);
                         let seen: Vec<i64> = rows.iter().copied().take(usize::from(n)).collect();
                         let k = seen.len().saturating_sub(usize::from(left));
-                        // FIFO: what is taken is the lowest due keys.
-                        let all_due: Vec<i64> = jobs.iter().filter(|(_, j)| **j == J::Due).map(|(k, _)| *k).collect();
+                        // FIFO: what is taken is the lowest due keys (but
+                        // orphans below the mark, which wait for the sweep).
+                        let below = |k: &i64| orphans.contains(k) && from.is_some_and(|m| *k < m.seq);
+                        let all_due: Vec<i64> = jobs.iter().filter(|(k, j)| **j == J::Due && !below(k)).map(|(k, _)| *k).collect();
                         prop_assert_eq!(&seen[..], &all_due[..seen.len()], "the scan from the mark misses a due job");
                         for key in &seen[..k] { jobs.insert(*key, J::Taken); }
                         let to = if k < seen.len() { at(seen[k], seen[k]) } else if let Some(l) = seen.last() { at(*l, *l).after() } else { continue };
@@ -510,10 +538,29 @@ mod tests {
                         if let Some(first) = held.first() { jobs.insert(*first, J::Taken); }
                         if let Some(left) = held.get(1) { m.lower(&s, at(*left, *left)); }
                     }
+                    Op::DeadClaimer { n } => {
+                        let v = m.view(&["q".into()]);
+                        let rows = scan(&jobs, m.get(&s), 0);
+                        let held: Vec<i64> = rows.iter().copied().take(usize::from(n)).collect();
+                        if let Some(mine) = rows.get(usize::from(n)) {
+                            jobs.insert(*mine, J::Taken);
+                            m.advance(&v, &[(s.clone(), at(*mine, *mine).after())]);
+                            orphans.extend(held);
+                        }
+                    }
+                    Op::Sweep => {
+                        if let Some(mark) = m.get(&s)
+                            && let Some((k, _)) = jobs.range(..mark.seq).find(|(_, j)| **j == J::Due)
+                        {
+                            m.lower(&s, at(*k, *k));
+                        }
+                        orphans.clear();
+                    }
                 }
-                // The invariant: every due job is at or above the mark.
+                // The invariant: every due job is at or above the mark,
+                // but a dead claimer's since the last sweep.
                 if let Some(mark) = m.get(&s) {
-                    let below = jobs.range(..mark.seq).find(|(_, j)| **j == J::Due);
+                    let below = jobs.range(..mark.seq).find(|(k, j)| **j == J::Due && !orphans.contains(k));
                     prop_assert!(below.is_none(), "due job {:?} below the mark {:?}", below, mark);
                 }
             }

@@ -73,16 +73,7 @@ async fn lifecycles(s: &Store, w: &str, n: usize) {
 
 /// Shared buffers the claim's plan touched (its top node's total).
 async fn claim_buffers(s: &Store) -> u64 {
-    let plan = s.explain_analyze_claim(Q, 10).await.unwrap();
-    let line = plan
-        .lines()
-        .find(|l| l.trim_start().starts_with("Buffers:"))
-        .unwrap_or_else(|| panic!("no buffers in {plan}"));
-    ["hit=", "read="]
-        .iter()
-        .filter_map(|k| line.split(k).nth(1))
-        .map(|v| v.split_whitespace().next().unwrap().parse::<u64>().unwrap())
-        .sum()
+    buffers(&s.explain_analyze_claim(Q, 10).await.unwrap())
 }
 
 #[tokio::test]
@@ -382,4 +373,83 @@ async fn nfr_012_assignments_made_after_the_reapers_floor_still_time_out() {
     let mut want = vec![early, late];
     want.sort();
     assert_eq!(reaped, want);
+}
+
+#[tokio::test]
+async fn nfr_012_rows_a_dead_claimer_held_below_the_mark_are_found_by_the_sweep() {
+    let db = TestDb::new().await;
+    let s = db.store();
+    worker(&s, "w").await;
+    let held = s.submit(job()).await.unwrap().job_id;
+    let next = s.submit(job()).await.unwrap().job_id;
+    let last = s.submit(job()).await.unwrap().job_id;
+    // Another server's claim locks `held`, then its server dies: its
+    // transaction ends without a commit and without an announcement.
+    let mut dead = db.pool().begin().await.unwrap();
+    sqlx::query("SELECT id FROM jobs WHERE id = $1 FOR UPDATE")
+        .bind(held)
+        .execute(&mut *dead)
+        .await
+        .unwrap();
+    let got = s.claim("w", &queues(), 1).await.unwrap();
+    assert_eq!(got[0].job_id, next, "the held row is skipped unseen");
+    dead.rollback().await.unwrap();
+    // The mark passed `held`: the claims go on without it...
+    let got = s.claim("w", &queues(), 1).await.unwrap();
+    assert_eq!(got[0].job_id, last);
+    // ...until the sweep finds it below the mark.
+    let lowered = s.sweep_marks().await.unwrap();
+    assert_eq!(lowered, vec![(Q.to_string(), 0u8)]);
+    let got = s.claim("w", &queues(), 1).await.unwrap();
+    assert_eq!(got.first().map(|a| a.job_id), Some(held));
+    // Nothing below the marks now: the sweep lowers nothing.
+    assert_eq!(s.sweep_marks().await.unwrap(), vec![]);
+}
+
+/// Shared buffers a plan's top node touched.
+fn buffers(plan: &str) -> u64 {
+    let line = plan
+        .lines()
+        .find(|l| l.trim_start().starts_with("Buffers:"))
+        .unwrap_or_else(|| panic!("no buffers in {plan}"));
+    ["hit=", "read="]
+        .iter()
+        .filter_map(|k| line.split(k).nth(1))
+        .map(|v| v.split_whitespace().next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn nfr_012_the_ttl_reaper_reads_a_bounded_number_of_pages_whatever_the_dead_count() {
+    let db = TestDb::new().await;
+    let s = db.store();
+    worker(&s, "w").await;
+    // A few jobs with a time to live, far from expiry, and a pinned horizon.
+    s.ensure_queue("ttl").await.unwrap();
+    s.submit_many(
+        (0..5)
+            .map(|_| NewJob {
+                queue: "ttl".into(),
+                ttl: Some(Duration::from_secs(3600)),
+                ..job()
+            })
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let mut pin = db.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *pin)
+        .await
+        .unwrap();
+    lifecycles(&s, "w", 400).await;
+    sqlx::query("ANALYZE jobs").execute(db.pool()).await.unwrap();
+    let few = buffers(&s.explain_analyze_reap_expired().await.unwrap());
+    lifecycles(&s, "w", 12_000).await;
+    sqlx::query("ANALYZE jobs").execute(db.pool()).await.unwrap();
+    let plan = s.explain_analyze_reap_expired().await.unwrap();
+    let many = buffers(&plan);
+    pin.rollback().await.unwrap();
+    eprintln!("buffers: {few} after 400 lifecycles, {many} after 12,400\n{plan}");
+    assert!(many <= few + 8, "{many} vs {few}: {plan}");
 }

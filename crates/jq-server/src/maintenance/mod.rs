@@ -2,8 +2,9 @@
 //! timeouts (FR-016), dead workers (FR-020, JQ-112), TTL expiry (FR-004),
 //! the gauges, planner statistics, pruning of sent outbox events,
 //! retention of finished jobs, the partitions of their history, the
-//! indexes of `jobs` (layout), periodic schedules, and the watch on long
-//! transactions elsewhere on the database server.
+//! indexes of `jobs` (layout), periodic schedules, the watch on long
+//! transactions elsewhere on the database server, and the sweep below the
+//! claim's marks.
 //! Each owns its interval and a `run_once` that does one pass and returns
 //! what it changed, so a test can drive one pass alone; [`run`] is the
 //! loop they share. Every replica runs them; the store's guarded writes
@@ -15,6 +16,7 @@ pub mod dead_workers;
 pub mod gauges;
 pub mod layout;
 pub mod long_transactions;
+pub mod marks_sweep;
 pub mod outbox_prune;
 pub mod partitions;
 pub mod retention;
