@@ -36,9 +36,15 @@ struct Conn {
     queue_weights: Vec<u32>,
     concurrency: u32,
     jobs: HashMap<Uuid, InFlight>,
-    /// When its heartbeat last looked for RUNNING jobs it no longer lists.
+    /// When its heartbeat last looked for RUNNING jobs it no longer lists,
+    /// and how long that look took.
     unlisted_checked: Option<std::time::Instant>,
+    unlisted_cost: std::time::Duration,
 }
+
+/// The look for unlisted jobs may use at most 1/`UNLISTED_SHARE` of one
+/// connection's time per worker (as the gauges: ADR 0021).
+const UNLISTED_SHARE: u32 = 50;
 
 /// A worker with room for more jobs, as the dispatcher sees it.
 #[derive(Debug, Clone)]
@@ -98,6 +104,7 @@ impl Registry {
             concurrency,
             jobs: HashMap::new(),
             unlisted_checked: None,
+            unlisted_cost: std::time::Duration::ZERO,
         };
         self.conns.lock().unwrap().insert(worker_id.to_string(), conn);
         self.wake();
@@ -122,21 +129,30 @@ impl Registry {
     }
 
     /// Whether a heartbeat of `worker_id` should look for RUNNING jobs it
-    /// no longer lists: at most every `every` for a worker connected here
-    /// (the look walks the worker's in-flight index, which a pinned
-    /// horizon lengthens with every job it ran: ADR 0021); always for one
-    /// whose stream is elsewhere.
+    /// no longer lists: for a worker connected here at most every `every`,
+    /// and no more often than 50 times the last look took (the look walks
+    /// the worker's in-flight index, which a pinned horizon lengthens with
+    /// every job it ran: ADR 0021); always for one whose stream is
+    /// elsewhere.
     pub fn unlisted_check_due(&self, worker_id: &str, every: std::time::Duration) -> bool {
         let mut conns = self.conns.lock().unwrap();
         let Some(c) = conns.get_mut(worker_id) else {
             return true;
         };
         let now = std::time::Instant::now();
+        let every = every.max(c.unlisted_cost * UNLISTED_SHARE);
         if c.unlisted_checked.is_some_and(|t| now.duration_since(t) < every) {
             return false;
         }
         c.unlisted_checked = Some(now);
         true
+    }
+
+    /// The look for `worker_id`'s unlisted jobs took `cost`.
+    pub fn unlisted_checked(&self, worker_id: &str, cost: std::time::Duration) {
+        if let Some(c) = self.conns.lock().unwrap().get_mut(worker_id) {
+            c.unlisted_cost = cost;
+        }
     }
 
     /// Close a worker's stream (deregistered, or declared dead).
@@ -380,5 +396,19 @@ mod tests {
         assert_eq!(r.connected(), 1);
         r.disconnect("w", g2);
         assert_eq!(r.connected(), 0);
+    }
+
+    #[test]
+    fn nfr_012_the_look_for_unlisted_jobs_waits_fifty_times_its_cost() {
+        let r = Registry::default();
+        let (_g, _rx) = r.connect("w", vec!["default".into()], vec![], 2);
+        let every = std::time::Duration::ZERO;
+        assert!(r.unlisted_check_due("w", every));
+        assert!(r.unlisted_check_due("w", every), "a free look may run again");
+        // A look that took 10 s (a long pin): the next waits 500 s.
+        r.unlisted_checked("w", std::time::Duration::from_secs(10));
+        assert!(!r.unlisted_check_due("w", every));
+        // A worker whose stream is elsewhere: always.
+        assert!(r.unlisted_check_due("other", every));
     }
 }

@@ -53,9 +53,13 @@ pub const PHASE_INDEXES: &[(&str, &str, &str)] = &[
         "(assigned_at) WHERE phase = 1",
         "jobs_assigned_at",
     ),
+    // `phase < 1`, not `phase = 0` (ADR 0021): the TTL reaper's query says
+    // the same, so the claim index (`phase = 0`) cannot serve it. When it
+    // could, the planner took it — it costs no dead entry — and under a
+    // pinned horizon the reaper walked every dead entry of every queue.
     (
-        "jobs_expiry_phase",
-        "(expires_at) WHERE phase = 0 AND expires_at IS NOT NULL",
+        "jobs_expiry_due",
+        "(expires_at) WHERE phase < 1 AND expires_at IS NOT NULL",
         "jobs_expiry",
     ),
     ("jobs_failed_phase", "(queue) WHERE phase = 2", "jobs_failed"),
@@ -87,6 +91,10 @@ pub const ADDED_INDEXES: &[(&str, &str)] = &[
         "(not_before) WHERE phase = 0 AND not_before > created_at",
     ),
 ];
+
+/// Indexes of an earlier layout that one above replaces, dropped with the
+/// indexes naming `status`.
+pub const RETIRED_INDEXES: &[&str] = &["jobs_expiry_phase"];
 
 /// A status's phase, as SQL's `jobs_phase_of` has it.
 pub fn phase(s: JobStatus) -> i16 {
@@ -185,6 +193,7 @@ impl Store {
         let left: Vec<&str> = PHASE_INDEXES
             .iter()
             .map(|(_, _, old)| *old)
+            .chain(RETIRED_INDEXES.iter().copied())
             .filter(|old| indexes.iter().any(|(n, _, _)| n == old))
             .collect();
         if valid && due {

@@ -119,6 +119,11 @@ fn template_name() -> String {
             h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
         }
     }
+    for (name, def) in jq_store::layout::ADDED_INDEXES {
+        for b in [*name, *def].concat().bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+        }
+    }
     format!("jq_tpl_{:012x}", h & 0xffff_ffff_ffff)
 }
 

@@ -99,11 +99,15 @@ impl WorkerService for Workers {
             let grace = std::time::Duration::from_secs(s.cfg.scheduler.heartbeat_interval_s * 2);
             let every = grace.max(std::time::Duration::from_secs(30));
             let check = s.registry.unlisted_check_due(&r.worker_id, every);
-            match if check {
-                s.store.reclaim_unlisted(&r.worker_id, &held, grace).await
+            let looked = if check {
+                let started = std::time::Instant::now();
+                let found = s.store.reclaim_unlisted(&r.worker_id, &held, grace).await;
+                s.registry.unlisted_checked(&r.worker_id, started.elapsed());
+                found
             } else {
                 Ok(vec![])
-            } {
+            };
+            match looked {
                 Ok(lost) if !lost.is_empty() => {
                     tracing::warn!(worker_id = %r.worker_id, jobs = lost.len(), "RUNNING jobs the worker no longer holds returned for retry");
                 }
