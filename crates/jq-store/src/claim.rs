@@ -830,14 +830,17 @@ const DEFERRED_SQL: &str = "\
            coalesce(array_agg(created_at), '{}'), coalesce(array_agg(seq), '{}') FROM d";
 
 /// Each marked section's lowest due PENDING key below its mark (the
-/// claim's predicate, from the index's start up to the mark).
+/// claim's predicate), from where its last sweep left off (`NULL`: the
+/// index's start).
 const SWEEP_SQL: &str = "\
     SELECT m.queue, m.priority, j.created_at, j.seq \
-    FROM unnest($1::text[], $2::int2[], $3::timestamptz[], $4::int8[]) AS m(queue, priority, c, s) \
+    FROM unnest($1::text[], $2::int2[], $3::timestamptz[], $4::int8[], $5::timestamptz[], $6::int8[]) \
+        AS m(queue, priority, c, s, fc, fs) \
     CROSS JOIN LATERAL (SELECT created_at, seq FROM jobs \
         WHERE queue = m.queue AND priority = m.priority AND status = 'PENDING' AND phase = 0 \
-          AND (created_at, seq) < (m.c, m.s) AND not_before <= now() \
-          AND (expires_at IS NULL OR expires_at > now()) \
+          AND (created_at, seq) < (m.c, m.s) \
+          AND (created_at, seq) >= (coalesce(m.fc, '-infinity'::timestamptz), coalesce(m.fs, '-9223372036854775808'::int8)) \
+          AND not_before <= now() AND (expires_at IS NULL OR expires_at > now()) \
         ORDER BY created_at, seq LIMIT 1) j";
 
 type DeferredRow = (
@@ -924,14 +927,18 @@ impl Store {
     /// path: its cost grows with the dead entries a pinned horizon keeps
     /// below the marks. Returns the sections lowered.
     pub async fn sweep_marks(&self) -> Result<Vec<Section>> {
-        let marked = self.marks.marked();
+        let (marked, at) = self.marks.to_sweep();
         if marked.is_empty() {
             return Ok(vec![]);
         }
-        let queues: Vec<&str> = marked.iter().map(|((q, _), _)| q.as_str()).collect();
-        let priorities: Vec<i16> = marked.iter().map(|((_, p), _)| i16::from(*p)).collect();
-        let created: Vec<chrono::DateTime<chrono::Utc>> = marked.iter().map(|(_, m)| m.created_at).collect();
-        let seqs: Vec<i64> = marked.iter().map(|(_, m)| m.seq).collect();
+        let queues: Vec<&str> = marked.iter().map(|((q, _), _, _)| q.as_str()).collect();
+        let priorities: Vec<i16> = marked.iter().map(|((_, p), _, _)| i16::from(*p)).collect();
+        let created: Vec<chrono::DateTime<chrono::Utc>> =
+            marked.iter().map(|(_, m, _)| m.created_at).collect();
+        let seqs: Vec<i64> = marked.iter().map(|(_, m, _)| m.seq).collect();
+        let from_created: Vec<Option<chrono::DateTime<chrono::Utc>>> =
+            marked.iter().map(|(_, _, f)| f.map(|f| f.created_at)).collect();
+        let from_seq: Vec<Option<i64>> = marked.iter().map(|(_, _, f)| f.map(|f| f.seq)).collect();
         let found: Vec<(String, i16, chrono::DateTime<chrono::Utc>, i64)> = self
             .run("sweep_marks", || async {
                 Ok(sqlx::query_as(SWEEP_SQL)
@@ -939,17 +946,27 @@ impl Store {
                     .bind(&priorities)
                     .bind(&created)
                     .bind(&seqs)
+                    .bind(&from_created)
+                    .bind(&from_seq)
                     .fetch_all(&self.pool)
                     .await?)
             })
             .await?;
+        let found: HashMap<Section, Start> = found
+            .into_iter()
+            .map(|(q, p, created_at, seq)| ((q, p.clamp(0, 9) as u8), Start { created_at, seq }))
+            .collect();
         let mut lowered = vec![];
-        for (q, p, created_at, seq) in found {
-            let section = (q, p.clamp(0, 9) as u8);
-            if self.marks.lower(&section, Start { created_at, seq }) {
-                lowered.push(section);
+        for (section, mark, _) in &marked {
+            let low = found.get(section).copied();
+            if let Some(at) = low
+                && self.marks.lower(section, at)
+            {
+                lowered.push(section.clone());
             }
+            self.marks.swept(section, *mark, low, at);
         }
+        lowered.sort();
         Ok(lowered)
     }
 

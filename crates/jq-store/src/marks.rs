@@ -34,6 +34,13 @@ use chrono::{DateTime, Utc};
 /// How often the sweep looks below the marks (see the module's last case).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
+/// How often the sweep reads each section from its beginning rather than
+/// from where the last one left off: for a row of a transaction older than
+/// the last sweep (it started before, committed after), announced, then
+/// held by a claimer whose server died — rare twice over, and found
+/// within this.
+pub const FULL_SWEEP_EVERY: Duration = Duration::from_secs(600);
+
 /// How often the maintenance floors are forgotten: the assignment
 /// reaper's and the dead-worker reaper's look at recently lost workers
 /// only; their next pass reads everything.
@@ -81,6 +88,11 @@ struct Inner {
     resets: u64,
     /// When the assignment floor was last forgotten.
     floor_reset_at: Option<Instant>,
+    /// Where the next sweep of each section starts: no due PENDING row
+    /// below it can be left unannounced (see [`Marks::swept`]).
+    swept: HashMap<Section, Start>,
+    /// When a sweep last started from every section's beginning.
+    full_sweep_at: Option<Instant>,
     deferred_at: Option<Instant>,
     /// The database's time of the last look at deferred jobs.
     deferred_db_time: Option<DateTime<Utc>>,
@@ -180,6 +192,11 @@ impl Marks {
         if g.log.len() > LOG_LEN {
             g.log.pop_front();
         }
+        if let Some(f) = g.swept.get_mut(section)
+            && *f > at
+        {
+            *f = at;
+        }
         match g.at.get_mut(section) {
             Some(m) if *m > at => {
                 *m = at;
@@ -194,14 +211,61 @@ impl Marks {
     pub fn reset(&self) {
         let mut g = self.lock();
         g.at.clear();
+        g.swept.clear();
         g.resets += 1;
         g.assigned_floor = None;
         g.workers_full_at = None;
     }
 
-    /// The marks that are set (the sections the sweep looks below).
-    pub fn marked(&self) -> Vec<(Section, Start)> {
-        self.lock().at.iter().map(|(s, m)| (s.clone(), *m)).collect()
+    /// What the sweep looks at: each set mark, where the section's last
+    /// sweep left its floor (`None`: the section's beginning), and the
+    /// resets and lowerings so far.
+    pub fn to_sweep(&self) -> (Vec<(Section, Start, Option<Start>)>, (u64, u64)) {
+        let mut g = self.lock();
+        let now = Instant::now();
+        if g.full_sweep_at
+            .is_none_or(|t| now.duration_since(t) >= FULL_SWEEP_EVERY)
+        {
+            g.full_sweep_at = Some(now);
+            g.swept.clear();
+        }
+        let v =
+            g.at.iter()
+                .map(|(s, m)| (s.clone(), *m, g.swept.get(s).copied()))
+                .collect();
+        (v, (g.resets, g.seq))
+    }
+
+    /// A sweep read `section` below `mark` (a snapshot taken after the
+    /// mark was read) and lowered it to `found`, if anything: every due
+    /// PENDING row it could see is now at or above the lower of the two,
+    /// and a row below that can become due and PENDING again only through
+    /// what announces it or the deferred look. So the next sweep starts
+    /// there: it reads the dead entries of one interval, not of the whole
+    /// pin. Every lowering since `at` (resets, lowerings) counts too, and
+    /// later ones lower the floor with the mark ([`Marks::lower`]): a claim
+    /// that scans from a lowered mark may skip rows a dying claimer holds
+    /// there. Dropped if the marks were reset since.
+    pub fn swept(&self, section: &Section, mark: Start, found: Option<Start>, at: (u64, u64)) {
+        let mut g = self.lock();
+        let (resets, seq) = at;
+        if g.resets != resets || g.log.front().is_some_and(|(n, _, _)| *n > seq + 1) {
+            return;
+        }
+        let since = g
+            .log
+            .iter()
+            .rev()
+            .take_while(|(n, _, _)| *n > seq)
+            .filter(|(_, ls, _)| ls == section)
+            .map(|(_, _, at)| *at)
+            .min();
+        let floor = [Some(mark), found, since]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(mark);
+        g.swept.insert(section.clone(), floor);
     }
 
     /// Where the assignment reaper starts (`None`: from the beginning);
@@ -464,6 +528,31 @@ mod tests {
         Taken,
     }
 
+    /// Another claimer holds the first `n` due rows from the mark; a claim
+    /// skips them (SKIP LOCKED), takes the next one if any and advances.
+    /// Returns the held rows and whether it took one.
+    fn claim_past_held(
+        m: &Marks,
+        s: &Section,
+        jobs: &mut std::collections::BTreeMap<i64, J>,
+        n: u8,
+    ) -> (Vec<i64>, bool) {
+        let v = m.view(&["q".into()]);
+        let from = m.get(s).map_or(i64::MIN, |f| f.seq);
+        let rows: Vec<i64> = jobs
+            .range(from..)
+            .filter(|(_, j)| **j == J::Due)
+            .map(|(k, _)| *k)
+            .collect();
+        let held: Vec<i64> = rows.iter().copied().take(usize::from(n)).collect();
+        let Some(mine) = rows.get(usize::from(n)).copied() else {
+            return (held, false);
+        };
+        jobs.insert(mine, J::Taken);
+        m.advance(&v, &[(s.clone(), at(mine, mine).after())]);
+        (held, true)
+    }
+
     proptest! {
         #[test]
         fn nfr_012_no_due_job_is_ever_below_the_mark(ops in prop::collection::vec(op(), 1..120)) {
@@ -524,35 +613,30 @@ mod tests {
                         }
                     }
                     Op::Contended { n } => {
-                        // Another claimer holds the first n due rows; this
-                        // claim skips them (SKIP LOCKED) and takes one more.
-                        let v = m.view(&["q".into()]);
-                        let rows = scan(&jobs, m.get(&s), 0);
-                        let held: Vec<i64> = rows.iter().copied().take(usize::from(n)).collect();
-                        if let Some(mine) = rows.get(usize::from(n)) {
-                            jobs.insert(*mine, J::Taken);
-                            m.advance(&v, &[(s.clone(), at(*mine, *mine).after())]);
-                        }
+                        let (held, _) = claim_past_held(&m, &s, &mut jobs, n);
                         // The other claimer takes the first and releases the
                         // rest, announcing the lowest it left.
                         if let Some(first) = held.first() { jobs.insert(*first, J::Taken); }
                         if let Some(left) = held.get(1) { m.lower(&s, at(*left, *left)); }
                     }
                     Op::DeadClaimer { n } => {
-                        let v = m.view(&["q".into()]);
-                        let rows = scan(&jobs, m.get(&s), 0);
-                        let held: Vec<i64> = rows.iter().copied().take(usize::from(n)).collect();
-                        if let Some(mine) = rows.get(usize::from(n)) {
-                            jobs.insert(*mine, J::Taken);
-                            m.advance(&v, &[(s.clone(), at(*mine, *mine).after())]);
+                        let (held, took) = claim_past_held(&m, &s, &mut jobs, n);
+                        if took {
                             orphans.extend(held);
                         }
                     }
                     Op::Sweep => {
-                        if let Some(mark) = m.get(&s)
-                            && let Some((k, _)) = jobs.range(..mark.seq).find(|(_, j)| **j == J::Due)
-                        {
-                            m.lower(&s, at(*k, *k));
+                        // As `Store::sweep_marks`: from the section's floor
+                        // up to its mark.
+                        let (marked, when) = m.to_sweep();
+                        for (sec, mark, floor) in marked {
+                            let from = floor.map_or(i64::MIN, |f| f.seq);
+                            prop_assert!(from <= mark.seq, "the floor {:?} is above the mark {:?}", floor, mark);
+                            let low = jobs.range(from..mark.seq).find(|(_, j)| **j == J::Due).map(|(k, _)| at(*k, *k));
+                            if let Some(l) = low {
+                                m.lower(&sec, l);
+                            }
+                            m.swept(&sec, mark, low, when);
                         }
                         orphans.clear();
                     }

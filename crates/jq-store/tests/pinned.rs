@@ -38,6 +38,14 @@ async fn worker(s: &Store, id: &str) {
     .unwrap();
 }
 
+/// A database and a store with worker "w" registered.
+async fn one_worker() -> (TestDb, Store) {
+    let db = TestDb::new().await;
+    let s = db.store();
+    worker(&s, "w").await;
+    (db, s)
+}
+
 fn queues() -> Vec<String> {
     vec![Q.to_string()]
 }
@@ -78,9 +86,7 @@ async fn claim_buffers(s: &Store) -> u64 {
 
 #[tokio::test]
 async fn nfr_012_the_claim_reads_a_bounded_number_of_pages_whatever_the_dead_count() {
-    let db = TestDb::new().await;
-    let s = db.store();
-    worker(&s, "w").await;
+    let (db, s) = one_worker().await;
     // A write transaction left open on the same database, as a report or
     // a migration would be.
     let mut pin = db.pool().begin().await.unwrap();
@@ -114,9 +120,7 @@ async fn nfr_012_the_claim_reads_a_bounded_number_of_pages_whatever_the_dead_cou
 async fn nfr_012_marks_advance_while_the_servers_own_announcements_flow() {
     // The server's LISTEN loop hears every submit's announcement, its own
     // included, while its claims run: the marks must still move up.
-    let db = TestDb::new().await;
-    let s = db.store();
-    worker(&s, "w").await;
+    let (db, s) = one_worker().await;
     let mut listener = s.listen_wake().await.unwrap();
     let hearing = s.clone();
     let heard = tokio::spawn(async move {
@@ -352,9 +356,7 @@ async fn nfr_012_the_look_at_deferred_jobs_reads_their_own_index() {
 
 #[tokio::test]
 async fn nfr_012_assignments_made_after_the_reapers_floor_still_time_out() {
-    let db = TestDb::new().await;
-    let s = db.store();
-    worker(&s, "w").await;
+    let (_db, s) = one_worker().await;
     // Assigned before the first pass, and still within its timeout.
     let early = s.submit(job()).await.unwrap().job_id;
     s.claim("w", &queues(), 1).await.unwrap();
@@ -377,9 +379,7 @@ async fn nfr_012_assignments_made_after_the_reapers_floor_still_time_out() {
 
 #[tokio::test]
 async fn nfr_012_rows_a_dead_claimer_held_below_the_mark_are_found_by_the_sweep() {
-    let db = TestDb::new().await;
-    let s = db.store();
-    worker(&s, "w").await;
+    let (db, s) = one_worker().await;
     let held = s.submit(job()).await.unwrap().job_id;
     let next = s.submit(job()).await.unwrap().job_id;
     let last = s.submit(job()).await.unwrap().job_id;
@@ -421,9 +421,7 @@ fn buffers(plan: &str) -> u64 {
 
 #[tokio::test]
 async fn nfr_012_the_ttl_reaper_reads_a_bounded_number_of_pages_whatever_the_dead_count() {
-    let db = TestDb::new().await;
-    let s = db.store();
-    worker(&s, "w").await;
+    let (db, s) = one_worker().await;
     // As in `jq-bench pinned`: no job has a time to live, a few wait, and
     // the horizon is pinned (the planner then found the claim index the
     // cheapest way to the expiry test: it counts no dead entry).
@@ -458,4 +456,29 @@ async fn nfr_012_the_ttl_reaper_reads_a_bounded_number_of_pages_whatever_the_dea
     tx.rollback().await.unwrap();
     let plan = lines.join("\n");
     assert!(!plan.contains("jobs_claim_phase"), "{plan}");
+}
+
+#[tokio::test]
+async fn nfr_012_the_sweep_reads_only_what_came_since_the_last_one() {
+    let (db, s) = one_worker().await;
+    let first = s.submit(job()).await.unwrap().job_id;
+    let _second = s.submit(job()).await.unwrap().job_id;
+    let third = s.submit(job()).await.unwrap().job_id;
+    let got = s.claim("w", &queues(), 1).await.unwrap();
+    assert_eq!(got[0].job_id, first);
+    // Nothing below the mark: the sweep leaves its floor at the mark.
+    assert_eq!(s.sweep_marks().await.unwrap(), vec![]);
+    // A row moved below that floor behind the store's back (nothing
+    // announces it): the next sweep does not read that far down, which is
+    // what keeps it from walking every dead entry of a long pin.
+    sqlx::query("UPDATE jobs SET created_at = created_at - interval '1 hour' WHERE id = $1")
+        .bind(third)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(s.sweep_marks().await.unwrap(), vec![]);
+    // Forgetting the marks (what an operator's SQL calls for) finds it.
+    s.forget_marks();
+    let got = s.claim("w", &queues(), 1).await.unwrap();
+    assert_eq!(got[0].job_id, third);
 }
