@@ -75,6 +75,12 @@ impl Start {
 /// A section of the claim index.
 pub type Section = (String, u8);
 
+/// A section the sweep reads: its mark and its floor.
+pub type ToSweep = (Section, Start, Option<Start>);
+
+/// When a sweep read the marks: (resets, lowerings) so far.
+pub type SweepAt = (u64, u64);
+
 #[derive(Debug, Default)]
 struct Inner {
     /// Absent: scan the section from its beginning.
@@ -220,7 +226,7 @@ impl Marks {
     /// What the sweep looks at: each set mark, where the section's last
     /// sweep left its floor (`None`: the section's beginning), and the
     /// resets and lowerings so far.
-    pub fn to_sweep(&self) -> (Vec<(Section, Start, Option<Start>)>, (u64, u64)) {
+    pub fn to_sweep(&self) -> (Vec<ToSweep>, SweepAt) {
         let mut g = self.lock();
         let now = Instant::now();
         if g.full_sweep_at
@@ -246,7 +252,7 @@ impl Marks {
     /// later ones lower the floor with the mark ([`Marks::lower`]): a claim
     /// that scans from a lowered mark may skip rows a dying claimer holds
     /// there. Dropped if the marks were reset since.
-    pub fn swept(&self, section: &Section, mark: Start, found: Option<Start>, at: (u64, u64)) {
+    pub fn swept(&self, section: &Section, mark: Start, found: Option<Start>, at: SweepAt) {
         let mut g = self.lock();
         let (resets, seq) = at;
         if g.resets != resets || g.log.front().is_some_and(|(n, _, _)| *n > seq + 1) {
