@@ -223,7 +223,10 @@ fn jq_152_phases_match_the_database_function_and_the_index_predicates() {
         .collect();
     assert_eq!(distinct.len(), 5, "every other status apart");
     for (name, def, old) in PHASE_INDEXES {
-        assert!(def.contains("WHERE phase = "), "{name}");
+        assert!(
+            def.contains("WHERE phase = ") || def.contains("WHERE phase < "),
+            "{name}"
+        );
         assert!(!def.contains("status"), "{name} must not name status");
         assert!(name.starts_with(old), "{name} replaces {old}");
     }
